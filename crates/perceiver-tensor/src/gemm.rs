@@ -1,0 +1,224 @@
+//! Single-precision GEMM: one safe wrapper over `matrixmultiply::sgemm`.
+//!
+//! # Design
+//! - Operands are strided views ([`MatRef`]): a transposed operand is passed through its strides
+//!   and never copied.
+//! - Threading: `matrixmultiply`'s own threading scales poorly on two cores, so above
+//!   [`PAR_MIN_FMAS`] multiply-adds the output is cut into one block of rows (or columns) per
+//!   rayon thread, and each block runs one single-threaded GEMM. Inside a rayon task (for example
+//!   a batched product that already parallelises over the batch) the GEMM stays on its thread,
+//!   so thread pools never nest.
+//! - Bounds are checked once per call against the slices, so the `unsafe` call cannot read or
+//!   write outside them.
+
+use rayon::prelude::*;
+
+/// Work (m·k·n multiply-adds) below which a GEMM stays on one thread.
+pub const PAR_MIN_FMAS: usize = 1 << 18;
+
+/// A read-only strided matrix view into a slice.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    /// Backing elements.
+    pub data: &'a [f32],
+    /// Index of element (0, 0).
+    pub offset: usize,
+    /// Number of rows.
+    pub rows: usize,
+    /// Number of columns.
+    pub cols: usize,
+    /// Distance between rows, in elements.
+    pub row_stride: usize,
+    /// Distance between columns, in elements.
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major matrix over the whole slice.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        MatRef { data, offset: 0, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose (a view: strides swapped).
+    pub fn t(self) -> Self {
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
+    }
+
+    fn in_bounds(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || self.offset + (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride
+                < self.data.len()
+    }
+}
+
+/// `C = alpha · A·B + beta · C` for row-major `C` (`c.len() >= m·n`, row stride `n`).
+///
+/// Panics if the shapes disagree or a view reaches outside its slice; these are internal
+/// invariants of the ops, which validate user shapes first.
+pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "gemm: inner dimensions differ");
+    assert!(a.in_bounds() && b.in_bounds(), "gemm: operand view out of bounds");
+    assert!(c.len() >= m * n, "gemm: output too small");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for v in &mut c[..m * n] {
+            *v *= beta;
+        }
+        if beta == 0.0 {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let nested = rayon::current_thread_index().is_some();
+    if threads <= 1 || nested || m * k * n < PAR_MIN_FMAS {
+        // SAFETY: the views and the output were bounds-checked above.
+        unsafe { gemm_block(alpha, a, b, beta, c.as_mut_ptr(), n, 0, m, 0, n) };
+        return;
+    }
+    let ptr = SendPtr(c.as_mut_ptr());
+    if m >= n || m >= 64 * threads {
+        let rows = m.div_ceil(threads);
+        (0..threads).into_par_iter().for_each(|t| {
+            let r0 = t * rows;
+            let r1 = ((t + 1) * rows).min(m);
+            if r0 < r1 {
+                let p = ptr;
+                // SAFETY: row blocks are disjoint and inside the checked output.
+                unsafe { gemm_block(alpha, a, b, beta, p.get(), n, r0, r1, 0, n) };
+            }
+        });
+    } else {
+        let cols = n.div_ceil(threads).next_multiple_of(16).min(n);
+        let blocks = n.div_ceil(cols);
+        (0..blocks).into_par_iter().for_each(|t| {
+            let c0 = t * cols;
+            let c1 = ((t + 1) * cols).min(n);
+            let p = ptr;
+            // SAFETY: column blocks are disjoint and inside the checked output.
+            unsafe { gemm_block(alpha, a, b, beta, p.get(), n, 0, m, c0, c1) };
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to hand disjoint output blocks to rayon tasks.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Rows `r0..r1`, columns `c0..c1` of the product into `c` (row stride `ldc`).
+///
+/// # Safety
+/// The views must be in bounds and the block of `c` valid for writes and not aliased.
+unsafe fn gemm_block(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+) {
+    let k = a.cols;
+    let a_ptr = a.data.as_ptr().wrapping_add(a.offset + r0 * a.row_stride);
+    let b_ptr = b.data.as_ptr().wrapping_add(b.offset + c0 * b.col_stride);
+    let c_ptr = c.wrapping_add(r0 * ldc + c0);
+    // SAFETY: forwarded from the caller; strides describe in-bounds views.
+    unsafe {
+        matrixmultiply::sgemm(
+            r1 - r0,
+            k,
+            c1 - c0,
+            alpha,
+            a_ptr,
+            a.row_stride as isize,
+            a.col_stride as isize,
+            b_ptr,
+            b.row_stride as isize,
+            b.col_stride as isize,
+            beta,
+            c_ptr,
+            ldc as isize,
+            1,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = 0.0f64;
+                for p in 0..k {
+                    s += a[i * k + p] as f64 * b[p * n + j] as f64;
+                }
+                c[i * n + j] = s as f32;
+            }
+        }
+        c
+    }
+
+    fn check(m: usize, k: usize, n: usize) {
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+        let want = naive(m, k, n, &a, &b);
+        let mut c = vec![f32::NAN; m * n];
+        gemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, &mut c);
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+        }
+        // transposed operand through strides, and beta = 1 accumulation
+        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let mut c2 = want.clone();
+        let btv = MatRef::row_major(&bt, n, k).t();
+        gemm(1.0, MatRef::row_major(&a, m, k), btv, 1.0, &mut c2);
+        for (x, y) in c2.iter().zip(&want) {
+            assert!((x - 2.0 * y).abs() <= 1e-4 * (1.0 + y.abs()), "beta=1 {m}x{k}x{n}");
+        }
+    }
+
+    #[test]
+    fn single_threaded_sizes() {
+        for &(m, k, n) in &[(1, 1, 1), (3, 5, 7), (17, 9, 33), (64, 64, 1)] {
+            check(m, k, n);
+        }
+    }
+
+    #[test]
+    fn threaded_row_and_column_splits() {
+        // Above PAR_MIN_FMAS: both the row split (m >= n) and the column split (m < n).
+        check(300, 64, 40);
+        check(20, 128, 300);
+        check(129, 65, 131);
+    }
+
+    #[test]
+    fn nested_in_rayon_stays_single_threaded_and_correct() {
+        rayon::scope(|s| {
+            s.spawn(|_| check(200, 64, 64));
+        });
+    }
+}

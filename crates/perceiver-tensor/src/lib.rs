@@ -1,0 +1,39 @@
+//! # perceiver-tensor
+//!
+//! The bottom layer of the Perceiver workspace: an f32 [`Tensor`] with strided views, the ops
+//! the model needs (each with its gradient), reverse-mode autograd, named parameters,
+//! optimizers with learning-rate schedules, safetensors I/O and a GEMM that uses both cores.
+//!
+//! ```
+//! use perceiver_tensor::{Rng, Tensor};
+//! let mut rng = Rng::new(0);
+//! let x = Tensor::randn(&[4, 8], &mut rng);
+//! let w = Tensor::randn(&[8, 3], &mut rng).requires_grad();
+//! let logits = x.matmul(&w)?;
+//! let loss = logits.cross_entropy(&[0, 1, 2, 0], 0.0)?;
+//! let grads = loss.backward()?;
+//! assert_eq!(grads.get(&w).unwrap().shape(), &[8, 3]);
+//! # Ok::<(), perceiver_tensor::Error>(())
+//! ```
+//!
+//! See `docs/ARCHITECTURE.md` for the design and `docs/OPS.md` for the ops and their gradient
+//! checks.
+
+pub mod autograd;
+mod error;
+pub mod gemm;
+pub mod kernels;
+pub mod layout;
+pub mod ops;
+pub mod optim;
+pub mod params;
+pub mod rng;
+mod tensor;
+pub mod testing;
+
+pub use autograd::{apply_custom, is_grad_enabled, no_grad, Backward, CustomOp, Grads, NoGradGuard};
+pub use error::{Error, Result};
+pub use ops::GeluKind;
+pub use params::{Param, ParamStore};
+pub use rng::Rng;
+pub use tensor::Tensor;

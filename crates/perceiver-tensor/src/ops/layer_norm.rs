@@ -1,0 +1,184 @@
+//! `layer_norm` over the last axis, fused forward and backward.
+//!
+//! Forward: `y = (x - μ) · rstd · w + b` with `rstd = 1 / √(var + eps)` (biased variance),
+//! computed in one pass per row with a two-pass mean/variance for accuracy. The rule saves the
+//! input (shared, not copied), `μ` and `rstd` per row, and the weight. Backward per row, with
+//! `x̂ = (x - μ)·rstd` and `ĝ = g·w`: `dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ·x̂))`,
+//! `dw = Σ_rows g·x̂`, `db = Σ_rows g`.
+
+use crate::autograd::{record, Backward};
+use crate::kernels;
+use crate::{Error, Result, Tensor};
+use rayon::prelude::*;
+
+struct LayerNormBackward {
+    x: Tensor,
+    weight: Option<Tensor>,
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+    has_weight: bool,
+    has_bias: bool,
+}
+
+impl Backward for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer_norm"
+    }
+    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        let d = *g.shape().last().expect("rank >= 1");
+        let x = self.x.contiguous_data();
+        let gd = g.contiguous_data();
+        let w = self.weight.as_ref().map(|w| w.to_vec());
+        let rows = self.mean.len();
+        let mut dx = vec![0.0f32; if needs[0] { x.len() } else { 0 }];
+        let want_wb = (self.has_weight && needs[1]) || (self.has_bias && needs[2]);
+        let rows_per = if x.len() >= kernels::PAR_THRESHOLD { (8192 / d.max(1)).max(1) } else { rows.max(1) };
+        let process = |r0: usize, dx_chunk: &mut [f32]| -> (Vec<f32>, Vec<f32>) {
+            let mut dw = vec![0.0f32; if want_wb { d } else { 0 }];
+            let mut db = vec![0.0f32; if want_wb { d } else { 0 }];
+            let nrows = if needs[0] { dx_chunk.len() / d.max(1) } else { rows_per.min(rows - r0) };
+            let mut xhat = vec![0.0f32; d];
+            let mut gh = vec![0.0f32; d];
+            for r in 0..nrows {
+                let row = r0 + r;
+                let xr = &x[row * d..(row + 1) * d];
+                let gr = &gd[row * d..(row + 1) * d];
+                let (mu, rs) = (self.mean[row], self.rstd[row]);
+                for i in 0..d {
+                    xhat[i] = (xr[i] - mu) * rs;
+                }
+                if want_wb {
+                    for i in 0..d {
+                        dw[i] += gr[i] * xhat[i];
+                        db[i] += gr[i];
+                    }
+                }
+                if needs[0] {
+                    match &w {
+                        Some(w) => (0..d).for_each(|i| gh[i] = gr[i] * w[i]),
+                        None => gh.copy_from_slice(gr),
+                    }
+                    let inv_d = 1.0 / d as f32;
+                    let m1 = kernels::sum(&gh) * inv_d;
+                    let m2 = kernels::dot(&gh, &xhat) * inv_d;
+                    let out = &mut dx_chunk[r * d..(r + 1) * d];
+                    for i in 0..d {
+                        out[i] = rs * (gh[i] - m1 - xhat[i] * m2);
+                    }
+                }
+            }
+            (dw, db)
+        };
+        let (dw, db) = if needs[0] {
+            dx.par_chunks_mut(rows_per * d)
+                .enumerate()
+                .map(|(c, chunk)| process(c * rows_per, chunk))
+                .reduce(|| (vec![0.0; if want_wb { d } else { 0 }], vec![0.0; if want_wb { d } else { 0 }]), |mut a, b| {
+                    kernels::add_assign(&mut a.0, &b.0);
+                    kernels::add_assign(&mut a.1, &b.1);
+                    a
+                })
+        } else {
+            (0..rows.div_ceil(rows_per))
+                .into_par_iter()
+                .map(|c| process(c * rows_per, &mut []))
+                .reduce(|| (vec![0.0; d], vec![0.0; d]), |mut a, b| {
+                    kernels::add_assign(&mut a.0, &b.0);
+                    kernels::add_assign(&mut a.1, &b.1);
+                    a
+                })
+        };
+        let mut out = vec![needs[0].then(|| Tensor::from_parts(dx, g.shape()))];
+        if self.has_weight {
+            out.push(needs[1].then(|| Tensor::from_parts(dw.clone(), &[d])));
+        } else {
+            out.push(None);
+        }
+        if self.has_bias {
+            out.push(needs[2].then(|| Tensor::from_parts(db, &[d])));
+        } else {
+            out.push(None);
+        }
+        out
+    }
+}
+
+impl Tensor {
+    /// Layer normalisation over the last axis with optional scale `weight` and offset `bias`
+    /// (each of shape `[last]`) and `eps` added to the variance.
+    #[track_caller]
+    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+        if self.rank() == 0 {
+            return Err(Error::invalid("layer_norm", "needs rank >= 1, got a scalar"));
+        }
+        let d = *self.shape().last().expect("rank >= 1");
+        for (name, p) in [("weight", weight), ("bias", bias)] {
+            if let Some(p) = p {
+                if p.shape() != [d] {
+                    return Err(Error::shape(
+                        "layer_norm",
+                        format!("{name} must have shape [last dim of the input]"),
+                        self.shape(),
+                        p.shape(),
+                    ));
+                }
+            }
+        }
+        if !(eps >= 0.0) {
+            return Err(Error::invalid("layer_norm", format!("eps must be >= 0, got {eps}")));
+        }
+        let x = self.contiguous_data();
+        let rows = if d == 0 { 0 } else { x.len() / d };
+        let w = weight.map(|w| w.to_vec());
+        let b = bias.map(|b| b.to_vec());
+        let mut mean = vec![0.0f32; rows];
+        let mut rstd = vec![0.0f32; rows];
+        let mut y = vec![0.0f32; x.len()];
+        let row_fn = |xr: &[f32], yr: &mut [f32], mu_out: &mut f32, rs_out: &mut f32| {
+            let inv_d = 1.0 / d as f32;
+            let mu = kernels::sum(xr) * inv_d;
+            let mut var = 0.0f32;
+            for &v in xr {
+                var += (v - mu) * (v - mu);
+            }
+            let rs = 1.0 / (var * inv_d + eps).sqrt();
+            *mu_out = mu;
+            *rs_out = rs;
+            for i in 0..d {
+                let mut v = (xr[i] - mu) * rs;
+                if let Some(w) = &w {
+                    v *= w[i];
+                }
+                if let Some(b) = &b {
+                    v += b[i];
+                }
+                yr[i] = v;
+            }
+        };
+        if d > 0 {
+            if x.len() >= kernels::PAR_THRESHOLD {
+                y.par_chunks_mut(d)
+                    .zip(x.par_chunks(d))
+                    .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+                    .for_each(|((yr, xr), (m, r))| row_fn(xr, yr, m, r));
+            } else {
+                for (((yr, xr), m), r) in y.chunks_mut(d).zip(x.chunks(d)).zip(&mut mean).zip(&mut rstd) {
+                    row_fn(xr, yr, m, r);
+                }
+            }
+        }
+        let out = Tensor::from_parts(y, self.shape());
+        let none = Tensor::scalar(0.0);
+        let wt = weight.unwrap_or(&none);
+        let bt = bias.unwrap_or(&none);
+        let inputs: [&Tensor; 3] = [self, if weight.is_some() { wt } else { &none }, if bias.is_some() { bt } else { &none }];
+        Ok(record(out, &inputs, |needs| LayerNormBackward {
+            x: self.detach(),
+            weight: if needs[0] { weight.map(|w| w.detach()) } else { None },
+            mean,
+            rstd,
+            has_weight: weight.is_some(),
+            has_bias: bias.is_some(),
+        }))
+    }
+}

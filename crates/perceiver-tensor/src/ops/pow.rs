@@ -1,0 +1,36 @@
+//! `powf`: elementwise `x^p` for a scalar exponent. The rule saves the input:
+//! dx = g p x^(p-1).
+
+use super::unary;
+use crate::autograd::{record, Backward};
+use crate::Tensor;
+
+struct PowBackward {
+    x: Tensor,
+    p: f32,
+}
+
+impl Backward for PowBackward {
+    fn name(&self) -> &'static str {
+        "powf"
+    }
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+        let p = self.p;
+        vec![Some(unary::zip(g, &self.x, |g, x| {
+            if p == 0.0 {
+                0.0
+            } else {
+                g * p * x.powf(p - 1.0)
+            }
+        }))]
+    }
+}
+
+impl Tensor {
+    /// Elementwise `x^p` (`f32::powf`).
+    pub fn powf(&self, p: f32) -> Tensor {
+        let out = unary::map(self, |x| x.powf(p));
+        let x = self.detach();
+        record(out, &[self], |_| PowBackward { x, p })
+    }
+}

@@ -1,0 +1,114 @@
+//! `softmax` along an axis, fused and numerically stable (the row maximum is subtracted before
+//! `exp`). The rule saves the output: `dx = y · (g - Σ g·y)`.
+
+use crate::autograd::{record, Backward};
+use crate::kernels;
+use crate::layout::check_axis;
+use crate::{Result, Tensor};
+use rayon::prelude::*;
+
+/// Applies `f(input_row, output_row)` to every row of length `len`, in parallel when large.
+pub(crate) fn rows_map(
+    x: &[f32],
+    len: usize,
+    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    if len == 0 {
+        return out;
+    }
+    if x.len() >= kernels::PAR_THRESHOLD {
+        let rows = (8192 / len).max(1);
+        out.par_chunks_mut(rows * len)
+            .zip(x.par_chunks(rows * len))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_mut(len).zip(x.chunks(len)) {
+                    f(x, o)
+                }
+            });
+    } else {
+        for (o, x) in out.chunks_mut(len).zip(x.chunks(len)) {
+            f(x, o)
+        }
+    }
+    out
+}
+
+/// Two-input variant of [`rows_map`].
+pub(crate) fn rows_zip(
+    a: &[f32],
+    b: &[f32],
+    len: usize,
+    f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out = vec![0.0f32; a.len()];
+    if len == 0 {
+        return out;
+    }
+    if a.len() >= kernels::PAR_THRESHOLD {
+        let rows = (8192 / len).max(1);
+        out.par_chunks_mut(rows * len)
+            .zip(a.par_chunks(rows * len).zip(b.par_chunks(rows * len)))
+            .for_each(|(o, (a, b))| {
+                for ((o, a), b) in o.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
+                    f(a, b, o)
+                }
+            });
+    } else {
+        for ((o, a), b) in out.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
+            f(a, b, o)
+        }
+    }
+    out
+}
+
+pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
+    let mut s = 0.0f32;
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = (x - m).exp();
+        s += *y;
+    }
+    let inv = 1.0 / s;
+    y.iter_mut().for_each(|y| *y *= inv);
+}
+
+struct SoftmaxBackward {
+    y: Tensor,
+}
+
+impl Backward for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "softmax"
+    }
+    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
+        let len = *g.shape().last().unwrap_or(&1);
+        let y = self.y.contiguous_data();
+        let gd = g.contiguous_data();
+        let dx = rows_zip(&gd, &y, len, |g, y, dx| {
+            let d = kernels::dot(g, y);
+            for i in 0..dx.len() {
+                dx[i] = y[i] * (g[i] - d);
+            }
+        });
+        vec![Some(Tensor::from_parts(dx, g.shape()))]
+    }
+}
+
+impl Tensor {
+    /// Softmax along `axis`.
+    #[track_caller]
+    pub fn softmax(&self, axis: usize) -> Result<Tensor> {
+        check_axis("softmax", axis, self.shape())?;
+        let last = self.rank() - 1;
+        if axis != last {
+            return self.transpose(axis, last)?.softmax(last)?.transpose(axis, last);
+        }
+        let len = self.shape()[last];
+        let x = self.contiguous_data();
+        let out = Tensor::from_parts(rows_map(&x, len, softmax_row), self.shape());
+        let y = out.detach();
+        Ok(record(out, &[self], |_| SoftmaxBackward { y }))
+    }
+}

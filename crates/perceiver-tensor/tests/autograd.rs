@@ -1,0 +1,110 @@
+//! Autograd engine behaviour: recording, no_grad, detach, errors, deep graphs, custom ops.
+
+use perceiver_tensor::{
+    apply_custom, no_grad, CustomOp, Error, Param, Result, Rng, Tensor,
+};
+
+#[test]
+fn untracked_inputs_record_nothing() {
+    let x = Tensor::ones(&[3]);
+    let y = x.exp().add(&x).unwrap();
+    assert!(!y.is_tracked());
+    assert!(y.sum_all().backward().is_err());
+}
+
+#[test]
+fn no_grad_and_detach_cut_the_graph() -> Result<()> {
+    let w = Tensor::ones(&[2]).requires_grad();
+    let y = no_grad(|| w.mul_scalar(2.0));
+    assert!(!y.is_tracked());
+    let z = w.detach().mul(&w)?.sum_all();
+    let g = z.backward()?;
+    // only the tracked side contributes: d/dw (c * w) = c = 1
+    assert_eq!(g.get(&w).unwrap().to_vec(), vec![1.0, 1.0]);
+    Ok(())
+}
+
+#[test]
+fn missing_gradient_is_an_error_naming_the_parameter() -> Result<()> {
+    let used = Param::new("layers.0.to_q.weight", Tensor::ones(&[2]));
+    let unused = Param::new("layers.0.to_k.weight", Tensor::ones(&[2]));
+    let loss = used.tensor().sum_all();
+    let grads = loss.backward()?;
+    assert!(used.grad(&grads).is_ok());
+    let err = unused.grad(&grads).unwrap_err();
+    assert!(matches!(err, Error::NoGradient { .. }));
+    assert!(err.to_string().contains("layers.0.to_k.weight"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn deep_graph_does_not_overflow_the_stack() -> Result<()> {
+    let x = Tensor::ones(&[4]).requires_grad();
+    let mut y = x.clone();
+    for _ in 0..100_000 {
+        y = y.add_scalar(1e-6);
+    }
+    let g = y.sum_all().backward()?;
+    assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0; 4]);
+    drop(y);
+    Ok(())
+}
+
+#[test]
+fn param_updates_are_seen_by_later_forwards() -> Result<()> {
+    let p = Param::new("w", Tensor::ones(&[3]));
+    let before = p.tensor();
+    p.update(|w| w.iter_mut().for_each(|v| *v = 5.0));
+    assert_eq!(p.tensor().to_vec(), vec![5.0; 3]);
+    // a graph that still holds the old value keeps it (copy-on-write)
+    assert_eq!(before.to_vec(), vec![1.0; 3]);
+    Ok(())
+}
+
+/// y = 3 x (elementwise), as a custom op.
+struct Triple;
+
+impl CustomOp for Triple {
+    type Saved = ();
+    fn name(&self) -> &'static str {
+        "triple"
+    }
+    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<()>)> {
+        Ok((inputs[0].mul_scalar(3.0), needs_grad.then_some(())))
+    }
+    fn backward(&self, _saved: &(), g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        vec![needs[0].then(|| g.mul_scalar(3.0))]
+    }
+}
+
+#[test]
+fn custom_op_plugs_into_autograd() -> Result<()> {
+    let x = Tensor::randn(&[4], &mut Rng::new(0)).requires_grad();
+    let y = apply_custom(Triple, &[&x])?;
+    assert!(y.is_tracked());
+    let g = y.mul(&x)?.sum_all().backward()?; // d/dx 3x^2 = 6x
+    for (gv, xv) in g.get(&x).unwrap().to_vec().iter().zip(x.to_vec()) {
+        assert!((gv - 6.0 * xv).abs() < 1e-5);
+    }
+    let z = no_grad(|| apply_custom(Triple, &[&x]))?;
+    assert!(!z.is_tracked());
+    Ok(())
+}
+
+#[test]
+fn backward_needs_a_scalar_or_a_matching_gradient() {
+    let x = Tensor::ones(&[2, 2]).requires_grad();
+    let y = x.exp();
+    assert!(y.backward().is_err());
+    assert!(y.backward_with(&Tensor::ones(&[3])).is_err());
+    assert!(y.backward_with(&Tensor::ones(&[2, 2])).is_ok());
+}
+
+#[test]
+fn gradients_accumulate_across_micro_batches() -> Result<()> {
+    let w = Tensor::ones(&[2]).requires_grad();
+    let mut total = w.mul_scalar(2.0).sum_all().backward()?;
+    total.accumulate(w.mul_scalar(3.0).sum_all().backward()?);
+    assert_eq!(total.get(&w).unwrap().to_vec(), vec![5.0, 5.0]);
+    Ok(())
+}

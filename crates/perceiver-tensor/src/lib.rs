@@ -24,6 +24,7 @@ mod error;
 pub mod gemm;
 pub mod kernels;
 pub mod layout;
+pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod params;

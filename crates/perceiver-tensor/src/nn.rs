@@ -1,0 +1,114 @@
+//! Building blocks with parameters: [`Linear`] and [`LayerNorm`].
+//!
+//! Weights use PyTorch's layouts (`Linear.weight` is `[out, in]`) and default initialisation
+//! (uniform in `±1/√in` for both weight and bias; LayerNorm scale 1 and offset 0), so state
+//! dicts interchange by name. The forward of `Linear` multiplies by the transposed weight as a
+//! strided view (no copy), folding all leading dimensions into one GEMM.
+
+use crate::{Error, Param, ParamStore, Result, Rng, Tensor};
+
+/// `y = x·Wᵀ + b` over the last axis.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    /// Weight `[out, in]`.
+    pub weight: Param,
+    /// Optional bias `[out]`.
+    pub bias: Option<Param>,
+}
+
+impl Linear {
+    /// Creates `name.weight` (and `name.bias`) in `store` with PyTorch's default init.
+    #[track_caller]
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Result<Linear> {
+        let bound = 1.0 / (in_dim.max(1) as f32).sqrt();
+        let w = Tensor::uniform(&[out_dim, in_dim], -bound, bound, rng);
+        let weight = store.add(format!("{name}.weight"), w)?;
+        let bias = if bias {
+            let b = Tensor::uniform(&[out_dim], -bound, bound, rng);
+            Some(store.add(format!("{name}.bias"), b)?)
+        } else {
+            None
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// Input width.
+    pub fn in_dim(&self) -> usize {
+        self.weight.shape()[1]
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Applies the layer to `x` of shape `[..., in]`.
+    #[track_caller]
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let in_dim = self.in_dim();
+        if x.shape().last() != Some(&in_dim) {
+            return Err(Error::shape(
+                "Linear",
+                format!("the input's last dimension must be {in_dim} ({})", self.weight.name()),
+                x.shape(),
+                &self.weight.shape(),
+            ));
+        }
+        let w = self.weight.tensor();
+        let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
+        let rows: usize = lead.iter().product();
+        let x2 = if x.rank() == 2 { x.clone() } else { x.reshape(&[rows, in_dim])? };
+        let mut y = x2.matmul(&w.t()?)?;
+        if let Some(b) = &self.bias {
+            y = y.add(&b.tensor())?;
+        }
+        let mut out_shape = lead;
+        out_shape.push(self.out_dim());
+        if x.rank() == 2 {
+            Ok(y)
+        } else {
+            y.reshape(&out_shape)
+        }
+    }
+}
+
+/// Layer normalisation over the last axis with learned scale and offset.
+#[derive(Clone, Debug)]
+pub struct LayerNorm {
+    /// Scale `[dim]` (PyTorch name `weight`).
+    pub weight: Param,
+    /// Offset `[dim]` (PyTorch name `bias`).
+    pub bias: Param,
+    /// Added to the variance.
+    pub eps: f32,
+}
+
+impl LayerNorm {
+    /// Creates `name.weight` (ones) and `name.bias` (zeros) in `store`.
+    #[track_caller]
+    pub fn new(store: &mut ParamStore, name: &str, dim: usize, eps: f32) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: store.add(format!("{name}.weight"), Tensor::ones(&[dim]))?,
+            bias: store.add(format!("{name}.bias"), Tensor::zeros(&[dim]))?,
+            eps,
+        })
+    }
+
+    /// Normalised width.
+    pub fn dim(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Applies the layer to `x` of shape `[..., dim]`.
+    #[track_caller]
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.layer_norm(Some(&self.weight.tensor()), Some(&self.bias.tensor()), self.eps)
+    }
+}

@@ -1,0 +1,336 @@
+//! The fused attention kernel (FlashAttention-style, on the CPU).
+//!
+//! # Forward
+//! Work is split into tasks of (batch, head, block of [`BLOCK_Q`] queries) under rayon. Each
+//! task walks the keys in blocks of [`BLOCK_K`]: `S = scale·Q_i·K_jᵀ` (one GEMM into a
+//! `BLOCK_Q x BLOCK_K` buffer that stays in cache), masked columns set to `-∞`, then the online
+//! softmax: with the running row maximum `m` and sum `l`,
+//! `m' = max(m, rowmax S)`, `P = exp(S - m')`, `l' = l·e^(m-m') + rowsum P`,
+//! `O' = O·e^(m-m') + P·V_j` (a second GEMM accumulating into the output rows). At the end
+//! `O /= l` and the log-sum-exp `L = m + ln l` is saved, one float per query row.
+//!
+//! # Backward
+//! With `D_i = rowsum(dO_i ⊙ O_i)`, tasks own ranges of key blocks (so `dK` and `dV` rows are
+//! written by one task each) and loop over query blocks, recomputing
+//! `P = exp(scale·Q_i·K_jᵀ - L_i)`, then `dV_j += Pᵀ·dO_i`, `dP = dO_i·V_jᵀ`,
+//! `dS = P ⊙ (dP - D_i)`, `dK_j += scale·dSᵀ·Q_i`, `dQ_i += scale·dS·K_j` (each task keeps a
+//! private `dQ` that is summed at the end). Nothing of size `queries x keys` is ever stored.
+//!
+//! Fully masked rows have `l = 0`: their output is 0 and `L = +∞`, so the recomputed `P` is 0
+//! and they pass no gradient.
+//!
+//! All GEMMs run single-threaded inside the rayon tasks and read q, k, v through their strides
+//! (non-contiguous inputs are not copied).
+
+use crate::check::{check, scale_of};
+use perceiver_tensor::gemm::{gemm, MatRef};
+use perceiver_tensor::kernels::fast_exp;
+use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
+use rayon::prelude::*;
+
+/// Queries per forward task (and per backward query block).
+pub const BLOCK_Q: usize = 64;
+/// Keys per block (the score buffer is `BLOCK_Q x BLOCK_K` floats: 32 KiB, inside L2).
+pub const BLOCK_K: usize = 128;
+
+/// The fused attention op (see the module docs). Build it through [`flash_attention`].
+#[derive(Clone, Debug)]
+pub struct FlashAttention {
+    scale: f32,
+    /// Key padding mask `[batch * keys]`, non-zero = attend.
+    mask: Option<Vec<f32>>,
+}
+
+/// What the forward keeps for the backward: the inputs (shared, not copied), the output and
+/// one log-sum-exp per query row.
+pub struct FlashSaved {
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Vec<f32>,
+}
+
+/// A strided 4-D operand: storage, offset and strides of `[b, h, row, col]`.
+#[derive(Clone, Copy)]
+struct Op4<'a> {
+    data: &'a [f32],
+    offset: usize,
+    strides: [usize; 4],
+}
+
+impl<'a> Op4<'a> {
+    fn new(t: &'a Tensor) -> Self {
+        let (data, l) = t.raw();
+        let s = l.strides();
+        Op4 {
+            data,
+            offset: l.offset(),
+            strides: [s[0], s[1], s[2], s[3]],
+        }
+    }
+
+    /// Rows `r0..r0+rows` of the matrix at (b, h).
+    fn rows(&self, b: usize, h: usize, r0: usize, rows: usize, cols: usize) -> MatRef<'a> {
+        MatRef {
+            data: self.data,
+            offset: self.offset + b * self.strides[0] + h * self.strides[1] + r0 * self.strides[2],
+            rows,
+            cols,
+            row_stride: self.strides[2],
+            col_stride: self.strides[3],
+        }
+    }
+}
+
+fn masked_columns(s: &mut [f32], cols: usize, mask: Option<&[f32]>) {
+    if let Some(m) = mask {
+        for (c, &keep) in m.iter().enumerate() {
+            if keep == 0.0 {
+                for row in s.chunks_mut(cols) {
+                    row[c] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
+impl FlashAttention {
+    fn mask_row(&self, b: usize, keys: usize) -> Option<&[f32]> {
+        self.mask.as_ref().map(|m| &m[b * keys..(b + 1) * keys])
+    }
+
+    fn forward_raw(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> (Tensor, Vec<f32>) {
+        let (b_, h_, n, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+        let (m, dv) = (k.shape()[2], v.shape()[3]);
+        let (qo, ko, vo) = (Op4::new(q), Op4::new(k), Op4::new(v));
+        let mut out = vec![0.0f32; b_ * h_ * n * dv];
+        let mut lse = vec![0.0f32; b_ * h_ * n];
+        if n == 0 || dv == 0 && dk == 0 {
+            return (Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"), lse);
+        }
+        let scale = self.scale;
+        let blocks_per_bh = n.div_ceil(BLOCK_Q);
+        let task = |idx: usize, o: &mut [f32], l_out: &mut [f32]| {
+            let bh = idx / blocks_per_bh;
+            let (b, h) = (bh / h_, bh % h_);
+            let i0 = (idx % blocks_per_bh) * BLOCK_Q;
+            let br = l_out.len();
+            let qi = qo.rows(b, h, i0, br, dk);
+            let mut s = vec![0.0f32; br * BLOCK_K];
+            let mut mx = vec![f32::NEG_INFINITY; br];
+            let mut sum = vec![0.0f32; br];
+            let mask = self.mask_row(b, m);
+            for j0 in (0..m).step_by(BLOCK_K) {
+                let bc = BLOCK_K.min(m - j0);
+                let sb = &mut s[..br * bc];
+                gemm(scale, qi, ko.rows(b, h, j0, bc, dk).t(), 0.0, sb);
+                masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
+                for r in 0..br {
+                    let row = &mut sb[r * bc..(r + 1) * bc];
+                    let rmax = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                    if rmax == f32::NEG_INFINITY {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let m_new = mx[r].max(rmax);
+                    let alpha = fast_exp(mx[r] - m_new);
+                    let mut acc = 0.0f32;
+                    for x in row.iter_mut() {
+                        *x = fast_exp(*x - m_new);
+                        acc += *x;
+                    }
+                    sum[r] = sum[r] * alpha + acc;
+                    if alpha != 1.0 {
+                        o[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= alpha);
+                    }
+                    mx[r] = m_new;
+                }
+                gemm(1.0, MatRef::row_major(sb, br, bc), vo.rows(b, h, j0, bc, dv), 1.0, o);
+            }
+            for r in 0..br {
+                let row = &mut o[r * dv..(r + 1) * dv];
+                if sum[r] == 0.0 {
+                    row.fill(0.0);
+                    l_out[r] = f32::INFINITY;
+                } else {
+                    let inv = 1.0 / sum[r];
+                    row.iter_mut().for_each(|x| *x *= inv);
+                    l_out[r] = mx[r] + sum[r].ln();
+                }
+            }
+        };
+        // One task per (batch, head, query block); outputs are disjoint chunks.
+        let mut chunks: Vec<(usize, &mut [f32], &mut [f32])> = Vec::with_capacity(b_ * h_ * blocks_per_bh);
+        for (bh, (o_bh, l_bh)) in out.chunks_mut(n * dv).zip(lse.chunks_mut(n)).enumerate() {
+            let mut o_rest = o_bh;
+            let mut l_rest = l_bh;
+            for blk in 0..blocks_per_bh {
+                let rows = BLOCK_Q.min(n - blk * BLOCK_Q);
+                let (o_head, o_tail) = o_rest.split_at_mut(rows * dv);
+                let (l_head, l_tail) = l_rest.split_at_mut(rows);
+                chunks.push((bh * blocks_per_bh + blk, o_head, l_head));
+                o_rest = o_tail;
+                l_rest = l_tail;
+            }
+        }
+        chunks.into_par_iter().for_each(|(idx, o, l)| task(idx, o, l));
+        (Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"), lse)
+    }
+
+    fn backward_raw(&self, saved: &FlashSaved, g: &Tensor, needs: &[bool]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (q, k, v) = (&saved.q, &saved.k, &saved.v);
+        let (b_, h_, n, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+        let (m, dv) = (k.shape()[2], v.shape()[3]);
+        let (qo, ko, vo) = (Op4::new(q), Op4::new(k), Op4::new(v));
+        let scale = self.scale;
+        let go = g.contiguous();
+        let gd = go.as_slice().expect("contiguous");
+        let od = saved.out.as_slice().expect("saved output is contiguous");
+        // D_i = rowsum(dO ⊙ O)
+        let drow: Vec<f32> = gd
+            .chunks(dv.max(1))
+            .zip(od.chunks(dv.max(1)))
+            .map(|(a, b)| perceiver_tensor::kernels::dot(a, b))
+            .collect();
+        let go4 = Op4 {
+            data: gd,
+            offset: 0,
+            strides: [h_ * n * dv, n * dv, dv, 1],
+        };
+        let mut dq = vec![0.0f32; b_ * h_ * n * dk];
+        let mut dkv = vec![0.0f32; b_ * h_ * m * dk];
+        let mut dvv = vec![0.0f32; b_ * h_ * m * dv];
+        // Key ranges per (batch, head): enough tasks to keep every thread busy.
+        let threads = rayon::current_num_threads().max(1);
+        let key_blocks = m.div_ceil(BLOCK_K);
+        let per_bh = if b_ * h_ >= 2 * threads { 1 } else { (2 * threads).div_ceil(b_ * h_).min(key_blocks).max(1) };
+        let blocks_per_task = key_blocks.div_ceil(per_bh);
+        let mut tasks: Vec<(usize, usize, &mut [f32], &mut [f32])> = Vec::new();
+        for (bh, (dk_bh, dv_bh)) in dkv.chunks_mut(m * dk).zip(dvv.chunks_mut(m * dv)).enumerate() {
+            let mut dk_rest = dk_bh;
+            let mut dv_rest = dv_bh;
+            let mut j = 0;
+            while j < m {
+                let len = (blocks_per_task * BLOCK_K).min(m - j);
+                let (a, at) = dk_rest.split_at_mut(len * dk);
+                let (c, ct) = dv_rest.split_at_mut(len * dv);
+                tasks.push((bh, j, a, c));
+                dk_rest = at;
+                dv_rest = ct;
+                j += len;
+            }
+        }
+        let lse = &saved.lse;
+        let partial_dq: Vec<(usize, Vec<f32>)> = tasks
+            .into_par_iter()
+            .map(|(bh, ja, dk_out, dv_out)| {
+                let (b, h) = (bh / h_, bh % h_);
+                let keys = dk_out.len() / dk.max(1);
+                let keys = if dk == 0 { dv_out.len() / dv.max(1) } else { keys };
+                let mask = self.mask_row(b, m);
+                let mut dq_acc = vec![0.0f32; if needs[0] { n * dk } else { 0 }];
+                let mut s = vec![0.0f32; BLOCK_Q * BLOCK_K];
+                let mut dp = vec![0.0f32; BLOCK_Q * BLOCK_K];
+                for jl in (0..keys).step_by(BLOCK_K) {
+                    let j0 = ja + jl;
+                    let bc = BLOCK_K.min(keys - jl);
+                    let kj = ko.rows(b, h, j0, bc, dk);
+                    let vj = vo.rows(b, h, j0, bc, dv);
+                    for i0 in (0..n).step_by(BLOCK_Q) {
+                        let br = BLOCK_Q.min(n - i0);
+                        let qi = qo.rows(b, h, i0, br, dk);
+                        let doi = go4.rows(b, h, i0, br, dv);
+                        let sb = &mut s[..br * bc];
+                        gemm(scale, qi, kj.t(), 0.0, sb);
+                        masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
+                        let l_rows = &lse[bh * n + i0..bh * n + i0 + br];
+                        for r in 0..br {
+                            let l = l_rows[r];
+                            sb[r * bc..(r + 1) * bc].iter_mut().for_each(|x| *x = fast_exp(*x - l));
+                        }
+                        if needs[2] {
+                            gemm(1.0, MatRef::row_major(sb, br, bc).t(), doi, 1.0, &mut dv_out[jl * dv..(jl + bc) * dv]);
+                        }
+                        if !(needs[0] || needs[1]) {
+                            continue;
+                        }
+                        let dpb = &mut dp[..br * bc];
+                        gemm(1.0, doi, vj.t(), 0.0, dpb);
+                        let d_rows = &drow[bh * n + i0..bh * n + i0 + br];
+                        for r in 0..br {
+                            let dr = d_rows[r];
+                            let prow = &sb[r * bc..(r + 1) * bc];
+                            let drow_ = &mut dpb[r * bc..(r + 1) * bc];
+                            for c in 0..bc {
+                                drow_[c] = prow[c] * (drow_[c] - dr);
+                            }
+                        }
+                        if needs[1] {
+                            gemm(scale, MatRef::row_major(dpb, br, bc).t(), qi, 1.0, &mut dk_out[jl * dk..(jl + bc) * dk]);
+                        }
+                        if needs[0] {
+                            gemm(scale, MatRef::row_major(dpb, br, bc), kj, 1.0, &mut dq_acc[i0 * dk..(i0 + br) * dk]);
+                        }
+                    }
+                }
+                (bh, dq_acc)
+            })
+            .collect();
+        if needs[0] {
+            for (bh, part) in partial_dq {
+                let dst = &mut dq[bh * n * dk..(bh + 1) * n * dk];
+                dst.iter_mut().zip(&part).for_each(|(d, s)| *d += s);
+            }
+        }
+        (dq, dkv, dvv)
+    }
+}
+
+impl CustomOp for FlashAttention {
+    type Saved = FlashSaved;
+
+    fn name(&self) -> &'static str {
+        "flash_attention"
+    }
+
+    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<FlashSaved>)> {
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let (out, lse) = self.forward_raw(q, k, v);
+        let saved = needs_grad.then(|| FlashSaved {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+            out: out.clone(),
+            lse,
+        });
+        Ok((out, saved))
+    }
+
+    fn backward(&self, saved: &FlashSaved, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        let (dq, dk, dv) = self.backward_raw(saved, g, needs);
+        let wrap = |data: Vec<f32>, like: &Tensor| Tensor::from_vec(data, like.shape()).expect("sizes agree");
+        vec![
+            needs[0].then(|| wrap(dq, &saved.q)),
+            needs[1].then(|| wrap(dk, &saved.k)),
+            needs[2].then(|| wrap(dv, &saved.v)),
+        ]
+    }
+}
+
+/// Fused attention `softmax(scale · q·kᵀ, masked) · v` (see the module docs).
+///
+/// `q: [b, h, n, dk]`, `k: [b, h, m, dk]`, `v: [b, h, m, dv]` (any strides),
+/// `mask: [b, m]` (non-zero = attend; not differentiated), `scale` defaults to `1/√dk`.
+/// Differentiable in q, k and v. Dropout on the probabilities is not supported by this kernel;
+/// [`crate::MultiHeadAttention`] refuses it with an error rather than ignoring it.
+#[track_caller]
+pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: Option<f32>) -> Result<Tensor> {
+    let d = check("flash_attention", q, k, v, mask)?;
+    let scale = scale_of("flash_attention", scale, d.qk)?;
+    let op = FlashAttention {
+        scale,
+        mask: mask.map(|m| m.to_vec()),
+    };
+    apply_custom(op, &[q, k, v])
+}

@@ -1,0 +1,153 @@
+//! The multi-head attention layer the model uses.
+
+use crate::{attention_reference, flash_attention, AttentionOptions};
+use perceiver_tensor::nn::Linear;
+use perceiver_tensor::{Error, ParamStore, Result, Rng, Tensor};
+
+/// Which attention kernel a layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AttnKernel {
+    /// The fused, memory-linear kernel ([`flash_attention`]). The default.
+    #[default]
+    Fused,
+    /// The composition of plain ops ([`attention_reference`]); needed for attention dropout.
+    Reference,
+}
+
+/// Shape and options of a [`MultiHeadAttention`] layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiHeadAttentionConfig {
+    /// Width of the query input (the latents).
+    pub query_dim: usize,
+    /// Width of the key/value input (the byte array, or the latents for self-attention).
+    pub kv_dim: usize,
+    /// Number of heads.
+    pub heads: usize,
+    /// Total width of queries and keys (`heads x head width`).
+    pub qk_dim: usize,
+    /// Total width of values (`heads x value head width`).
+    pub v_dim: usize,
+    /// Width of the output projection.
+    pub out_dim: usize,
+    /// Bias on the query projection.
+    pub bias_q: bool,
+    /// Bias on the key projection.
+    pub bias_k: bool,
+    /// Bias on the value projection.
+    pub bias_v: bool,
+    /// Bias on the output projection.
+    pub bias_o: bool,
+    /// Dropout on the attention probabilities (reference kernel only).
+    pub dropout: f32,
+    /// Kernel selection.
+    pub kernel: AttnKernel,
+    /// Logit scale; `None` = `1 / sqrt(qk head width)`.
+    pub scale: Option<f32>,
+}
+
+impl MultiHeadAttentionConfig {
+    /// A config with lucidrains' conventions: no bias on Q/K/V, bias on the output,
+    /// `inner = heads * head_dim` for both qk and v, output back to `query_dim`.
+    pub fn lucidrains(query_dim: usize, kv_dim: usize, heads: usize, head_dim: usize) -> Self {
+        MultiHeadAttentionConfig {
+            query_dim,
+            kv_dim,
+            heads,
+            qk_dim: heads * head_dim,
+            v_dim: heads * head_dim,
+            out_dim: query_dim,
+            bias_q: false,
+            bias_k: false,
+            bias_v: false,
+            bias_o: true,
+            dropout: 0.0,
+            kernel: AttnKernel::Fused,
+            scale: None,
+        }
+    }
+}
+
+/// Multi-head attention: `out = W_o · concat_h(attn(W_q x_q, W_k x_kv, W_v x_kv))`.
+///
+/// Parameters are named `{name}.to_q`, `{name}.to_k`, `{name}.to_v`, `{name}.to_out`
+/// (`.weight`, `.bias`), with PyTorch layouts.
+#[derive(Clone, Debug)]
+pub struct MultiHeadAttention {
+    /// The configuration.
+    pub config: MultiHeadAttentionConfig,
+    /// Query projection.
+    pub to_q: Linear,
+    /// Key projection.
+    pub to_k: Linear,
+    /// Value projection.
+    pub to_v: Linear,
+    /// Output projection.
+    pub to_out: Linear,
+}
+
+impl MultiHeadAttention {
+    /// Creates the layer's parameters in `store` under `name`.
+    #[track_caller]
+    pub fn new(store: &mut ParamStore, name: &str, config: MultiHeadAttentionConfig, rng: &mut Rng) -> Result<Self> {
+        let c = &config;
+        if c.heads == 0 || c.qk_dim % c.heads != 0 || c.v_dim % c.heads != 0 {
+            return Err(Error::invalid(
+                "MultiHeadAttention",
+                format!("{name}: qk width {} and v width {} must be positive multiples of heads {}", c.qk_dim, c.v_dim, c.heads),
+            ));
+        }
+        if !(0.0..1.0).contains(&c.dropout) {
+            return Err(Error::invalid("MultiHeadAttention", format!("{name}: dropout must be in [0, 1), got {}", c.dropout)));
+        }
+        let to_q = Linear::new(store, &format!("{name}.to_q"), c.query_dim, c.qk_dim, c.bias_q, rng)?;
+        let to_k = Linear::new(store, &format!("{name}.to_k"), c.kv_dim, c.qk_dim, c.bias_k, rng)?;
+        let to_v = Linear::new(store, &format!("{name}.to_v"), c.kv_dim, c.v_dim, c.bias_v, rng)?;
+        let to_out = Linear::new(store, &format!("{name}.to_out"), c.v_dim, c.out_dim, c.bias_o, rng)?;
+        Ok(MultiHeadAttention { config, to_q, to_k, to_v, to_out })
+    }
+
+    /// Splits `[b, len, heads * w]` into the view `[b, heads, len, w]` (no copy).
+    fn heads_view(&self, x: &Tensor, width: usize) -> Result<Tensor> {
+        let (b, len) = (x.shape()[0], x.shape()[1]);
+        let h = self.config.heads;
+        x.reshape(&[b, len, h, width / h])?.permute(&[0, 2, 1, 3])
+    }
+
+    /// Attends from `x_q: [b, n, query_dim]` to `x_kv: [b, m, kv_dim]` with an optional key
+    /// padding mask `[b, m]` (non-zero = attend). Returns `[b, n, out_dim]`.
+    ///
+    /// Attention dropout is applied when `train` and the config's dropout is positive; it needs
+    /// the reference kernel and an `rng`, and the fused kernel refuses it with an error.
+    #[track_caller]
+    pub fn forward(&self, x_q: &Tensor, x_kv: &Tensor, mask: Option<&Tensor>, train: bool, rng: Option<&mut Rng>) -> Result<Tensor> {
+        let c = &self.config;
+        if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                "inputs must be [batch, queries, query_dim] and [batch, keys, kv_dim] with the same batch",
+                x_q.shape(),
+                x_kv.shape(),
+            ));
+        }
+        let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
+        let k = self.heads_view(&self.to_k.forward(x_kv)?, c.qk_dim)?;
+        let v = self.heads_view(&self.to_v.forward(x_kv)?, c.v_dim)?;
+        let dropout = train && c.dropout > 0.0;
+        let o = match c.kernel {
+            AttnKernel::Fused if dropout => {
+                return Err(Error::invalid(
+                    "MultiHeadAttention",
+                    "the fused attention kernel does not support dropout on attention probabilities; select AttnKernel::Reference",
+                ))
+            }
+            AttnKernel::Fused => flash_attention(&q, &k, &v, mask, c.scale)?,
+            AttnKernel::Reference => {
+                let opts = AttentionOptions { scale: c.scale, dropout: c.dropout, train };
+                attention_reference(&q, &k, &v, mask, &opts, rng)?
+            }
+        };
+        let (b, n) = (x_q.shape()[0], x_q.shape()[1]);
+        let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, n, c.v_dim])?;
+        self.to_out.forward(&o)
+    }
+}

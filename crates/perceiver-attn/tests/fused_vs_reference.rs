@@ -1,0 +1,215 @@
+//! The fused kernel against the reference composition: forward and gradients of q, k, v (and of
+//! the projections, through the layer), on odd sizes, many head counts, masks, fully masked
+//! rows and strided inputs.
+
+use perceiver_attn::{
+    attention_reference, flash_attention, AttentionOptions, AttnKernel, MultiHeadAttention,
+    MultiHeadAttentionConfig,
+};
+use perceiver_tensor::testing::check_gradients;
+use perceiver_tensor::{ParamStore, Result, Rng, Tensor};
+use proptest::prelude::*;
+
+/// max |a - b| / max |b| (the metric of the golden fixtures).
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    rel_err_floor(a, b, 1e-6)
+}
+
+/// Same, with a floor on the denominator. A gradient that vanishes in exact arithmetic (one
+/// key: the softmax is constant) is rounding noise in both kernels, so gradients are compared
+/// relative to the largest gradient of the problem (q, k and v together).
+fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let (a, b) = (a.to_vec(), b.to_vec());
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(floor);
+    a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// A mask `[b, m]` hiding a different tail of each example; example 0 of `fully_masked` hides
+/// every key.
+fn mask(b: usize, m: usize, fully_masked: bool, rng: &mut Rng) -> Tensor {
+    let mut data = Vec::with_capacity(b * m);
+    for i in 0..b {
+        let keep = if fully_masked && i == 0 { 0 } else { 1 + rng.below(m) };
+        data.extend((0..m).map(|j| if j < keep { 1.0 } else { 0.0 }));
+    }
+    Tensor::from_vec(data, &[b, m]).unwrap()
+}
+
+/// Inputs as strided views: q/k/v come from `[b, len, h, w]` permuted to `[b, h, len, w]`.
+fn strided(b: usize, h: usize, len: usize, w: usize, rng: &mut Rng) -> Tensor {
+    Tensor::randn(&[b, len, h, w], rng).permute(&[0, 2, 1, 3]).unwrap()
+}
+
+fn compare(b: usize, h: usize, n: usize, m: usize, dk: usize, dv: usize, masked: Option<bool>, strided_inputs: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let (q, k, v) = if strided_inputs {
+        (strided(b, h, n, dk, &mut rng), strided(b, h, m, dk, &mut rng), strided(b, h, m, dv, &mut rng))
+    } else {
+        (
+            Tensor::randn(&[b, h, n, dk], &mut rng),
+            Tensor::randn(&[b, h, m, dk], &mut rng),
+            Tensor::randn(&[b, h, m, dv], &mut rng),
+        )
+    };
+    if strided_inputs && h > 1 && n > 1 {
+        assert!(!q.is_contiguous());
+    }
+    let mk = masked.map(|full| mask(b, m, full, &mut rng));
+    let r = Tensor::randn(&[b, h, n, dv], &mut rng);
+    let run = |fused: bool| -> (Tensor, Vec<Tensor>) {
+        let (qt, kt, vt) = (q.requires_grad(), k.requires_grad(), v.requires_grad());
+        let out = if fused {
+            flash_attention(&qt, &kt, &vt, mk.as_ref(), None).unwrap()
+        } else {
+            attention_reference(&qt, &kt, &vt, mk.as_ref(), &AttentionOptions::default(), None).unwrap()
+        };
+        let g = out.mul(&r).unwrap().sum_all().backward().unwrap();
+        let grads = [&qt, &kt, &vt].iter().map(|t| g.get(t).unwrap().clone()).collect();
+        (out.detach(), grads)
+    };
+    let (fo, fg) = run(true);
+    let (ro, rg) = run(false);
+    let ctx = format!("b={b} h={h} n={n} m={m} dk={dk} dv={dv} mask={masked:?} strided={strided_inputs}");
+    let e = rel_err(&fo, &ro);
+    assert!(e <= 1e-5, "forward {ctx}: relative error {e}");
+    let floor = rg.iter().flat_map(|t| t.to_vec()).fold(1e-6f32, |m, v| m.max(v.abs()));
+    for (name, (f, r)) in ["q", "k", "v"].iter().zip(fg.iter().zip(&rg)) {
+        let e = rel_err_floor(f, r, floor);
+        assert!(e <= 1e-4, "grad {name} {ctx}: relative error {e}");
+    }
+    if masked == Some(true) {
+        // example 0 has no key: zero output, zero gradient to q
+        let o0 = fo.narrow(0, 0, 1).unwrap().to_vec();
+        assert!(o0.iter().all(|&x| x == 0.0), "{ctx}: fully masked rows must output zeros");
+        let gq0 = fg[0].narrow(0, 0, 1).unwrap().to_vec();
+        assert!(gq0.iter().all(|&x| x == 0.0), "{ctx}");
+    }
+}
+
+#[test]
+fn odd_sizes_all_pairs() {
+    let sizes = [1, 7, 63, 65, 129];
+    let mut seed = 0;
+    for &n in &sizes {
+        for &m in &sizes {
+            seed += 1;
+            compare(2, 1, n, m, 8, 5, None, false, seed);
+        }
+    }
+}
+
+#[test]
+fn heads_one_to_eight() {
+    for h in 1..=8 {
+        compare(1, h, 7, 65, 4, 6, None, false, 100 + h as u64);
+    }
+}
+
+#[test]
+fn masks_and_fully_masked_rows() {
+    for (i, &(n, m)) in [(1, 7), (7, 63), (65, 129), (129, 65), (63, 1)].iter().enumerate() {
+        compare(3, 2, n, m, 8, 8, Some(false), false, 200 + i as u64);
+        compare(3, 2, n, m, 8, 8, Some(true), false, 300 + i as u64);
+    }
+}
+
+#[test]
+fn strided_inputs() {
+    compare(2, 3, 65, 129, 8, 4, None, true, 400);
+    compare(2, 4, 7, 63, 16, 16, Some(true), true, 401);
+}
+
+#[test]
+fn large_key_counts_span_many_blocks() {
+    // several key blocks and query blocks, with a width large enough to vectorise
+    compare(1, 2, 130, 700, 32, 32, Some(false), false, 500);
+}
+
+#[test]
+fn fused_kernel_passes_a_finite_difference_check() {
+    let mut rng = Rng::new(7);
+    let q = Tensor::randn(&[1, 2, 3, 4], &mut rng);
+    let k = Tensor::randn(&[1, 2, 5, 4], &mut rng);
+    let v = Tensor::randn(&[1, 2, 5, 3], &mut rng);
+    let m = Tensor::from_vec(vec![1.0, 1.0, 0.0, 1.0, 0.0], &[1, 5]).unwrap();
+    check_gradients(&[q, k, v], |x| flash_attention(&x[0], &x[1], &x[2], Some(&m), None)).unwrap();
+}
+
+#[test]
+fn bad_arguments_are_errors() {
+    let mut rng = Rng::new(1);
+    let q = Tensor::randn(&[1, 2, 3, 4], &mut rng);
+    let k = Tensor::randn(&[1, 2, 5, 4], &mut rng);
+    let v = Tensor::randn(&[1, 2, 5, 3], &mut rng);
+    assert!(flash_attention(&q, &k, &Tensor::randn(&[1, 2, 6, 3], &mut rng), None, None).is_err());
+    assert!(flash_attention(&q, &Tensor::randn(&[1, 2, 5, 3], &mut rng), &v, None, None).is_err());
+    assert!(flash_attention(&q, &k, &v, Some(&Tensor::ones(&[1, 4])), None).is_err());
+    assert!(flash_attention(&q.reshape(&[2, 3, 4]).unwrap(), &k, &v, None, None).is_err());
+    assert!(flash_attention(&q, &k, &v, None, Some(f32::NAN)).is_err());
+    let e = flash_attention(&q, &Tensor::randn(&[1, 2, 0, 4], &mut rng), &Tensor::randn(&[1, 2, 0, 3], &mut rng), None, None);
+    assert!(e.is_err());
+}
+
+fn layer(kernel: AttnKernel, seed: u64) -> (ParamStore, MultiHeadAttention) {
+    let mut store = ParamStore::new();
+    let mut cfg = MultiHeadAttentionConfig::lucidrains(12, 10, 3, 4);
+    cfg.bias_q = true;
+    cfg.v_dim = 3 * 5;
+    cfg.kernel = kernel;
+    let mha = MultiHeadAttention::new(&mut store, "attn", cfg, &mut Rng::new(seed)).unwrap();
+    (store, mha)
+}
+
+#[test]
+fn layer_fused_matches_reference_including_projections() -> Result<()> {
+    let (fs, fl) = layer(AttnKernel::Fused, 3);
+    let (rs, rl) = layer(AttnKernel::Reference, 3);
+    let mut rng = Rng::new(9);
+    let xq = Tensor::randn(&[2, 7, 12], &mut rng);
+    let xkv = Tensor::randn(&[2, 65, 10], &mut rng);
+    let m = mask(2, 65, false, &mut rng);
+    let fo = fl.forward(&xq, &xkv, Some(&m), false, None)?;
+    let ro = rl.forward(&xq, &xkv, Some(&m), false, None)?;
+    assert_eq!(fo.shape(), &[2, 7, 12]);
+    assert!(rel_err(&fo, &ro) <= 1e-5);
+    let r = Tensor::randn(fo.shape(), &mut rng);
+    let fg = fo.mul(&r)?.sum_all().backward()?;
+    let rg = ro.mul(&r)?.sum_all().backward()?;
+    assert_eq!(fs.len(), 6); // 4 weights, biases on q and out
+    for (fp, rp) in fs.iter().zip(rs.iter()) {
+        assert_eq!(fp.name(), rp.name());
+        let e = rel_err(fp.grad(&fg)?, rp.grad(&rg)?);
+        assert!(e <= 1e-4, "{}: {e}", fp.name());
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_refuses_dropout_reference_applies_it() {
+    let mut store = ParamStore::new();
+    let mut cfg = MultiHeadAttentionConfig::lucidrains(8, 8, 2, 4);
+    cfg.dropout = 0.5;
+    let fused = MultiHeadAttention::new(&mut store, "a", cfg.clone(), &mut Rng::new(0)).unwrap();
+    let mut rng = Rng::new(1);
+    let x = Tensor::randn(&[1, 4, 8], &mut rng);
+    let err = fused.forward(&x, &x, None, true, Some(&mut rng)).unwrap_err();
+    assert!(err.to_string().contains("dropout"), "{err}");
+    // in eval mode there is no dropout, so the fused kernel runs
+    assert!(fused.forward(&x, &x, None, false, None).is_ok());
+    cfg.kernel = AttnKernel::Reference;
+    let reference = MultiHeadAttention::new(&mut store, "b", cfg, &mut Rng::new(0)).unwrap();
+    let eval = reference.forward(&x, &x, None, false, None).unwrap();
+    let train = reference.forward(&x, &x, None, true, Some(&mut rng)).unwrap();
+    assert_ne!(eval.to_vec(), train.to_vec());
+    assert!(reference.forward(&x, &x, None, true, None).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn fused_equals_reference_over_shapes(b in 1usize..3, h in 1usize..4, n in 1usize..80, m in 1usize..300, dk in 1usize..17, dv in 1usize..17, masked in prop::option::of(any::<bool>()), strided_inputs in any::<bool>(), seed in 0u64..10_000) {
+        compare(b, h, n, m, dk, dv, masked, strided_inputs, seed);
+    }
+}

@@ -1,0 +1,143 @@
+//! Memory-bound ops through the `Tensor` API: softmax, layer norm and GELU, the elementwise work
+//! that bench.md found dominating candle's CPU time. Throughput counts one read of the input and
+//! one write of the output.
+
+use super::{Group, Point, Work};
+use perceiver_tensor::{GeluKind, Rng, Tensor};
+use std::hint::black_box;
+
+/// The `softmax` group.
+pub const SOFTMAX: Group = Group {
+    name: "softmax",
+    about: "Tensor::softmax along the last axis",
+    isolated: false,
+    points: softmax_points,
+};
+
+/// The `layer_norm` group.
+pub const LAYER_NORM: Group = Group {
+    name: "layer_norm",
+    about: "Tensor::layer_norm over the last axis, with weight and bias",
+    isolated: false,
+    points: layer_norm_points,
+};
+
+/// The `gelu` group.
+pub const GELU: Group = Group {
+    name: "gelu",
+    about: "Tensor::gelu, exact (erf) and tanh-approximated",
+    isolated: false,
+    points: gelu_points,
+};
+
+fn shape_str(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    format!("[{}]", dims.join("x"))
+}
+
+/// Work of a map from `shape` to a tensor of the same shape.
+fn same_shape_work(shape: &[usize]) -> Work {
+    let elems = shape.iter().product::<usize>() as f64;
+    Work::Bytes {
+        bytes: 8.0 * elems,
+        elems,
+    }
+}
+
+fn input(shape: &[usize]) -> Tensor {
+    Tensor::randn(shape, &mut Rng::new(7))
+}
+
+fn softmax_points(quick: bool) -> Vec<Point> {
+    let mut shapes: Vec<(&[usize], &str)> = vec![
+        (&[512, 512], "B self-attention probabilities, one head"),
+        (&[256, 4096], "C-like long rows"),
+    ];
+    if !quick {
+        shapes.push((&[8, 512, 512], "B self-attention probabilities, 8 heads"));
+    }
+    shapes
+        .into_iter()
+        .map(|(shape, note)| {
+            let shape = shape.to_vec();
+            Point {
+                name: "softmax".into(),
+                shape: shape_str(&shape),
+                note: note.into(),
+                work: same_shape_work(&shape),
+                setup: Box::new(move || {
+                    let x = input(&shape);
+                    let axis = shape.len() - 1;
+                    Box::new(move || {
+                        black_box(x.softmax(axis).expect("valid axis"));
+                    })
+                }),
+            }
+        })
+        .collect()
+}
+
+fn layer_norm_points(quick: bool) -> Vec<Point> {
+    let mut shapes: Vec<(&[usize], &str)> = vec![
+        (&[512, 1024], "B latents"),
+        (&[50176, 261], "B inputs with Fourier features"),
+    ];
+    if !quick {
+        shapes.push((&[32, 64, 128], "A latents, batch 32"));
+        shapes.push((&[32, 784, 67], "A inputs with Fourier features, batch 32"));
+    }
+    shapes
+        .into_iter()
+        .map(|(shape, note)| {
+            let shape = shape.to_vec();
+            Point {
+                name: "layer_norm".into(),
+                shape: shape_str(&shape),
+                note: note.into(),
+                work: same_shape_work(&shape),
+                setup: Box::new(move || {
+                    let x = input(&shape);
+                    let d = shape[shape.len() - 1];
+                    let mut rng = Rng::new(8);
+                    let w = Tensor::randn(&[d], &mut rng);
+                    let b = Tensor::randn(&[d], &mut rng);
+                    Box::new(move || {
+                        black_box(
+                            x.layer_norm(Some(&w), Some(&b), 1e-5)
+                                .expect("valid shapes"),
+                        );
+                    })
+                }),
+            }
+        })
+        .collect()
+}
+
+fn gelu_points(quick: bool) -> Vec<Point> {
+    let mut shapes: Vec<(&[usize], &str)> = vec![(&[512, 4096], "B latent MLP hidden")];
+    if !quick {
+        shapes.push((&[2048, 512], "A MLP hidden, batch 32"));
+    }
+    let mut out = Vec::new();
+    for (kind, name) in [
+        (GeluKind::Erf, "gelu (erf)"),
+        (GeluKind::Tanh, "gelu (tanh)"),
+    ] {
+        for &(shape, note) in &shapes {
+            let shape = shape.to_vec();
+            out.push(Point {
+                name: name.into(),
+                shape: shape_str(&shape),
+                note: note.into(),
+                work: same_shape_work(&shape),
+                setup: Box::new(move || {
+                    let x = input(&shape);
+                    Box::new(move || {
+                        black_box(x.gelu(kind));
+                    })
+                }),
+            });
+        }
+    }
+    out
+}

@@ -1,0 +1,118 @@
+//! Tidy tests: workspace conventions checked by `cargo test --workspace` (rust-analyzer's
+//! `tidy.rs`). Each failure names the file and the rule, so it is quick to fix.
+
+use crate::project_root;
+use std::path::{Path, PathBuf};
+
+/// Directories of the workspace's own crates.
+fn crate_dirs() -> Vec<PathBuf> {
+    let root = project_root();
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("crates"))
+        .expect("crates/ is readable")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
+    dirs.push(root.join("tests"));
+    dirs.push(root.join("xtask"));
+    dirs.sort();
+    dirs
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n != "target") {
+                rust_files(&path, out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(project_root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn crates_inherit_workspace_lints() {
+    let mut bad = Vec::new();
+    for dir in crate_dirs() {
+        let manifest = dir.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).expect("manifest is readable");
+        let inherits = text
+            .split("[lints]")
+            .nth(1)
+            .and_then(|rest| rest.lines().map(str::trim).find(|l| !l.is_empty()))
+            .is_some_and(|l| l.replace(' ', "") == "workspace=true");
+        if !inherits {
+            bad.push(relative(&manifest));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "these manifests must end with `[lints]\\nworkspace = true` (the shared lint policy): {bad:?}"
+    );
+}
+
+#[test]
+fn crate_roots_have_module_docs() {
+    let mut bad = Vec::new();
+    for dir in crate_dirs() {
+        for root in ["src/lib.rs", "src/main.rs", "lib.rs"] {
+            let path = dir.join(root);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                if !text.trim_start().starts_with("//!") {
+                    bad.push(relative(&path));
+                }
+            }
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "crate roots must start with `//!` docs saying what the crate holds: {bad:?}"
+    );
+}
+
+#[test]
+fn no_ignored_tests() {
+    // Spelled in two pieces so this file does not match itself.
+    let needle = concat!("#[", "ignore");
+    let mut files = Vec::new();
+    for dir in crate_dirs() {
+        rust_files(&dir, &mut files);
+    }
+    let bad: Vec<String> = files
+        .iter()
+        .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(needle)))
+        .map(|p| relative(p))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "`{needle}]` hides a failing or slow test; fix it, make it fast, or gate it on data \
+         presence instead: {bad:?}"
+    );
+}
+
+#[test]
+fn ops_table_names_existing_modules() {
+    let src = project_root().join("crates/perceiver-tensor/src");
+    let missing: Vec<&str> = perceiver_tensor::ops::OPS
+        .iter()
+        .map(|&(_, module, _)| module)
+        .filter(|module| !src.join(module).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "perceiver_tensor::ops::OPS names modules that do not exist under {}: {missing:?}",
+        relative(&src)
+    );
+}

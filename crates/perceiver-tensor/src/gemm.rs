@@ -63,19 +63,25 @@ impl<'a> MatRef<'a> {
 /// Panics if the shapes disagree or a view reaches outside its slice; these are internal
 /// invariants of the ops, which validate user shapes first.
 pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
+    gemm_ldc(alpha, a, b, beta, c, b.cols)
+}
+
+/// [`gemm`] into an output whose rows are `ldc` elements apart (`ldc >= n`), for example a
+/// column block of a wider matrix: `c[i·ldc + j]` for `i < m`, `j < n`.
+pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
     assert!(a.in_bounds() && b.in_bounds(), "gemm: operand view out of bounds");
-    assert!(c.len() >= m * n, "gemm: output too small");
+    assert!(ldc >= n, "gemm: output row stride smaller than its width");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
     if k == 0 {
-        for v in &mut c[..m * n] {
-            *v *= beta;
-        }
-        if beta == 0.0 {
-            c[..m * n].fill(0.0);
+        for i in 0..m {
+            for v in &mut c[i * ldc..i * ldc + n] {
+                *v = if beta == 0.0 { 0.0 } else { *v * beta };
+            }
         }
         return;
     }
@@ -83,7 +89,7 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) 
     let nested = rayon::current_thread_index().is_some();
     if threads <= 1 || nested || m * k * n < PAR_MIN_FMAS {
         // SAFETY: the views and the output were bounds-checked above.
-        unsafe { gemm_block(alpha, a, b, beta, c.as_mut_ptr(), n, 0, m, 0, n) };
+        unsafe { gemm_block(alpha, a, b, beta, c.as_mut_ptr(), ldc, 0, m, 0, n) };
         return;
     }
     let ptr = SendPtr(c.as_mut_ptr());
@@ -95,7 +101,7 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) 
             if r0 < r1 {
                 let p = ptr;
                 // SAFETY: row blocks are disjoint and inside the checked output.
-                unsafe { gemm_block(alpha, a, b, beta, p.get(), n, r0, r1, 0, n) };
+                unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, r0, r1, 0, n) };
             }
         });
     } else {
@@ -106,7 +112,7 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) 
             let c1 = ((t + 1) * cols).min(n);
             let p = ptr;
             // SAFETY: column blocks are disjoint and inside the checked output.
-            unsafe { gemm_block(alpha, a, b, beta, p.get(), n, 0, m, c0, c1) };
+            unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, 0, m, c0, c1) };
         });
     }
 }
@@ -213,6 +219,30 @@ mod tests {
         check(300, 64, 40);
         check(20, 128, 300);
         check(129, 65, 131);
+    }
+
+    #[test]
+    fn output_with_row_stride_writes_only_its_columns() {
+        let (m, k, n, ldc) = (5, 4, 3, 7);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.05).collect();
+        let want = naive(m, k, n, &a, &b);
+        let mut c = vec![-1.0f32; (m - 1) * ldc + n + 2];
+        gemm_ldc(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, &mut c[2..], ldc);
+        for i in 0..m {
+            for j in 0..ldc {
+                let idx = 2 + i * ldc + j;
+                if idx >= c.len() {
+                    continue;
+                }
+                if j < n {
+                    assert!((c[idx] - want[i * n + j]).abs() < 1e-4);
+                } else {
+                    assert_eq!(c[idx], -1.0, "wrote outside the block");
+                }
+            }
+        }
+        assert_eq!(&c[..2], &[-1.0, -1.0]);
     }
 
     #[test]

@@ -15,28 +15,55 @@ pub(crate) struct Dims {
 }
 
 #[track_caller]
-pub(crate) fn check(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Dims> {
+pub(crate) fn check(
+    op: &'static str,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Dims> {
     for (name, t) in [("q", q), ("k", k), ("v", v)] {
         if t.rank() != 4 {
             return Err(Error::invalid(
                 op,
-                format!("{name} must be [batch, heads, len, width], got shape {:?}", t.shape()),
+                format!(
+                    "{name} must be [batch, heads, len, width], got shape {:?}",
+                    t.shape()
+                ),
             ));
         }
     }
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
     if qs[0] != ks[0] || qs[1] != ks[1] || qs[3] != ks[3] {
-        return Err(Error::shape(op, "q and k must agree on batch, heads and width", qs, ks));
+        return Err(Error::shape(
+            op,
+            "q and k must agree on batch, heads and width",
+            qs,
+            ks,
+        ));
     }
     if ks[0] != vs[0] || ks[1] != vs[1] || ks[2] != vs[2] {
-        return Err(Error::shape(op, "k and v must agree on batch, heads and length", ks, vs));
+        return Err(Error::shape(
+            op,
+            "k and v must agree on batch, heads and length",
+            ks,
+            vs,
+        ));
     }
     if ks[2] == 0 {
-        return Err(Error::invalid(op, format!("needs at least one key, got k of shape {ks:?}")));
+        return Err(Error::invalid(
+            op,
+            format!("needs at least one key, got k of shape {ks:?}"),
+        ));
     }
     if let Some(m) = mask {
         if m.shape() != [qs[0], ks[2]] {
-            return Err(Error::shape(op, "the key padding mask must be [batch, keys]", m.shape(), &[qs[0], ks[2]]));
+            return Err(Error::shape(
+                op,
+                "the key padding mask must be [batch, keys]",
+                m.shape(),
+                &[qs[0], ks[2]],
+            ));
         }
     }
     Ok(Dims {

@@ -107,7 +107,10 @@ impl FlashAttention {
         let mut out = vec![0.0f32; b_ * h_ * n * dv];
         let mut lse = vec![0.0f32; b_ * h_ * n];
         if n == 0 || dv == 0 && dk == 0 {
-            return (Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"), lse);
+            return (
+                Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"),
+                lse,
+            );
         }
         let scale = self.scale;
         let blocks_per_bh = n.div_ceil(BLOCK_Q);
@@ -146,7 +149,13 @@ impl FlashAttention {
                     }
                     mx[r] = m_new;
                 }
-                gemm(1.0, MatRef::row_major(sb, br, bc), vo.rows(b, h, j0, bc, dv), 1.0, o);
+                gemm(
+                    1.0,
+                    MatRef::row_major(sb, br, bc),
+                    vo.rows(b, h, j0, bc, dv),
+                    1.0,
+                    o,
+                );
             }
             for r in 0..br {
                 let row = &mut o[r * dv..(r + 1) * dv];
@@ -161,7 +170,8 @@ impl FlashAttention {
             }
         };
         // One task per (batch, head, query block); outputs are disjoint chunks.
-        let mut chunks: Vec<(usize, &mut [f32], &mut [f32])> = Vec::with_capacity(b_ * h_ * blocks_per_bh);
+        let mut chunks: Vec<(usize, &mut [f32], &mut [f32])> =
+            Vec::with_capacity(b_ * h_ * blocks_per_bh);
         for (bh, (o_bh, l_bh)) in out.chunks_mut(n * dv).zip(lse.chunks_mut(n)).enumerate() {
             let mut o_rest = o_bh;
             let mut l_rest = l_bh;
@@ -174,11 +184,21 @@ impl FlashAttention {
                 l_rest = l_tail;
             }
         }
-        chunks.into_par_iter().for_each(|(idx, o, l)| task(idx, o, l));
-        (Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"), lse)
+        chunks
+            .into_par_iter()
+            .for_each(|(idx, o, l)| task(idx, o, l));
+        (
+            Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"),
+            lse,
+        )
     }
 
-    fn backward_raw(&self, saved: &FlashSaved, g: &Tensor, needs: &[bool]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    fn backward_raw(
+        &self,
+        saved: &FlashSaved,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let (q, k, v) = (&saved.q, &saved.k, &saved.v);
         let (b_, h_, n, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let (m, dv) = (k.shape()[2], v.shape()[3]);
@@ -204,10 +224,18 @@ impl FlashAttention {
         // Key ranges per (batch, head): enough tasks to keep every thread busy.
         let threads = rayon::current_num_threads().max(1);
         let key_blocks = m.div_ceil(BLOCK_K);
-        let per_bh = if b_ * h_ >= 2 * threads { 1 } else { (2 * threads).div_ceil(b_ * h_).min(key_blocks).max(1) };
+        let per_bh = if b_ * h_ >= 2 * threads {
+            1
+        } else {
+            (2 * threads).div_ceil(b_ * h_).min(key_blocks).max(1)
+        };
         let blocks_per_task = key_blocks.div_ceil(per_bh);
         let mut tasks: Vec<(usize, usize, &mut [f32], &mut [f32])> = Vec::new();
-        for (bh, (dk_bh, dv_bh)) in dkv.chunks_mut(m * dk).zip(dvv.chunks_mut(m * dv)).enumerate() {
+        for (bh, (dk_bh, dv_bh)) in dkv
+            .chunks_mut(m * dk)
+            .zip(dvv.chunks_mut(m * dv))
+            .enumerate()
+        {
             let mut dk_rest = dk_bh;
             let mut dv_rest = dv_bh;
             let mut j = 0;
@@ -227,7 +255,11 @@ impl FlashAttention {
             .map(|(bh, ja, dk_out, dv_out)| {
                 let (b, h) = (bh / h_, bh % h_);
                 let keys = dk_out.len() / dk.max(1);
-                let keys = if dk == 0 { dv_out.len() / dv.max(1) } else { keys };
+                let keys = if dk == 0 {
+                    dv_out.len() / dv.max(1)
+                } else {
+                    keys
+                };
                 let mask = self.mask_row(b, m);
                 let mut dq_acc = vec![0.0f32; if needs[0] { n * dk } else { 0 }];
                 let mut s = vec![0.0f32; BLOCK_Q * BLOCK_K];
@@ -247,10 +279,18 @@ impl FlashAttention {
                         let l_rows = &lse[bh * n + i0..bh * n + i0 + br];
                         for r in 0..br {
                             let l = l_rows[r];
-                            sb[r * bc..(r + 1) * bc].iter_mut().for_each(|x| *x = fast_exp(*x - l));
+                            sb[r * bc..(r + 1) * bc]
+                                .iter_mut()
+                                .for_each(|x| *x = fast_exp(*x - l));
                         }
                         if needs[2] {
-                            gemm(1.0, MatRef::row_major(sb, br, bc).t(), doi, 1.0, &mut dv_out[jl * dv..(jl + bc) * dv]);
+                            gemm(
+                                1.0,
+                                MatRef::row_major(sb, br, bc).t(),
+                                doi,
+                                1.0,
+                                &mut dv_out[jl * dv..(jl + bc) * dv],
+                            );
                         }
                         if !(needs[0] || needs[1]) {
                             continue;
@@ -267,10 +307,22 @@ impl FlashAttention {
                             }
                         }
                         if needs[1] {
-                            gemm(scale, MatRef::row_major(dpb, br, bc).t(), qi, 1.0, &mut dk_out[jl * dk..(jl + bc) * dk]);
+                            gemm(
+                                scale,
+                                MatRef::row_major(dpb, br, bc).t(),
+                                qi,
+                                1.0,
+                                &mut dk_out[jl * dk..(jl + bc) * dk],
+                            );
                         }
                         if needs[0] {
-                            gemm(scale, MatRef::row_major(dpb, br, bc), kj, 1.0, &mut dq_acc[i0 * dk..(i0 + br) * dk]);
+                            gemm(
+                                scale,
+                                MatRef::row_major(dpb, br, bc),
+                                kj,
+                                1.0,
+                                &mut dq_acc[i0 * dk..(i0 + br) * dk],
+                            );
                         }
                     }
                 }
@@ -309,7 +361,9 @@ impl CustomOp for FlashAttention {
 
     fn backward(&self, saved: &FlashSaved, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let (dq, dk, dv) = self.backward_raw(saved, g, needs);
-        let wrap = |data: Vec<f32>, like: &Tensor| Tensor::from_vec(data, like.shape()).expect("sizes agree");
+        let wrap = |data: Vec<f32>, like: &Tensor| {
+            Tensor::from_vec(data, like.shape()).expect("sizes agree")
+        };
         vec![
             needs[0].then(|| wrap(dq, &saved.q)),
             needs[1].then(|| wrap(dk, &saved.k)),
@@ -325,7 +379,13 @@ impl CustomOp for FlashAttention {
 /// Differentiable in q, k and v. Dropout on the probabilities is not supported by this kernel;
 /// [`crate::MultiHeadAttention`] refuses it with an error rather than ignoring it.
 #[track_caller]
-pub fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: Option<f32>) -> Result<Tensor> {
+pub fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
     let d = check("flash_attention", q, k, v, mask)?;
     let scale = scale_of("flash_attention", scale, d.qk)?;
     let op = FlashAttention {

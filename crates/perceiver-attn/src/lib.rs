@@ -33,10 +33,12 @@
 //! ```
 
 mod check;
+mod cross;
 mod flash;
 mod mha;
 mod reference;
 
+pub use cross::{fused_cross_attention, KvProjection};
 pub use flash::{flash_attention, FlashAttention};
 pub use mha::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
 pub use reference::attention_reference;

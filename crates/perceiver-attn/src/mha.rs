@@ -1,7 +1,9 @@
 //! The multi-head attention layer the model uses.
 
-use crate::{attention_reference, flash_attention, AttentionOptions};
-use perceiver_tensor::nn::Linear;
+use crate::{
+    attention_reference, flash_attention, fused_cross_attention, AttentionOptions, KvProjection,
+};
+use perceiver_tensor::nn::{LayerNorm, Linear};
 use perceiver_tensor::{Error, ParamStore, Result, Rng, Tensor};
 
 /// Which attention kernel a layer runs.
@@ -88,22 +90,67 @@ pub struct MultiHeadAttention {
 impl MultiHeadAttention {
     /// Creates the layer's parameters in `store` under `name`.
     #[track_caller]
-    pub fn new(store: &mut ParamStore, name: &str, config: MultiHeadAttentionConfig, rng: &mut Rng) -> Result<Self> {
+    pub fn new(
+        store: &mut ParamStore,
+        name: &str,
+        config: MultiHeadAttentionConfig,
+        rng: &mut Rng,
+    ) -> Result<Self> {
         let c = &config;
         if c.heads == 0 || c.qk_dim % c.heads != 0 || c.v_dim % c.heads != 0 {
             return Err(Error::invalid(
                 "MultiHeadAttention",
-                format!("{name}: qk width {} and v width {} must be positive multiples of heads {}", c.qk_dim, c.v_dim, c.heads),
+                format!(
+                    "{name}: qk width {} and v width {} must be positive multiples of heads {}",
+                    c.qk_dim, c.v_dim, c.heads
+                ),
             ));
         }
         if !(0.0..1.0).contains(&c.dropout) {
-            return Err(Error::invalid("MultiHeadAttention", format!("{name}: dropout must be in [0, 1), got {}", c.dropout)));
+            return Err(Error::invalid(
+                "MultiHeadAttention",
+                format!("{name}: dropout must be in [0, 1), got {}", c.dropout),
+            ));
         }
-        let to_q = Linear::new(store, &format!("{name}.to_q"), c.query_dim, c.qk_dim, c.bias_q, rng)?;
-        let to_k = Linear::new(store, &format!("{name}.to_k"), c.kv_dim, c.qk_dim, c.bias_k, rng)?;
-        let to_v = Linear::new(store, &format!("{name}.to_v"), c.kv_dim, c.v_dim, c.bias_v, rng)?;
-        let to_out = Linear::new(store, &format!("{name}.to_out"), c.v_dim, c.out_dim, c.bias_o, rng)?;
-        Ok(MultiHeadAttention { config, to_q, to_k, to_v, to_out })
+        let to_q = Linear::new(
+            store,
+            &format!("{name}.to_q"),
+            c.query_dim,
+            c.qk_dim,
+            c.bias_q,
+            rng,
+        )?;
+        let to_k = Linear::new(
+            store,
+            &format!("{name}.to_k"),
+            c.kv_dim,
+            c.qk_dim,
+            c.bias_k,
+            rng,
+        )?;
+        let to_v = Linear::new(
+            store,
+            &format!("{name}.to_v"),
+            c.kv_dim,
+            c.v_dim,
+            c.bias_v,
+            rng,
+        )?;
+        let to_out = Linear::new(
+            store,
+            &format!("{name}.to_out"),
+            c.v_dim,
+            c.out_dim,
+            c.bias_o,
+            rng,
+        )?;
+        Ok(MultiHeadAttention {
+            config,
+            to_q,
+            to_k,
+            to_v,
+            to_out,
+        })
     }
 
     /// Splits `[b, len, heads * w]` into the view `[b, heads, len, w]` (no copy).
@@ -119,7 +166,14 @@ impl MultiHeadAttention {
     /// Attention dropout is applied when `train` and the config's dropout is positive; it needs
     /// the reference kernel and an `rng`, and the fused kernel refuses it with an error.
     #[track_caller]
-    pub fn forward(&self, x_q: &Tensor, x_kv: &Tensor, mask: Option<&Tensor>, train: bool, rng: Option<&mut Rng>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x_q: &Tensor,
+        x_kv: &Tensor,
+        mask: Option<&Tensor>,
+        train: bool,
+        rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
             return Err(Error::shape(
@@ -146,6 +200,68 @@ impl MultiHeadAttention {
                 attention_reference(&q, &k, &v, mask, &opts, rng)?
             }
         };
+        let (b, n) = (x_q.shape()[0], x_q.shape()[1]);
+        let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, n, c.v_dim])?;
+        self.to_out.forward(&o)
+    }
+
+    /// Like [`MultiHeadAttention::forward`], with a LayerNorm applied to the key/value input
+    /// first: `attn(x_q, kv_norm(x_kv))`. With the fused kernel (and no dropout) the
+    /// normalisation, the K/V projections and the attention run as one block-wise kernel
+    /// ([`fused_cross_attention`]), so memory stays constant per input token; otherwise the plain
+    /// composition runs.
+    #[track_caller]
+    pub fn forward_normed_kv(
+        &self,
+        x_q: &Tensor,
+        x_kv: &Tensor,
+        kv_norm: Option<&LayerNorm>,
+        mask: Option<&Tensor>,
+        train: bool,
+        rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let dropout = train && c.dropout > 0.0;
+        if c.kernel == AttnKernel::Reference || dropout {
+            let normed = match kv_norm {
+                Some(ln) => ln.forward(x_kv)?,
+                None => x_kv.clone(),
+            };
+            return self.forward(x_q, &normed, mask, train, rng);
+        }
+        if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                "inputs must be [batch, queries, query_dim] and [batch, keys, kv_dim] with the same batch",
+                x_q.shape(),
+                x_kv.shape(),
+            ));
+        }
+        if x_kv.shape()[2] != c.kv_dim {
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                format!("the key/value input must have {} channels", c.kv_dim),
+                x_kv.shape(),
+                &[c.kv_dim],
+            ));
+        }
+        let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
+        let (lw, lb) = match kv_norm {
+            Some(ln) => (Some(ln.weight.tensor()), Some(ln.bias.tensor())),
+            None => (None, None),
+        };
+        let wk = self.to_k.weight.tensor();
+        let wv = self.to_v.weight.tensor();
+        let bk = self.to_k.bias.as_ref().map(|b| b.tensor());
+        let bv = self.to_v.bias.as_ref().map(|b| b.tensor());
+        let proj = KvProjection {
+            norm: kv_norm.map(|ln| (lw.as_ref(), lb.as_ref(), ln.eps)),
+            wk: &wk,
+            bk: bk.as_ref(),
+            wv: &wv,
+            bv: bv.as_ref(),
+        };
+        let o = fused_cross_attention(&q, x_kv, proj, c.heads, mask, c.scale)?;
         let (b, n) = (x_q.shape()[0], x_q.shape()[1]);
         let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, n, c.v_dim])?;
         self.to_out.forward(&o)

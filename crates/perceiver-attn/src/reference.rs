@@ -29,9 +29,19 @@ pub fn attention_reference(
         let rows: Vec<f32> = m
             .to_vec()
             .chunks(d.keys.max(1))
-            .map(|r| if r.iter().any(|&x| x != 0.0) { 1.0 } else { 0.0 })
+            .map(|r| {
+                if r.iter().any(|&x| x != 0.0) {
+                    1.0
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        let rows = if d.keys == 0 { vec![0.0; d.batch] } else { rows };
+        let rows = if d.keys == 0 {
+            vec![0.0; d.batch]
+        } else {
+            rows
+        };
         any_key = Some(Tensor::from_vec(rows, &[d.batch, 1, 1, 1])?);
     }
     let mut probs = scores.softmax(3)?;
@@ -40,7 +50,10 @@ pub fn attention_reference(
     }
     if opts.train && opts.dropout > 0.0 {
         let rng = rng.ok_or_else(|| {
-            Error::invalid("attention_reference", "dropout in training needs a random generator")
+            Error::invalid(
+                "attention_reference",
+                "dropout in training needs a random generator",
+            )
         })?;
         probs = probs.dropout(opts.dropout, true, rng)?;
     }

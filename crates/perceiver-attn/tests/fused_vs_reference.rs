@@ -22,7 +22,10 @@ fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
     assert_eq!(a.shape(), b.shape());
     let (a, b) = (a.to_vec(), b.to_vec());
     let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(floor);
-    a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+    a.iter()
+        .zip(&b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
 
 /// A mask `[b, m]` hiding a different tail of each example; example 0 of `fully_masked` hides
@@ -30,7 +33,11 @@ fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
 fn mask(b: usize, m: usize, fully_masked: bool, rng: &mut Rng) -> Tensor {
     let mut data = Vec::with_capacity(b * m);
     for i in 0..b {
-        let keep = if fully_masked && i == 0 { 0 } else { 1 + rng.below(m) };
+        let keep = if fully_masked && i == 0 {
+            0
+        } else {
+            1 + rng.below(m)
+        };
         data.extend((0..m).map(|j| if j < keep { 1.0 } else { 0.0 }));
     }
     Tensor::from_vec(data, &[b, m]).unwrap()
@@ -38,13 +45,29 @@ fn mask(b: usize, m: usize, fully_masked: bool, rng: &mut Rng) -> Tensor {
 
 /// Inputs as strided views: q/k/v come from `[b, len, h, w]` permuted to `[b, h, len, w]`.
 fn strided(b: usize, h: usize, len: usize, w: usize, rng: &mut Rng) -> Tensor {
-    Tensor::randn(&[b, len, h, w], rng).permute(&[0, 2, 1, 3]).unwrap()
+    Tensor::randn(&[b, len, h, w], rng)
+        .permute(&[0, 2, 1, 3])
+        .unwrap()
 }
 
-fn compare(b: usize, h: usize, n: usize, m: usize, dk: usize, dv: usize, masked: Option<bool>, strided_inputs: bool, seed: u64) {
+fn compare(
+    b: usize,
+    h: usize,
+    n: usize,
+    m: usize,
+    dk: usize,
+    dv: usize,
+    masked: Option<bool>,
+    strided_inputs: bool,
+    seed: u64,
+) {
     let mut rng = Rng::new(seed);
     let (q, k, v) = if strided_inputs {
-        (strided(b, h, n, dk, &mut rng), strided(b, h, m, dk, &mut rng), strided(b, h, m, dv, &mut rng))
+        (
+            strided(b, h, n, dk, &mut rng),
+            strided(b, h, m, dk, &mut rng),
+            strided(b, h, m, dv, &mut rng),
+        )
     } else {
         (
             Tensor::randn(&[b, h, n, dk], &mut rng),
@@ -62,18 +85,33 @@ fn compare(b: usize, h: usize, n: usize, m: usize, dk: usize, dv: usize, masked:
         let out = if fused {
             flash_attention(&qt, &kt, &vt, mk.as_ref(), None).unwrap()
         } else {
-            attention_reference(&qt, &kt, &vt, mk.as_ref(), &AttentionOptions::default(), None).unwrap()
+            attention_reference(
+                &qt,
+                &kt,
+                &vt,
+                mk.as_ref(),
+                &AttentionOptions::default(),
+                None,
+            )
+            .unwrap()
         };
         let g = out.mul(&r).unwrap().sum_all().backward().unwrap();
-        let grads = [&qt, &kt, &vt].iter().map(|t| g.get(t).unwrap().clone()).collect();
+        let grads = [&qt, &kt, &vt]
+            .iter()
+            .map(|t| g.get(t).unwrap().clone())
+            .collect();
         (out.detach(), grads)
     };
     let (fo, fg) = run(true);
     let (ro, rg) = run(false);
-    let ctx = format!("b={b} h={h} n={n} m={m} dk={dk} dv={dv} mask={masked:?} strided={strided_inputs}");
+    let ctx =
+        format!("b={b} h={h} n={n} m={m} dk={dk} dv={dv} mask={masked:?} strided={strided_inputs}");
     let e = rel_err(&fo, &ro);
     assert!(e <= 1e-5, "forward {ctx}: relative error {e}");
-    let floor = rg.iter().flat_map(|t| t.to_vec()).fold(1e-6f32, |m, v| m.max(v.abs()));
+    let floor = rg
+        .iter()
+        .flat_map(|t| t.to_vec())
+        .fold(1e-6f32, |m, v| m.max(v.abs()));
     for (name, (f, r)) in ["q", "k", "v"].iter().zip(fg.iter().zip(&rg)) {
         let e = rel_err_floor(f, r, floor);
         assert!(e <= 1e-4, "grad {name} {ctx}: relative error {e}");
@@ -81,7 +119,10 @@ fn compare(b: usize, h: usize, n: usize, m: usize, dk: usize, dv: usize, masked:
     if masked == Some(true) {
         // example 0 has no key: zero output, zero gradient to q
         let o0 = fo.narrow(0, 0, 1).unwrap().to_vec();
-        assert!(o0.iter().all(|&x| x == 0.0), "{ctx}: fully masked rows must output zeros");
+        assert!(
+            o0.iter().all(|&x| x == 0.0),
+            "{ctx}: fully masked rows must output zeros"
+        );
         let gq0 = fg[0].narrow(0, 0, 1).unwrap().to_vec();
         assert!(gq0.iter().all(|&x| x == 0.0), "{ctx}");
     }
@@ -108,7 +149,10 @@ fn heads_one_to_eight() {
 
 #[test]
 fn masks_and_fully_masked_rows() {
-    for (i, &(n, m)) in [(1, 7), (7, 63), (65, 129), (129, 65), (63, 1)].iter().enumerate() {
+    for (i, &(n, m)) in [(1, 7), (7, 63), (65, 129), (129, 65), (63, 1)]
+        .iter()
+        .enumerate()
+    {
         compare(3, 2, n, m, 8, 8, Some(false), false, 200 + i as u64);
         compare(3, 2, n, m, 8, 8, Some(true), false, 300 + i as u64);
     }
@@ -133,7 +177,10 @@ fn fused_kernel_passes_a_finite_difference_check() {
     let k = Tensor::randn(&[1, 2, 5, 4], &mut rng);
     let v = Tensor::randn(&[1, 2, 5, 3], &mut rng);
     let m = Tensor::from_vec(vec![1.0, 1.0, 0.0, 1.0, 0.0], &[1, 5]).unwrap();
-    check_gradients(&[q, k, v], |x| flash_attention(&x[0], &x[1], &x[2], Some(&m), None)).unwrap();
+    check_gradients(&[q, k, v], |x| {
+        flash_attention(&x[0], &x[1], &x[2], Some(&m), None)
+    })
+    .unwrap();
 }
 
 #[test]
@@ -147,7 +194,13 @@ fn bad_arguments_are_errors() {
     assert!(flash_attention(&q, &k, &v, Some(&Tensor::ones(&[1, 4])), None).is_err());
     assert!(flash_attention(&q.reshape(&[2, 3, 4]).unwrap(), &k, &v, None, None).is_err());
     assert!(flash_attention(&q, &k, &v, None, Some(f32::NAN)).is_err());
-    let e = flash_attention(&q, &Tensor::randn(&[1, 2, 0, 4], &mut rng), &Tensor::randn(&[1, 2, 0, 3], &mut rng), None, None);
+    let e = flash_attention(
+        &q,
+        &Tensor::randn(&[1, 2, 0, 4], &mut rng),
+        &Tensor::randn(&[1, 2, 0, 3], &mut rng),
+        None,
+        None,
+    );
     assert!(e.is_err());
 }
 
@@ -193,14 +246,18 @@ fn fused_refuses_dropout_reference_applies_it() {
     let fused = MultiHeadAttention::new(&mut store, "a", cfg.clone(), &mut Rng::new(0)).unwrap();
     let mut rng = Rng::new(1);
     let x = Tensor::randn(&[1, 4, 8], &mut rng);
-    let err = fused.forward(&x, &x, None, true, Some(&mut rng)).unwrap_err();
+    let err = fused
+        .forward(&x, &x, None, true, Some(&mut rng))
+        .unwrap_err();
     assert!(err.to_string().contains("dropout"), "{err}");
     // in eval mode there is no dropout, so the fused kernel runs
     assert!(fused.forward(&x, &x, None, false, None).is_ok());
     cfg.kernel = AttnKernel::Reference;
     let reference = MultiHeadAttention::new(&mut store, "b", cfg, &mut Rng::new(0)).unwrap();
     let eval = reference.forward(&x, &x, None, false, None).unwrap();
-    let train = reference.forward(&x, &x, None, true, Some(&mut rng)).unwrap();
+    let train = reference
+        .forward(&x, &x, None, true, Some(&mut rng))
+        .unwrap();
     assert_ne!(eval.to_vec(), train.to_vec());
     assert!(reference.forward(&x, &x, None, true, None).is_err());
 }
@@ -212,4 +269,42 @@ proptest! {
     fn fused_equals_reference_over_shapes(b in 1usize..3, h in 1usize..4, n in 1usize..80, m in 1usize..300, dk in 1usize..17, dv in 1usize..17, masked in prop::option::of(any::<bool>()), strided_inputs in any::<bool>(), seed in 0u64..10_000) {
         compare(b, h, n, m, dk, dv, masked, strided_inputs, seed);
     }
+}
+
+#[test]
+fn layer_normed_kv_fused_matches_reference() -> Result<()> {
+    use perceiver_tensor::nn::LayerNorm;
+    let (fs, fl) = layer(AttnKernel::Fused, 5);
+    let (rs, rl) = layer(AttnKernel::Reference, 5);
+    let mut fstore = fs.clone();
+    let mut rstore = rs.clone();
+    let fln = LayerNorm::new(&mut fstore, "norm_kv", 10, 1e-5)?;
+    let rln = LayerNorm::new(&mut rstore, "norm_kv", 10, 1e-5)?;
+    let mut rng = Rng::new(11);
+    // non-trivial LayerNorm parameters, equal in both
+    let w = Tensor::randn(&[10], &mut rng);
+    let b = Tensor::randn(&[10], &mut rng);
+    for ln in [&fln, &rln] {
+        ln.weight.set(&w)?;
+        ln.bias.set(&b)?;
+    }
+    let xq = Tensor::randn(&[2, 5, 12], &mut rng);
+    let xkv = Tensor::randn(&[2, 140, 10], &mut rng).requires_grad();
+    let m = mask(2, 140, false, &mut rng);
+    let fo = fl.forward_normed_kv(&xq, &xkv, Some(&fln), Some(&m), false, None)?;
+    let ro = rl.forward_normed_kv(&xq, &xkv, Some(&rln), Some(&m), false, None)?;
+    assert!(rel_err(&fo, &ro) <= 1e-5);
+    let r = Tensor::randn(fo.shape(), &mut rng);
+    let fg = fo.mul(&r)?.sum_all().backward()?;
+    let rg = ro.mul(&r)?.sum_all().backward()?;
+    assert!(rel_err(fg.get(&xkv).unwrap(), rg.get(&xkv).unwrap()) <= 1e-4);
+    let floor = rstore
+        .iter()
+        .flat_map(|p| p.grad(&rg).unwrap().to_vec())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    for (fp, rp) in fstore.iter().zip(rstore.iter()) {
+        let e = rel_err_floor(fp.grad(&fg)?, rp.grad(&rg)?, 1e-2 * floor);
+        assert!(e <= 1e-4, "{}: {e}", fp.name());
+    }
+    Ok(())
 }

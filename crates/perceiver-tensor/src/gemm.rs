@@ -36,7 +36,14 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major matrix over the whole slice.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, offset: 0, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// The transpose (a view: strides swapped).
@@ -71,7 +78,10 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) 
 pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], ldc: usize) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "gemm: inner dimensions differ");
-    assert!(a.in_bounds() && b.in_bounds(), "gemm: operand view out of bounds");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "gemm: operand view out of bounds"
+    );
     assert!(ldc >= n, "gemm: output row stride smaller than its width");
     if m == 0 || n == 0 {
         return;
@@ -188,13 +198,26 @@ mod tests {
     }
 
     fn check(m: usize, k: usize, n: usize) {
-        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+            .collect();
         let want = naive(m, k, n, &a, &b);
         let mut c = vec![f32::NAN; m * n];
-        gemm(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, &mut c);
+        gemm(
+            1.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            0.0,
+            &mut c,
+        );
         for (x, y) in c.iter().zip(&want) {
-            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{m}x{k}x{n}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "{m}x{k}x{n}: {x} vs {y}"
+            );
         }
         // transposed operand through strides, and beta = 1 accumulation
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
@@ -202,7 +225,10 @@ mod tests {
         let btv = MatRef::row_major(&bt, n, k).t();
         gemm(1.0, MatRef::row_major(&a, m, k), btv, 1.0, &mut c2);
         for (x, y) in c2.iter().zip(&want) {
-            assert!((x - 2.0 * y).abs() <= 1e-4 * (1.0 + y.abs()), "beta=1 {m}x{k}x{n}");
+            assert!(
+                (x - 2.0 * y).abs() <= 1e-4 * (1.0 + y.abs()),
+                "beta=1 {m}x{k}x{n}"
+            );
         }
     }
 
@@ -228,7 +254,14 @@ mod tests {
         let b: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 * 0.05).collect();
         let want = naive(m, k, n, &a, &b);
         let mut c = vec![-1.0f32; (m - 1) * ldc + n + 2];
-        gemm_ldc(1.0, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), 0.0, &mut c[2..], ldc);
+        gemm_ldc(
+            1.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            0.0,
+            &mut c[2..],
+            ldc,
+        );
         for i in 0..m {
             for j in 0..ldc {
                 let idx = 2 + i * ldc + j;

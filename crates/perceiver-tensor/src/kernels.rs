@@ -195,8 +195,16 @@ pub fn copy_into(dst: &mut [f32], dst_layout: &Layout, src: &crate::Tensor) {
     let (sdata, slayout) = src.raw();
     let shape = dst_layout.shape();
     let rank = shape.len();
-    let ds = if rank == 0 { 0 } else { dst_layout.strides()[rank - 1] };
-    let ss = if rank == 0 { 0 } else { slayout.strides()[rank - 1] };
+    let ds = if rank == 0 {
+        0
+    } else {
+        dst_layout.strides()[rank - 1]
+    };
+    let ss = if rank == 0 {
+        0
+    } else {
+        slayout.strides()[rank - 1]
+    };
     crate::layout::for_each_row(
         shape,
         [dst_layout.strides(), slayout.strides()],
@@ -230,7 +238,7 @@ pub fn fast_exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e = (p * r * r + r) + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     let v = e * scale;

@@ -32,7 +32,9 @@ pub mod rng;
 mod tensor;
 pub mod testing;
 
-pub use autograd::{apply_custom, is_grad_enabled, no_grad, Backward, CustomOp, Grads, NoGradGuard};
+pub use autograd::{
+    apply_custom, is_grad_enabled, no_grad, Backward, CustomOp, Grads, NoGradGuard,
+};
 pub use error::{Error, Result};
 pub use ops::GeluKind;
 pub use params::{Param, ParamStore};

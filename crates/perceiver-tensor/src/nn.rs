@@ -56,7 +56,10 @@ impl Linear {
         if x.shape().last() != Some(&in_dim) {
             return Err(Error::shape(
                 "Linear",
-                format!("the input's last dimension must be {in_dim} ({})", self.weight.name()),
+                format!(
+                    "the input's last dimension must be {in_dim} ({})",
+                    self.weight.name()
+                ),
                 x.shape(),
                 &self.weight.shape(),
             ));
@@ -64,7 +67,11 @@ impl Linear {
         let w = self.weight.tensor();
         let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
         let rows: usize = lead.iter().product();
-        let x2 = if x.rank() == 2 { x.clone() } else { x.reshape(&[rows, in_dim])? };
+        let x2 = if x.rank() == 2 {
+            x.clone()
+        } else {
+            x.reshape(&[rows, in_dim])?
+        };
         let mut y = x2.matmul(&w.t()?)?;
         if let Some(b) = &self.bias {
             y = y.add(&b.tensor())?;
@@ -109,6 +116,10 @@ impl LayerNorm {
     /// Applies the layer to `x` of shape `[..., dim]`.
     #[track_caller]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.layer_norm(Some(&self.weight.tensor()), Some(&self.bias.tensor()), self.eps)
+        x.layer_norm(
+            Some(&self.weight.tensor()),
+            Some(&self.bias.tensor()),
+            self.eps,
+        )
     }
 }

@@ -122,7 +122,10 @@ impl ParamStore {
     pub fn add(&mut self, name: impl Into<String>, value: Tensor) -> Result<Param> {
         let name = name.into();
         if self.params.contains_key(&name) {
-            return Err(Error::invalid("ParamStore::add", format!("parameter `{name}` already exists")));
+            return Err(Error::invalid(
+                "ParamStore::add",
+                format!("parameter `{name}` already exists"),
+            ));
         }
         let p = Param::new(name.clone(), value);
         self.params.insert(name, p.clone());
@@ -134,7 +137,10 @@ impl ParamStore {
     pub fn insert(&mut self, param: Param) -> Result<()> {
         let name = param.name().to_string();
         if self.params.contains_key(&name) {
-            return Err(Error::invalid("ParamStore::insert", format!("parameter `{name}` already exists")));
+            return Err(Error::invalid(
+                "ParamStore::insert",
+                format!("parameter `{name}` already exists"),
+            ));
         }
         self.params.insert(name, param);
         Ok(())
@@ -172,6 +178,9 @@ impl ParamStore {
 
     /// The current values by name (for checkpoints).
     pub fn to_named_tensors(&self) -> Vec<(String, Tensor)> {
-        self.params.iter().map(|(n, p)| (n.clone(), p.value())).collect()
+        self.params
+            .iter()
+            .map(|(n, p)| (n.clone(), p.value()))
+            .collect()
     }
 }

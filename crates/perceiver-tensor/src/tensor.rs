@@ -245,7 +245,11 @@ impl Tensor {
             [self.layout.strides()],
             [self.layout.offset],
             |[b], n| {
-                let s = if self.rank() == 0 { 0 } else { self.layout.strides[self.rank() - 1] };
+                let s = if self.rank() == 0 {
+                    0
+                } else {
+                    self.layout.strides[self.rank() - 1]
+                };
                 for i in 0..n {
                     out.push(st[b + i * s]);
                 }

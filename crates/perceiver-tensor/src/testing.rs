@@ -50,12 +50,17 @@ impl GradCheck {
         inputs: &[Tensor],
         f: impl Fn(&[Tensor]) -> Result<Tensor>,
     ) -> std::result::Result<(), String> {
-        let leaves: Vec<Tensor> = inputs.iter().map(|t| t.contiguous().detach().requires_grad()).collect();
+        let leaves: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| t.contiguous().detach().requires_grad())
+            .collect();
         let out = f(&leaves).map_err(|e| format!("forward failed: {e}"))?;
         let mut rng = Rng::new(self.seed);
         let r = Tensor::randn(out.shape(), &mut rng);
         let loss = out.mul(&r).map_err(|e| e.to_string())?.sum_all();
-        let grads = loss.backward().map_err(|e| format!("backward failed: {e}"))?;
+        let grads = loss
+            .backward()
+            .map_err(|e| format!("backward failed: {e}"))?;
         let rv = r.to_vec();
         let eval = |vals: &[Tensor]| -> std::result::Result<f64, String> {
             no_grad(|| f(vals))
@@ -99,10 +104,22 @@ impl GradCheck {
                     let dir = Tensor::randn(&[base.len()], &mut rng).to_vec();
                     let norm = dir.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
                     let h = self.step as f64;
-                    let p: Vec<f32> = base.iter().zip(&dir).map(|(x, v)| x + (h * *v as f64 / norm) as f32).collect();
-                    let m: Vec<f32> = base.iter().zip(&dir).map(|(x, v)| x - (h * *v as f64 / norm) as f32).collect();
+                    let p: Vec<f32> = base
+                        .iter()
+                        .zip(&dir)
+                        .map(|(x, v)| x + (h * *v as f64 / norm) as f32)
+                        .collect();
+                    let m: Vec<f32> = base
+                        .iter()
+                        .zip(&dir)
+                        .map(|(x, v)| x - (h * *v as f64 / norm) as f32)
+                        .collect();
                     let num = (eval(&with(p))? - eval(&with(m))?) / (2.0 * h);
-                    let ana: f64 = analytic.iter().zip(&dir).map(|(g, v)| *g as f64 * *v as f64 / norm).sum();
+                    let ana: f64 = analytic
+                        .iter()
+                        .zip(&dir)
+                        .map(|(g, v)| *g as f64 * *v as f64 / norm)
+                        .sum();
                     let err = (num - ana).abs();
                     let tol = self.atol + self.rtol * ana.abs().max(scale);
                     if err > tol {

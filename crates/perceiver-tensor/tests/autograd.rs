@@ -1,8 +1,6 @@
 //! Autograd engine behaviour: recording, no_grad, detach, errors, deep graphs, custom ops.
 
-use perceiver_tensor::{
-    apply_custom, no_grad, CustomOp, Error, Param, Result, Rng, Tensor,
-};
+use perceiver_tensor::{apply_custom, no_grad, CustomOp, Error, Param, Result, Rng, Tensor};
 
 #[test]
 fn untracked_inputs_record_nothing() {

@@ -54,8 +54,12 @@ fn other_bad_arguments_are_errors() {
     assert!(x.cross_entropy(&[0, 1], 1.5).is_err());
     assert!(x.dropout(1.5, true, &mut Rng::new(0)).is_err());
     assert!(x.layer_norm(Some(&t(&[2])), None, 1e-5).is_err());
-    assert!(x.gather(1, &Tensor::from_vec(vec![0.0, 5.0], &[2, 1]).unwrap()).is_err());
-    assert!(x.gather(1, &Tensor::from_vec(vec![0.5, 1.0], &[2, 1]).unwrap()).is_err());
+    assert!(x
+        .gather(1, &Tensor::from_vec(vec![0.0, 5.0], &[2, 1]).unwrap())
+        .is_err());
+    assert!(x
+        .gather(1, &Tensor::from_vec(vec![0.5, 1.0], &[2, 1]).unwrap())
+        .is_err());
     assert!(Tensor::concat(&[&x, &t(&[3, 3])], 1).is_err());
     assert!(Tensor::concat(&[], 0).is_err());
     assert!(Tensor::from_vec(vec![1.0; 5], &[2, 3]).is_err());
@@ -70,15 +74,27 @@ fn other_bad_arguments_are_errors() {
 
 #[test]
 fn views_and_constructors_behave() {
-    let x = Tensor::arange(0.0, 6.0, 1.0).unwrap().reshape(&[2, 3]).unwrap();
+    let x = Tensor::arange(0.0, 6.0, 1.0)
+        .unwrap()
+        .reshape(&[2, 3])
+        .unwrap();
     assert_eq!(x.t().unwrap().to_vec(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
     assert!(!x.t().unwrap().is_contiguous());
-    assert_eq!(x.narrow(1, 1, 2).unwrap().to_vec(), vec![1.0, 2.0, 4.0, 5.0]);
+    assert_eq!(
+        x.narrow(1, 1, 2).unwrap().to_vec(),
+        vec![1.0, 2.0, 4.0, 5.0]
+    );
     assert_eq!(x.reshape(&[usize::MAX, 2]).unwrap().shape(), &[3, 2]);
     assert_eq!(x.unsqueeze(0).unwrap().shape(), &[1, 2, 3]);
-    let b = Tensor::from_vec(vec![1.0, 2.0], &[2, 1]).unwrap().broadcast_to(&[2, 3]).unwrap();
+    let b = Tensor::from_vec(vec![1.0, 2.0], &[2, 1])
+        .unwrap()
+        .broadcast_to(&[2, 3])
+        .unwrap();
     assert_eq!(b.to_vec(), vec![1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
-    assert_eq!(Tensor::linspace(-1.0, 1.0, 5).to_vec(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+    assert_eq!(
+        Tensor::linspace(-1.0, 1.0, 5).to_vec(),
+        vec![-1.0, -0.5, 0.0, 0.5, 1.0]
+    );
     let nd = x.to_ndarray();
     assert_eq!(nd.shape(), &[2, 3]);
     assert_eq!(Tensor::from_ndarray(&nd).to_vec(), x.to_vec());
@@ -86,7 +102,10 @@ fn views_and_constructors_behave() {
     let tn = Tensor::trunc_normal(&[1000], 0.0, 0.02, -0.04, 0.04, &mut rng).unwrap();
     assert!(tn.to_vec().iter().all(|v| v.abs() <= 0.04));
     // seeded constructors are reproducible
-    assert_eq!(Tensor::randn(&[5], &mut Rng::new(7)).to_vec(), Tensor::randn(&[5], &mut Rng::new(7)).to_vec());
+    assert_eq!(
+        Tensor::randn(&[5], &mut Rng::new(7)).to_vec(),
+        Tensor::randn(&[5], &mut Rng::new(7)).to_vec()
+    );
 }
 
 #[test]

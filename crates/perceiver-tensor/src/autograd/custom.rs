@@ -14,7 +14,8 @@ pub trait CustomOp: Send + Sync + 'static {
     /// Name used in diagnostics.
     fn name(&self) -> &'static str;
     /// Computes the output. Errors (bad shapes, unsupported settings) are returned here.
-    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<Self::Saved>)>;
+    fn forward(&self, inputs: &[Tensor], needs_grad: bool)
+        -> Result<(Tensor, Option<Self::Saved>)>;
     /// Computes the input gradients. Called only when the forward saved something.
     fn backward(
         &self,
@@ -40,8 +41,7 @@ impl<Op: CustomOp> Backward for CustomBackward<Op> {
 
 /// Runs a [`CustomOp`] and records it in the graph when any input is tracked.
 pub fn apply_custom<Op: CustomOp>(op: Op, inputs: &[&Tensor]) -> Result<Tensor> {
-    let needs_grad =
-        super::is_grad_enabled() && inputs.iter().any(|t| t.is_tracked());
+    let needs_grad = super::is_grad_enabled() && inputs.iter().any(|t| t.is_tracked());
     let detached: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
     let (out, saved) = op.forward(&detached, needs_grad)?;
     let out = out.detach();

@@ -23,9 +23,10 @@ impl Tensor {
     /// A view of this tensor broadcast (NumPy rules) to `shape`, without copying.
     #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
-        let layout = self.layout.broadcast_to(shape).ok_or_else(|| {
-            Error::shape("broadcast_to", "cannot broadcast", self.shape(), shape)
-        })?;
+        let layout = self
+            .layout
+            .broadcast_to(shape)
+            .ok_or_else(|| Error::shape("broadcast_to", "cannot broadcast", self.shape(), shape))?;
         let out = Tensor {
             storage: self.storage.clone(),
             layout,

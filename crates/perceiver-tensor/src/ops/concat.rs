@@ -40,7 +40,11 @@ impl Tensor {
         check_axis("concat", axis, first.shape())?;
         for t in &tensors[1..] {
             let ok = t.rank() == first.rank()
-                && t.shape().iter().zip(first.shape()).enumerate().all(|(i, (a, b))| i == axis || a == b);
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == axis || a == b);
             if !ok {
                 return Err(Error::shape(
                     "concat",

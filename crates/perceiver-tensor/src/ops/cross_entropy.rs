@@ -48,21 +48,38 @@ impl Tensor {
         if self.rank() != 2 {
             return Err(Error::invalid(
                 "cross_entropy",
-                format!("logits must be [batch, classes], got shape {:?}", self.shape()),
+                format!(
+                    "logits must be [batch, classes], got shape {:?}",
+                    self.shape()
+                ),
             ));
         }
         let (n, c) = (self.shape()[0], self.shape()[1]);
         if targets.len() != n {
-            return Err(Error::shape("cross_entropy", "one target per row of logits", self.shape(), &[targets.len()]));
+            return Err(Error::shape(
+                "cross_entropy",
+                "one target per row of logits",
+                self.shape(),
+                &[targets.len()],
+            ));
         }
         if n == 0 || c == 0 {
-            return Err(Error::invalid("cross_entropy", format!("empty logits {:?}", self.shape())));
+            return Err(Error::invalid(
+                "cross_entropy",
+                format!("empty logits {:?}", self.shape()),
+            ));
         }
         if let Some(&t) = targets.iter().find(|&&t| t >= c) {
-            return Err(Error::invalid("cross_entropy", format!("target {t} out of range for {c} classes")));
+            return Err(Error::invalid(
+                "cross_entropy",
+                format!("target {t} out of range for {c} classes"),
+            ));
         }
         if !(0.0..=1.0).contains(&smoothing) {
-            return Err(Error::invalid("cross_entropy", format!("label smoothing must be in [0, 1], got {smoothing}")));
+            return Err(Error::invalid(
+                "cross_entropy",
+                format!("label smoothing must be in [0, 1], got {smoothing}"),
+            ));
         }
         let x = self.contiguous_data();
         let logp = rows_map(&x, c, log_softmax_row);

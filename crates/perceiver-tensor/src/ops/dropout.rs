@@ -25,7 +25,10 @@ impl Tensor {
     #[track_caller]
     pub fn dropout(&self, p: f32, train: bool, rng: &mut Rng) -> Result<Tensor> {
         if !(0.0..=1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("probability must be in [0, 1], got {p}")));
+            return Err(Error::invalid(
+                "dropout",
+                format!("probability must be in [0, 1], got {p}"),
+            ));
         }
         if !train || p == 0.0 {
             return Ok(self.clone());

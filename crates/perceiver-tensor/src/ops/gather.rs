@@ -33,7 +33,12 @@ impl Tensor {
     pub fn gather(&self, axis: usize, index: &Tensor) -> Result<Tensor> {
         check_axis("gather", axis, self.shape())?;
         if index.rank() != self.rank()
-            || index.shape().iter().zip(self.shape()).enumerate().any(|(d, (&i, &s))| d != axis && i > s)
+            || index
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .any(|(d, (&i, &s))| d != axis && i > s)
         {
             return Err(Error::shape(
                 "gather",
@@ -53,7 +58,10 @@ impl Tensor {
             if v.fract() != 0.0 || v < 0.0 || v as usize >= dim {
                 return Err(Error::invalid(
                     "gather",
-                    format!("index value {v} is not an integer in 0..{dim} (axis {axis} of shape {:?})", self.shape()),
+                    format!(
+                        "index value {v} is not an integer in 0..{dim} (axis {axis} of shape {:?})",
+                        self.shape()
+                    ),
                 ));
             }
             let mut rem = flat;

@@ -42,7 +42,10 @@ impl Tensor {
         if let Some(&bad) = indices.iter().find(|&&i| i >= dim) {
             return Err(Error::invalid(
                 "index_select",
-                format!("index {bad} out of range for axis {axis} of shape {:?}", self.shape()),
+                format!(
+                    "index {bad} out of range for axis {axis} of shape {:?}",
+                    self.shape()
+                ),
             ));
         }
         let x = self.contiguous_data();

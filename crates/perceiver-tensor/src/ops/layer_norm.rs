@@ -32,11 +32,19 @@ impl Backward for LayerNormBackward {
         let rows = self.mean.len();
         let mut dx = vec![0.0f32; if needs[0] { x.len() } else { 0 }];
         let want_wb = (self.has_weight && needs[1]) || (self.has_bias && needs[2]);
-        let rows_per = if x.len() >= kernels::PAR_THRESHOLD { (8192 / d.max(1)).max(1) } else { rows.max(1) };
+        let rows_per = if x.len() >= kernels::PAR_THRESHOLD {
+            (8192 / d.max(1)).max(1)
+        } else {
+            rows.max(1)
+        };
         let process = |r0: usize, dx_chunk: &mut [f32]| -> (Vec<f32>, Vec<f32>) {
             let mut dw = vec![0.0f32; if want_wb { d } else { 0 }];
             let mut db = vec![0.0f32; if want_wb { d } else { 0 }];
-            let nrows = if needs[0] { dx_chunk.len() / d.max(1) } else { rows_per.min(rows - r0) };
+            let nrows = if needs[0] {
+                dx_chunk.len() / d.max(1)
+            } else {
+                rows_per.min(rows - r0)
+            };
             let mut xhat = vec![0.0f32; d];
             let mut gh = vec![0.0f32; d];
             for r in 0..nrows {
@@ -73,20 +81,31 @@ impl Backward for LayerNormBackward {
             dx.par_chunks_mut(rows_per * d)
                 .enumerate()
                 .map(|(c, chunk)| process(c * rows_per, chunk))
-                .reduce(|| (vec![0.0; if want_wb { d } else { 0 }], vec![0.0; if want_wb { d } else { 0 }]), |mut a, b| {
-                    kernels::add_assign(&mut a.0, &b.0);
-                    kernels::add_assign(&mut a.1, &b.1);
-                    a
-                })
+                .reduce(
+                    || {
+                        (
+                            vec![0.0; if want_wb { d } else { 0 }],
+                            vec![0.0; if want_wb { d } else { 0 }],
+                        )
+                    },
+                    |mut a, b| {
+                        kernels::add_assign(&mut a.0, &b.0);
+                        kernels::add_assign(&mut a.1, &b.1);
+                        a
+                    },
+                )
         } else {
             (0..rows.div_ceil(rows_per))
                 .into_par_iter()
                 .map(|c| process(c * rows_per, &mut []))
-                .reduce(|| (vec![0.0; d], vec![0.0; d]), |mut a, b| {
-                    kernels::add_assign(&mut a.0, &b.0);
-                    kernels::add_assign(&mut a.1, &b.1);
-                    a
-                })
+                .reduce(
+                    || (vec![0.0; d], vec![0.0; d]),
+                    |mut a, b| {
+                        kernels::add_assign(&mut a.0, &b.0);
+                        kernels::add_assign(&mut a.1, &b.1);
+                        a
+                    },
+                )
         };
         let mut out = vec![needs[0].then(|| Tensor::from_parts(dx, g.shape()))];
         if self.has_weight {
@@ -107,9 +126,17 @@ impl Tensor {
     /// Layer normalisation over the last axis with optional scale `weight` and offset `bias`
     /// (each of shape `[last]`) and `eps` added to the variance.
     #[track_caller]
-    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
         if self.rank() == 0 {
-            return Err(Error::invalid("layer_norm", "needs rank >= 1, got a scalar"));
+            return Err(Error::invalid(
+                "layer_norm",
+                "needs rank >= 1, got a scalar",
+            ));
         }
         let d = *self.shape().last().expect("rank >= 1");
         for (name, p) in [("weight", weight), ("bias", bias)] {
@@ -125,10 +152,13 @@ impl Tensor {
             }
         }
         if !(eps >= 0.0) {
-            return Err(Error::invalid("layer_norm", format!("eps must be >= 0, got {eps}")));
+            return Err(Error::invalid(
+                "layer_norm",
+                format!("eps must be >= 0, got {eps}"),
+            ));
         }
         let x = self.contiguous_data();
-        let rows = if d == 0 { 0 } else { x.len() / d };
+        let rows = x.len().checked_div(d).unwrap_or(0);
         let w = weight.map(|w| w.to_vec());
         let b = bias.map(|b| b.to_vec());
         let mut mean = vec![0.0f32; rows];
@@ -162,7 +192,12 @@ impl Tensor {
                     .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
                     .for_each(|((yr, xr), (m, r))| row_fn(xr, yr, m, r));
             } else {
-                for (((yr, xr), m), r) in y.chunks_mut(d).zip(x.chunks(d)).zip(&mut mean).zip(&mut rstd) {
+                for (((yr, xr), m), r) in y
+                    .chunks_mut(d)
+                    .zip(x.chunks(d))
+                    .zip(&mut mean)
+                    .zip(&mut rstd)
+                {
                     row_fn(xr, yr, m, r);
                 }
             }
@@ -171,10 +206,18 @@ impl Tensor {
         let none = Tensor::scalar(0.0);
         let wt = weight.unwrap_or(&none);
         let bt = bias.unwrap_or(&none);
-        let inputs: [&Tensor; 3] = [self, if weight.is_some() { wt } else { &none }, if bias.is_some() { bt } else { &none }];
+        let inputs: [&Tensor; 3] = [
+            self,
+            if weight.is_some() { wt } else { &none },
+            if bias.is_some() { bt } else { &none },
+        ];
         Ok(record(out, &inputs, |needs| LayerNormBackward {
             x: self.detach(),
-            weight: if needs[0] { weight.map(|w| w.detach()) } else { None },
+            weight: if needs[0] {
+                weight.map(|w| w.detach())
+            } else {
+                None
+            },
             mean,
             rstd,
             has_weight: weight.is_some(),

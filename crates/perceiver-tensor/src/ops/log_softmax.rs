@@ -46,7 +46,10 @@ impl Tensor {
         check_axis("log_softmax", axis, self.shape())?;
         let last = self.rank() - 1;
         if axis != last {
-            return self.transpose(axis, last)?.log_softmax(last)?.transpose(axis, last);
+            return self
+                .transpose(axis, last)?
+                .log_softmax(last)?
+                .transpose(axis, last);
         }
         let len = self.shape()[last];
         let x = self.contiguous_data();

@@ -82,14 +82,23 @@ pub(crate) fn matmul_raw(a: &Tensor, b: &Tensor) -> Tensor {
     }
     // Batch folding: b shared across the batch and a's batch+rows mergeable into one dimension.
     let b_shared = rb == 2 || b.layout.strides()[..rb - 2].iter().all(|&s| s == 0);
-    if b_shared && ra > 2 && &a.shape()[..ra - 2] == &batch[..] {
+    if b_shared && ra > 2 && a.shape()[..ra - 2] == batch[..] {
         if let Some(lf) = a.layout.reshape(&[nb * m, k]) {
             let bl = Layout {
                 shape: Shape::from_slice(&[k, n]),
-                strides: Shape::from_slice(&[b.layout.strides()[rb - 2], b.layout.strides()[rb - 1]]),
+                strides: Shape::from_slice(&[
+                    b.layout.strides()[rb - 2],
+                    b.layout.strides()[rb - 1],
+                ]),
                 offset: b.layout.offset(),
             };
-            gemm(1.0, mat(&a.storage, &lf, lf.offset()), mat(&b.storage, &bl, bl.offset()), 0.0, &mut out);
+            gemm(
+                1.0,
+                mat(&a.storage, &lf, lf.offset()),
+                mat(&b.storage, &bl, bl.offset()),
+                0.0,
+                &mut out,
+            );
             return Tensor::from_parts(out, &out_shape);
         }
     }
@@ -113,11 +122,23 @@ pub(crate) fn matmul_raw(a: &Tensor, b: &Tensor) -> Tensor {
     let per = m * k * n;
     if nb >= threads && threads > 1 && nb * per >= crate::gemm::PAR_MIN_FMAS {
         out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| {
-            gemm(1.0, mat(&a.storage, &la, offsets(&la, i)), mat(&b.storage, &lb, offsets(&lb, i)), 0.0, c);
+            gemm(
+                1.0,
+                mat(&a.storage, &la, offsets(&la, i)),
+                mat(&b.storage, &lb, offsets(&lb, i)),
+                0.0,
+                c,
+            );
         });
     } else {
         for (i, c) in out.chunks_mut(m * n).enumerate() {
-            gemm(1.0, mat(&a.storage, &la, offsets(&la, i)), mat(&b.storage, &lb, offsets(&lb, i)), 0.0, c);
+            gemm(
+                1.0,
+                mat(&a.storage, &la, offsets(&la, i)),
+                mat(&b.storage, &lb, offsets(&lb, i)),
+                0.0,
+                c,
+            );
         }
     }
     Tensor::from_parts(out, &out_shape)

@@ -39,7 +39,10 @@ impl Tensor {
         if axes.iter().any(|&a| self.shape()[a] == 0) {
             return Err(Error::invalid(
                 "max",
-                format!("cannot take the maximum over an empty axis of shape {:?}", self.shape()),
+                format!(
+                    "cannot take the maximum over an empty axis of shape {:?}",
+                    self.shape()
+                ),
             ));
         }
         let (data, _kept, reduced, perm) = rows_for_reduction(self, &axes);

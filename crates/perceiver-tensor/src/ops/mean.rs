@@ -20,7 +20,10 @@ impl Backward for MeanBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         let s = self.scale;
         let g = unary::map(g, |v| v * s).reshape_raw(&self.keep);
-        let layout = g.layout.broadcast_to(&self.input).expect("keepdim shape broadcasts");
+        let layout = g
+            .layout
+            .broadcast_to(&self.input)
+            .expect("keepdim shape broadcasts");
         vec![Some(Tensor {
             storage: g.storage.clone(),
             layout,

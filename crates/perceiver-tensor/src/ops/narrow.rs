@@ -18,7 +18,8 @@ impl Backward for NarrowBackward {
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         let mut data = vec![0.0f32; crate::layout::numel(&self.shape)];
-        let region = Layout::contiguous(&self.shape).narrow(self.axis, self.start, g.shape()[self.axis]);
+        let region =
+            Layout::contiguous(&self.shape).narrow(self.axis, self.start, g.shape()[self.axis]);
         kernels::copy_into(&mut data, &region, g);
         vec![Some(Tensor::from_parts(data, &self.shape))]
     }
@@ -33,7 +34,11 @@ impl Tensor {
         if start.checked_add(len).is_none_or(|end| end > dim) {
             return Err(Error::invalid(
                 "narrow",
-                format!("range {start}..{} exceeds axis {axis} of shape {:?}", start.saturating_add(len), self.shape()),
+                format!(
+                    "range {start}..{} exceeds axis {axis} of shape {:?}",
+                    start.saturating_add(len),
+                    self.shape()
+                ),
             ));
         }
         let out = Tensor {
@@ -56,7 +61,11 @@ impl Tensor {
         if total != self.shape()[axis] {
             return Err(Error::invalid(
                 "split",
-                format!("sizes {sizes:?} add up to {total}, but axis {axis} of shape {:?} has {}", self.shape(), self.shape()[axis]),
+                format!(
+                    "sizes {sizes:?} add up to {total}, but axis {axis} of shape {:?} has {}",
+                    self.shape(),
+                    self.shape()[axis]
+                ),
             ));
         }
         let mut start = 0;

@@ -32,10 +32,17 @@ impl Tensor {
     pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
         let rank = self.rank();
         let mut seen = vec![false; rank];
-        if perm.len() != rank || perm.iter().any(|&p| p >= rank || std::mem::replace(&mut seen[p], true)) {
+        if perm.len() != rank
+            || perm
+                .iter()
+                .any(|&p| p >= rank || std::mem::replace(&mut seen[p], true))
+        {
             return Err(Error::invalid(
                 "permute",
-                format!("{perm:?} is not a permutation of the axes of shape {:?}", self.shape()),
+                format!(
+                    "{perm:?} is not a permutation of the axes of shape {:?}",
+                    self.shape()
+                ),
             ));
         }
         let mut inverse = vec![0; rank];

@@ -13,7 +13,13 @@ impl Backward for ReluBackward {
         "relu"
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::zip(g, &self.saved, |g, y| if y > 0.0 { g } else { 0.0 }))]
+        vec![Some(unary::zip(g, &self.saved, |g, y| {
+            if y > 0.0 {
+                g
+            } else {
+                0.0
+            }
+        }))]
     }
 }
 

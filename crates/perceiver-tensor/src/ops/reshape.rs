@@ -37,12 +37,22 @@ impl Tensor {
     #[track_caller]
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let mut shape: Shape = shape.into();
-        let inferred: Vec<usize> = (0..shape.len()).filter(|&i| shape[i] == usize::MAX).collect();
+        let inferred: Vec<usize> = (0..shape.len())
+            .filter(|&i| shape[i] == usize::MAX)
+            .collect();
         if inferred.len() > 1 {
-            return Err(Error::invalid("reshape", "at most one dimension can be inferred"));
+            return Err(Error::invalid(
+                "reshape",
+                "at most one dimension can be inferred",
+            ));
         }
         if let Some(&i) = inferred.first() {
-            let known: usize = shape.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &d)| d).product();
+            let known: usize = shape
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, &d)| d)
+                .product();
             if known == 0 || self.numel() % known != 0 {
                 return Err(Error::shape(
                     "reshape",
@@ -93,7 +103,11 @@ impl Tensor {
         if self.shape()[axis] != 1 {
             return Err(Error::invalid(
                 "squeeze",
-                format!("axis {axis} of shape {:?} has size {}, not 1", self.shape(), self.shape()[axis]),
+                format!(
+                    "axis {axis} of shape {:?} has size {}, not 1",
+                    self.shape(),
+                    self.shape()[axis]
+                ),
             ));
         }
         let mut shape = self.shape().to_vec();

@@ -30,7 +30,7 @@ impl Backward for SigmoidBackward {
 impl Tensor {
     /// Elementwise logistic function 1 / (1 + e^-x); the rule saves the output: dx = g y (1 - y).
     pub fn sigmoid(&self) -> Tensor {
-        let out = unary::map(self, |x| sigmoid(x));
+        let out = unary::map(self, sigmoid);
         let saved = out.detach();
         record(out, &[self], |_| SigmoidBackward { saved })
     }

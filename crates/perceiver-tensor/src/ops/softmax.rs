@@ -103,7 +103,10 @@ impl Tensor {
         check_axis("softmax", axis, self.shape())?;
         let last = self.rank() - 1;
         if axis != last {
-            return self.transpose(axis, last)?.softmax(last)?.transpose(axis, last);
+            return self
+                .transpose(axis, last)?
+                .softmax(last)?
+                .transpose(axis, last);
         }
         let len = self.shape()[last];
         let x = self.contiguous_data();

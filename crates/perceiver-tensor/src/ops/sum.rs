@@ -9,7 +9,11 @@ use rayon::prelude::*;
 
 /// Sorted, de-duplicated axes, validated against the shape.
 #[track_caller]
-pub(crate) fn normalize_axes(op: &'static str, axes: &[usize], shape: &[usize]) -> Result<Vec<usize>> {
+pub(crate) fn normalize_axes(
+    op: &'static str,
+    axes: &[usize],
+    shape: &[usize],
+) -> Result<Vec<usize>> {
     for &a in axes {
         check_axis(op, a, shape)?;
     }
@@ -36,7 +40,10 @@ pub(crate) fn reduced_shape(shape: &[usize], axes: &[usize], keepdim: bool) -> S
 
 /// Moves the reduced axes last and returns the contiguous data with the kept and reduced
 /// element counts: the data is `[kept, reduced]` row-major.
-pub(crate) fn rows_for_reduction(x: &Tensor, axes: &[usize]) -> (Vec<f32>, usize, usize, Vec<usize>) {
+pub(crate) fn rows_for_reduction(
+    x: &Tensor,
+    axes: &[usize],
+) -> (Vec<f32>, usize, usize, Vec<usize>) {
     let rank = x.rank();
     let mut perm: Vec<usize> = (0..rank).filter(|i| !axes.contains(i)).collect();
     perm.extend_from_slice(axes);
@@ -109,7 +116,10 @@ impl Backward for SumBackward {
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         let g = g.reshape_raw(&self.keep);
-        let layout = g.layout.broadcast_to(&self.input).expect("keepdim shape broadcasts");
+        let layout = g
+            .layout
+            .broadcast_to(&self.input)
+            .expect("keepdim shape broadcasts");
         vec![Some(Tensor {
             storage: g.storage.clone(),
             layout,

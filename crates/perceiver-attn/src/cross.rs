@@ -1,0 +1,727 @@
+//! Fused cross-attention from the raw inputs: LayerNorm, K/V projections and attention,
+//! computed block by block over the inputs, so neither the normalised inputs nor the keys and
+//! values of the whole input are ever stored.
+//!
+//! # Why
+//! In a Perceiver cross-attend, `K = LN(x)·W_kᵀ` and `V = LN(x)·W_vᵀ` for an input `x` of
+//! `M` tokens (up to hundreds of thousands). Even with a fused attention kernel, storing
+//! `LN(x)`, `K` and `V` costs three floats per channel per token, kept until the backward. Here
+//! each block of [`BLOCK_K`] tokens is normalised and projected on the fly and thrown away; the
+//! backward recomputes it. Memory is `O(threads · block)` beyond the inputs and outputs.
+//!
+//! # Forward
+//! Tasks own (example, range of input blocks) pairs, so each token is projected once. Each task
+//! runs the online softmax of the flash kernel over its blocks for all queries and heads and
+//! returns unnormalised partial outputs with their row maxima and sums; partials of one example
+//! are merged with the usual rescaling `O = Σ_t O_t·e^(m_t - m)`, `l = Σ_t l_t·e^(m_t - m)`.
+//! The output `O / l` and the log-sum-exp per query row are kept.
+//!
+//! # Backward
+//! Per block: recompute `x̂`, `LN(x)`, `K`, `V`; per head recompute `P = exp(s·Q·Kᵀ - L)` and
+//! form `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ - D)`, `dK = s·dSᵀ·Q`, `dQ += s·dS·K`; then the
+//! projections `dW_k += dKᵀ·LN(x)`, `db_k += Σ dK` (same for V), `dLN(x) = dK·W_k + dV·W_v`,
+//! and the LayerNorm backward for the block (`dγ`, `dβ`, `dx`). Per-task accumulators are
+//! summed at the end.
+
+use crate::check::scale_of;
+use perceiver_tensor::gemm::{gemm, gemm_ldc, MatRef};
+use perceiver_tensor::kernels::{dot, fast_exp, sum};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
+use rayon::prelude::*;
+
+/// Input tokens per block.
+pub const BLOCK_K: usize = 128;
+
+/// The LayerNorm and projections applied to the raw inputs to form keys and values.
+#[derive(Clone, Copy, Debug)]
+pub struct KvProjection<'a> {
+    /// LayerNorm over the input channels: `(scale, offset, eps)`; `None` for no normalisation.
+    pub norm: Option<(Option<&'a Tensor>, Option<&'a Tensor>, f32)>,
+    /// Key projection weight `[heads · qk head width, channels]`.
+    pub wk: &'a Tensor,
+    /// Key projection bias.
+    pub bk: Option<&'a Tensor>,
+    /// Value projection weight `[heads · v head width, channels]`.
+    pub wv: &'a Tensor,
+    /// Value projection bias.
+    pub bv: Option<&'a Tensor>,
+}
+
+#[derive(Clone, Debug)]
+struct FusedCross {
+    heads: usize,
+    dh: usize,
+    dv: usize,
+    channels: usize,
+    scale: f32,
+    eps: Option<f32>,
+    has: [bool; 6], // ln_w, ln_b, wk (always), wv (always), bk, bv
+    mask: Option<Vec<f32>>,
+}
+
+/// Saved for the backward: the inputs (shared), the output and the log-sum-exp rows.
+struct CrossSaved {
+    inputs: Vec<Tensor>,
+    out: Vec<f32>,
+    lse: Vec<f32>,
+}
+
+/// A strided matrix view of a 2-D tensor.
+fn mat2(t: &Tensor) -> MatRef<'_> {
+    let (data, l) = t.raw();
+    MatRef {
+        data,
+        offset: l.offset(),
+        rows: l.shape()[0],
+        cols: l.shape()[1],
+        row_stride: l.strides()[0],
+        col_stride: l.strides()[1],
+    }
+}
+
+/// Per-block work buffers.
+struct Block {
+    xhat: Vec<f32>,
+    xn: Vec<f32>,
+    rstd: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl FusedCross {
+    fn hk(&self) -> usize {
+        self.heads * self.dh
+    }
+    fn hv(&self) -> usize {
+        self.heads * self.dv
+    }
+
+    fn vecs(inputs: &[Tensor], has: [bool; 6]) -> [Option<Vec<f32>>; 6] {
+        std::array::from_fn(|i| {
+            if has[i] && i != 2 && i != 3 {
+                Some(inputs[2 + i].to_vec())
+            } else {
+                None
+            }
+        })
+    }
+
+    /// Normalises and projects tokens `j0..j0+bc` of example `b` into `blk`.
+    fn project(
+        &self,
+        inputs: &[Tensor],
+        p: &[Option<Vec<f32>>; 6],
+        b: usize,
+        j0: usize,
+        bc: usize,
+        blk: &mut Block,
+    ) {
+        let c = self.channels;
+        let (xd, xl) = inputs[1].raw();
+        let (sb, sm, sc) = (xl.strides()[0], xl.strides()[1], xl.strides()[2]);
+        for r in 0..bc {
+            let base = xl.offset() + b * sb + (j0 + r) * sm;
+            let row = &mut blk.xhat[r * c..(r + 1) * c];
+            if sc == 1 {
+                row.copy_from_slice(&xd[base..base + c]);
+            } else {
+                for (i, v) in row.iter_mut().enumerate() {
+                    *v = xd[base + i * sc];
+                }
+            }
+            let xn = &mut blk.xn[r * c..(r + 1) * c];
+            if let Some(eps) = self.eps {
+                let mu = sum(row) / c as f32;
+                let mut var = 0.0f32;
+                for v in row.iter() {
+                    var += (v - mu) * (v - mu);
+                }
+                let rs = 1.0 / (var / c as f32 + eps).sqrt();
+                blk.rstd[r] = rs;
+                for v in row.iter_mut() {
+                    *v = (*v - mu) * rs;
+                }
+                for i in 0..c {
+                    let mut y = row[i];
+                    if let Some(w) = &p[0] {
+                        y *= w[i];
+                    }
+                    if let Some(bb) = &p[1] {
+                        y += bb[i];
+                    }
+                    xn[i] = y;
+                }
+            } else {
+                blk.rstd[r] = 1.0;
+                xn.copy_from_slice(row);
+            }
+        }
+        let xn = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+        gemm(
+            1.0,
+            xn,
+            mat2(&inputs[4]).t(),
+            0.0,
+            &mut blk.k[..bc * self.hk()],
+        );
+        gemm(
+            1.0,
+            xn,
+            mat2(&inputs[5]).t(),
+            0.0,
+            &mut blk.v[..bc * self.hv()],
+        );
+        for (bias, buf, w) in [
+            (&p[4], &mut blk.k, self.hk()),
+            (&p[5], &mut blk.v, self.hv()),
+        ] {
+            if let Some(bias) = bias {
+                for row in buf[..bc * w].chunks_mut(w) {
+                    row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                }
+            }
+        }
+    }
+
+    fn block(&self) -> Block {
+        let c = self.channels;
+        Block {
+            xhat: vec![0.0; BLOCK_K * c],
+            xn: vec![0.0; BLOCK_K * c],
+            rstd: vec![0.0; BLOCK_K],
+            k: vec![0.0; BLOCK_K * self.hk()],
+            v: vec![0.0; BLOCK_K * self.hv()],
+        }
+    }
+
+    /// Key ranges per example: enough tasks to keep every thread busy.
+    fn ranges(&self, batch: usize, m: usize) -> Vec<(usize, usize, usize)> {
+        let threads = rayon::current_num_threads().max(1);
+        let blocks = m.div_ceil(BLOCK_K);
+        let per_b = (2 * threads).div_ceil(batch.max(1)).min(blocks).max(1);
+        let blocks_per_task = blocks.div_ceil(per_b);
+        let mut out = Vec::new();
+        for b in 0..batch {
+            let mut j = 0;
+            while j < m {
+                let len = (blocks_per_task * BLOCK_K).min(m - j);
+                out.push((b, j, j + len));
+                j += len;
+            }
+        }
+        out
+    }
+
+    fn q_view<'a>(&self, q: &'a Tensor, b: usize, h: usize) -> MatRef<'a> {
+        let (data, l) = q.raw();
+        let s = l.strides();
+        MatRef {
+            data,
+            offset: l.offset() + b * s[0] + h * s[1],
+            rows: l.shape()[2],
+            cols: self.dh,
+            row_stride: s[2],
+            col_stride: s[3],
+        }
+    }
+
+    fn masked(&self, s: &mut [f32], n: usize, bc: usize, b: usize, m: usize, j0: usize) {
+        if let Some(mask) = &self.mask {
+            let mk = &mask[b * m + j0..b * m + j0 + bc];
+            for (col, &keep) in mk.iter().enumerate() {
+                if keep == 0.0 {
+                    for r in 0..n {
+                        s[r * bc + col] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+    }
+
+    fn forward_raw(&self, inputs: &[Tensor]) -> (Vec<f32>, Vec<f32>) {
+        let q = &inputs[0];
+        let (batch, n) = (q.shape()[0], q.shape()[2]);
+        let m = inputs[1].shape()[1];
+        let (heads, dv) = (self.heads, self.dv);
+        let p = Self::vecs(inputs, self.has);
+        let tasks = self.ranges(batch, m);
+        let partials: Vec<(usize, Vec<f32>, Vec<f32>, Vec<f32>)> = tasks
+            .into_par_iter()
+            .map(|(b, ja, jb)| {
+                let mut blk = self.block();
+                let mut o = vec![0.0f32; heads * n * dv];
+                let mut mx = vec![f32::NEG_INFINITY; heads * n];
+                let mut l = vec![0.0f32; heads * n];
+                let mut s = vec![0.0f32; n * BLOCK_K];
+                for j0 in (ja..jb).step_by(BLOCK_K) {
+                    let bc = BLOCK_K.min(jb - j0);
+                    self.project(inputs, &p, b, j0, bc, &mut blk);
+                    for h in 0..heads {
+                        let sb = &mut s[..n * bc];
+                        let kh = MatRef {
+                            data: &blk.k,
+                            offset: h * self.dh,
+                            rows: bc,
+                            cols: self.dh,
+                            row_stride: self.hk(),
+                            col_stride: 1,
+                        };
+                        gemm(self.scale, self.q_view(q, b, h), kh.t(), 0.0, sb);
+                        self.masked(sb, n, bc, b, m, j0);
+                        let oh = &mut o[h * n * dv..(h + 1) * n * dv];
+                        for r in 0..n {
+                            let row = &mut sb[r * bc..(r + 1) * bc];
+                            let rmax = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                            if rmax == f32::NEG_INFINITY {
+                                row.fill(0.0);
+                                continue;
+                            }
+                            let (mr, lr) = (&mut mx[h * n + r], &mut l[h * n + r]);
+                            let m_new = mr.max(rmax);
+                            let alpha = fast_exp(*mr - m_new);
+                            let mut acc = 0.0f32;
+                            for x in row.iter_mut() {
+                                *x = fast_exp(*x - m_new);
+                                acc += *x;
+                            }
+                            *lr = *lr * alpha + acc;
+                            if alpha != 1.0 {
+                                oh[r * dv..(r + 1) * dv]
+                                    .iter_mut()
+                                    .for_each(|x| *x *= alpha);
+                            }
+                            *mr = m_new;
+                        }
+                        let vh = MatRef {
+                            data: &blk.v,
+                            offset: h * dv,
+                            rows: bc,
+                            cols: dv,
+                            row_stride: self.hv(),
+                            col_stride: 1,
+                        };
+                        gemm(1.0, MatRef::row_major(sb, n, bc), vh, 1.0, oh);
+                    }
+                }
+                (b, o, mx, l)
+            })
+            .collect();
+        // Merge the partials of each example.
+        let mut out = vec![0.0f32; batch * heads * n * dv];
+        let mut lse = vec![0.0f32; batch * heads * n];
+        for b in 0..batch {
+            let parts: Vec<_> = partials.iter().filter(|t| t.0 == b).collect();
+            for row in 0..heads * n {
+                let gmax = parts.iter().fold(f32::NEG_INFINITY, |a, t| a.max(t.2[row]));
+                let dst = &mut out[(b * heads * n + row) * dv..(b * heads * n + row + 1) * dv];
+                if gmax == f32::NEG_INFINITY {
+                    lse[b * heads * n + row] = f32::INFINITY;
+                    continue;
+                }
+                let mut total = 0.0f32;
+                for t in &parts {
+                    if t.2[row] == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    let w = fast_exp(t.2[row] - gmax);
+                    total += t.3[row] * w;
+                    let src = &t.1[row * dv..(row + 1) * dv];
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s * w);
+                }
+                let inv = 1.0 / total;
+                dst.iter_mut().for_each(|d| *d *= inv);
+                lse[b * heads * n + row] = gmax + total.ln();
+            }
+        }
+        (out, lse)
+    }
+
+    fn backward_raw(
+        &self,
+        saved: &CrossSaved,
+        g: &Tensor,
+        needs: &[bool],
+    ) -> Vec<Option<Vec<f32>>> {
+        let inputs = &saved.inputs;
+        let q = &inputs[0];
+        let (batch, n) = (q.shape()[0], q.shape()[2]);
+        let m = inputs[1].shape()[1];
+        let (heads, dh, dv, c) = (self.heads, self.dh, self.dv, self.channels);
+        let (hk, hv) = (self.hk(), self.hv());
+        let p = Self::vecs(inputs, self.has);
+        let go = g.contiguous();
+        let gd = go.as_slice().expect("contiguous");
+        let drow: Vec<f32> = gd
+            .chunks(dv.max(1))
+            .zip(saved.out.chunks(dv.max(1)))
+            .map(|(a, b)| dot(a, b))
+            .collect();
+        let need_x = needs[1];
+        let need_w = needs[4] || needs[5] || needs[6] || needs[7];
+        let need_ln = needs[2] || needs[3];
+        let need_xn_grad = need_x || need_ln;
+        let tasks = self.ranges(batch, m);
+        let mut dx = vec![0.0f32; if need_x { batch * m * c } else { 0 }];
+        // Hand each task its disjoint rows of dx.
+        let mut work: Vec<((usize, usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
+        {
+            let mut rest: &mut [f32] = &mut dx;
+            for &(b, ja, jb) in &tasks {
+                let len = if need_x { (jb - ja) * c } else { 0 };
+                let (head, tail) = rest.split_at_mut(len);
+                work.push(((b, ja, jb), head));
+                rest = tail;
+            }
+        }
+        struct Acc {
+            b: usize,
+            dq: Vec<f32>,
+            dlnw: Vec<f32>,
+            dlnb: Vec<f32>,
+            dwk: Vec<f32>,
+            dwv: Vec<f32>,
+            dbk: Vec<f32>,
+            dbv: Vec<f32>,
+        }
+        let accs: Vec<Acc> = work
+            .into_par_iter()
+            .map(|((b, ja, jb), dx_rows)| {
+                let mut acc = Acc {
+                    b,
+                    dq: vec![0.0; if needs[0] { heads * n * dh } else { 0 }],
+                    dlnw: vec![0.0; if needs[2] { c } else { 0 }],
+                    dlnb: vec![0.0; if needs[3] { c } else { 0 }],
+                    dwk: vec![0.0; if needs[4] { hk * c } else { 0 }],
+                    dwv: vec![0.0; if needs[5] { hv * c } else { 0 }],
+                    dbk: vec![0.0; if needs[6] { hk } else { 0 }],
+                    dbv: vec![0.0; if needs[7] { hv } else { 0 }],
+                };
+                let mut blk = self.block();
+                let mut s = vec![0.0f32; n * BLOCK_K];
+                let mut dp = vec![0.0f32; n * BLOCK_K];
+                let mut dk = vec![0.0f32; BLOCK_K * hk];
+                let mut dvb = vec![0.0f32; BLOCK_K * hv];
+                let mut dxn = vec![0.0f32; if need_xn_grad { BLOCK_K * c } else { 0 }];
+                let mut ghat = vec![0.0f32; c];
+                for j0 in (ja..jb).step_by(BLOCK_K) {
+                    let bc = BLOCK_K.min(jb - j0);
+                    self.project(inputs, &p, b, j0, bc, &mut blk);
+                    for h in 0..heads {
+                        let qh = self.q_view(q, b, h);
+                        let kh = MatRef {
+                            data: &blk.k,
+                            offset: h * dh,
+                            rows: bc,
+                            cols: dh,
+                            row_stride: hk,
+                            col_stride: 1,
+                        };
+                        let vh = MatRef {
+                            data: &blk.v,
+                            offset: h * dv,
+                            rows: bc,
+                            cols: dv,
+                            row_stride: hv,
+                            col_stride: 1,
+                        };
+                        let doh = MatRef {
+                            data: gd,
+                            offset: (b * heads + h) * n * dv,
+                            rows: n,
+                            cols: dv,
+                            row_stride: dv,
+                            col_stride: 1,
+                        };
+                        let sb = &mut s[..n * bc];
+                        gemm(self.scale, qh, kh.t(), 0.0, sb);
+                        self.masked(sb, n, bc, b, m, j0);
+                        let lrow = &saved.lse[(b * heads + h) * n..(b * heads + h + 1) * n];
+                        for r in 0..n {
+                            let l = lrow[r];
+                            sb[r * bc..(r + 1) * bc]
+                                .iter_mut()
+                                .for_each(|x| *x = fast_exp(*x - l));
+                        }
+                        let pm = MatRef::row_major(sb, n, bc);
+                        // dV_h = Pᵀ·dO_h, into the head's columns of the block's dV
+                        gemm_ldc(1.0, pm.t(), doh, 0.0, &mut dvb[h * dv..], hv);
+                        let dpb = &mut dp[..n * bc];
+                        gemm(1.0, doh, vh.t(), 0.0, dpb);
+                        let drh = &drow[(b * heads + h) * n..(b * heads + h + 1) * n];
+                        for r in 0..n {
+                            let pr = &sb[r * bc..(r + 1) * bc];
+                            let dr = &mut dpb[r * bc..(r + 1) * bc];
+                            let d = drh[r];
+                            for i in 0..bc {
+                                dr[i] = pr[i] * (dr[i] - d);
+                            }
+                        }
+                        let dsm = MatRef::row_major(dpb, n, bc);
+                        gemm_ldc(self.scale, dsm.t(), qh, 0.0, &mut dk[h * dh..], hk);
+                        if needs[0] {
+                            gemm(
+                                self.scale,
+                                dsm,
+                                kh,
+                                1.0,
+                                &mut acc.dq[h * n * dh..(h + 1) * n * dh],
+                            );
+                        }
+                    }
+                    let dkm = MatRef::row_major(&dk[..bc * hk], bc, hk);
+                    let dvm = MatRef::row_major(&dvb[..bc * hv], bc, hv);
+                    let xnm = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+                    if needs[4] {
+                        gemm(1.0, dkm.t(), xnm, 1.0, &mut acc.dwk);
+                    }
+                    if needs[5] {
+                        gemm(1.0, dvm.t(), xnm, 1.0, &mut acc.dwv);
+                    }
+                    if needs[6] {
+                        for row in dk[..bc * hk].chunks(hk) {
+                            acc.dbk.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                        }
+                    }
+                    if needs[7] {
+                        for row in dvb[..bc * hv].chunks(hv) {
+                            acc.dbv.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+                        }
+                    }
+                    if !need_xn_grad {
+                        continue;
+                    }
+                    let dxb = &mut dxn[..bc * c];
+                    gemm(1.0, dkm, mat2(&inputs[4]), 0.0, dxb);
+                    gemm(1.0, dvm, mat2(&inputs[5]), 1.0, dxb);
+                    for r in 0..bc {
+                        let gr = &dxb[r * c..(r + 1) * c];
+                        let xh = &blk.xhat[r * c..(r + 1) * c];
+                        if needs[2] {
+                            acc.dlnw
+                                .iter_mut()
+                                .zip(gr.iter().zip(xh))
+                                .for_each(|(a, (g, x))| *a += g * x);
+                        }
+                        if needs[3] {
+                            acc.dlnb.iter_mut().zip(gr).for_each(|(a, g)| *a += g);
+                        }
+                        if !need_x {
+                            continue;
+                        }
+                        let out = &mut dx_rows[(j0 - ja + r) * c..(j0 - ja + r + 1) * c];
+                        if self.eps.is_none() {
+                            out.copy_from_slice(gr);
+                            continue;
+                        }
+                        match &p[0] {
+                            Some(w) => (0..c).for_each(|i| ghat[i] = gr[i] * w[i]),
+                            None => ghat.copy_from_slice(gr),
+                        }
+                        let m1 = sum(&ghat) / c as f32;
+                        let m2 = dot(&ghat, xh) / c as f32;
+                        let rs = blk.rstd[r];
+                        for i in 0..c {
+                            out[i] = rs * (ghat[i] - m1 - xh[i] * m2);
+                        }
+                    }
+                }
+                acc
+            })
+            .collect();
+        let add =
+            |dst: &mut Vec<f32>, src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        let mut dq = vec![0.0f32; if needs[0] { batch * heads * n * dh } else { 0 }];
+        let (mut dlnw, mut dlnb) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let (mut dwk, mut dwv) = (vec![0.0f32; hk * c], vec![0.0f32; hv * c]);
+        let (mut dbk, mut dbv) = (vec![0.0f32; hk], vec![0.0f32; hv]);
+        for a in &accs {
+            if needs[0] {
+                let dst = &mut dq[a.b * heads * n * dh..(a.b + 1) * heads * n * dh];
+                dst.iter_mut().zip(&a.dq).for_each(|(d, s)| *d += s);
+            }
+            if needs[2] {
+                add(&mut dlnw, &a.dlnw);
+            }
+            if needs[3] {
+                add(&mut dlnb, &a.dlnb);
+            }
+            if needs[4] {
+                add(&mut dwk, &a.dwk);
+            }
+            if needs[5] {
+                add(&mut dwv, &a.dwv);
+            }
+            if needs[6] {
+                add(&mut dbk, &a.dbk);
+            }
+            if needs[7] {
+                add(&mut dbv, &a.dbv);
+            }
+        }
+        let _ = need_w;
+        vec![
+            needs[0].then_some(dq),
+            needs[1].then_some(dx),
+            needs[2].then_some(dlnw),
+            needs[3].then_some(dlnb),
+            needs[4].then_some(dwk),
+            needs[5].then_some(dwv),
+            needs[6].then_some(dbk),
+            needs[7].then_some(dbv),
+        ]
+    }
+}
+
+impl CustomOp for FusedCross {
+    type Saved = CrossSaved;
+
+    fn name(&self) -> &'static str {
+        "fused_cross_attention"
+    }
+
+    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<CrossSaved>)> {
+        let (out, lse) = self.forward_raw(inputs);
+        let (b, n) = (inputs[0].shape()[0], inputs[0].shape()[2]);
+        let t = Tensor::from_vec(out.clone(), &[b, self.heads, n, self.dv])?;
+        let saved = needs_grad.then(|| CrossSaved {
+            inputs: inputs.to_vec(),
+            out,
+            lse,
+        });
+        Ok((t, saved))
+    }
+
+    fn backward(&self, saved: &CrossSaved, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        let grads = self.backward_raw(saved, g, needs);
+        grads
+            .into_iter()
+            .zip(&saved.inputs)
+            .map(|(gv, t)| gv.map(|v| Tensor::from_vec(v, t.shape()).expect("sizes agree")))
+            .collect()
+    }
+}
+
+/// Cross-attention of queries `q: [b, heads, n, dk]` to raw inputs `x: [b, m, channels]`,
+/// where keys and values are `LN(x)·W_kᵀ + b_k` and `LN(x)·W_vᵀ + b_v`, computed block by
+/// block and never stored (see the module docs). Returns `[b, heads, n, dv]`. Differentiable
+/// in `q`, `x` and every parameter; `mask: [b, m]` (non-zero = attend) is data.
+#[track_caller]
+pub fn fused_cross_attention(
+    q: &Tensor,
+    x: &Tensor,
+    proj: KvProjection<'_>,
+    heads: usize,
+    mask: Option<&Tensor>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
+    const OP: &str = "fused_cross_attention";
+    if q.rank() != 4 || x.rank() != 3 || q.shape()[0] != x.shape()[0] || q.shape()[1] != heads {
+        return Err(Error::shape(
+            OP,
+            "q must be [batch, heads, n, dk] and x [batch, m, channels] with the same batch",
+            q.shape(),
+            x.shape(),
+        ));
+    }
+    let (b, dh) = (q.shape()[0], q.shape()[3]);
+    let (m, c) = (x.shape()[1], x.shape()[2]);
+    if m == 0 {
+        return Err(Error::invalid(
+            OP,
+            format!(
+                "needs at least one input token, got x of shape {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    if proj.wk.shape() != [heads * dh, c] {
+        return Err(Error::shape(
+            OP,
+            "wk must be [heads * qk head width, channels]",
+            proj.wk.shape(),
+            &[heads * dh, c],
+        ));
+    }
+    let hv = proj.wv.shape().first().copied().unwrap_or(0);
+    if proj.wv.rank() != 2 || proj.wv.shape()[1] != c || hv % heads != 0 {
+        return Err(Error::shape(
+            OP,
+            "wv must be [heads * v head width, channels]",
+            proj.wv.shape(),
+            &[hv, c],
+        ));
+    }
+    for (name, t, len) in [("bk", proj.bk, heads * dh), ("bv", proj.bv, hv)] {
+        if let Some(t) = t {
+            if t.shape() != [len] {
+                return Err(Error::shape(
+                    OP,
+                    format!("{name} must be a vector of the projection's width"),
+                    t.shape(),
+                    &[len],
+                ));
+            }
+        }
+    }
+    if let Some((w, bb, eps)) = proj.norm {
+        for (name, t) in [("norm scale", w), ("norm offset", bb)] {
+            if let Some(t) = t {
+                if t.shape() != [c] {
+                    return Err(Error::shape(
+                        OP,
+                        format!("{name} must be [channels]"),
+                        t.shape(),
+                        &[c],
+                    ));
+                }
+            }
+        }
+        if !(eps >= 0.0) {
+            return Err(Error::invalid(OP, format!("eps must be >= 0, got {eps}")));
+        }
+    }
+    if let Some(mk) = mask {
+        if mk.shape() != [b, m] {
+            return Err(Error::shape(
+                OP,
+                "the key padding mask must be [batch, keys]",
+                mk.shape(),
+                &[b, m],
+            ));
+        }
+    }
+    let scale = scale_of(OP, scale, dh)?;
+    let dummy = Tensor::scalar(0.0);
+    let (lnw, lnb, eps) = match proj.norm {
+        Some((w, bb, eps)) => (w, bb, Some(eps)),
+        None => (None, None, None),
+    };
+    let op = FusedCross {
+        heads,
+        dh,
+        dv: hv / heads,
+        channels: c,
+        scale,
+        eps,
+        has: [
+            lnw.is_some(),
+            lnb.is_some(),
+            true,
+            true,
+            proj.bk.is_some(),
+            proj.bv.is_some(),
+        ],
+        mask: mask.map(|t| t.to_vec()),
+    };
+    let inputs = [
+        q,
+        x,
+        lnw.unwrap_or(&dummy),
+        lnb.unwrap_or(&dummy),
+        proj.wk,
+        proj.wv,
+        proj.bk.unwrap_or(&dummy),
+        proj.bv.unwrap_or(&dummy),
+    ];
+    apply_custom(op, &inputs)
+}

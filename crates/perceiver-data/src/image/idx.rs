@@ -1,0 +1,308 @@
+//! The IDX format (raw or gzipped) and the MNIST / Fashion-MNIST datasets.
+//!
+//! IDX: two zero bytes, a type code (only `0x08`, unsigned byte, is used by these datasets),
+//! the number of dimensions, one big-endian u32 per dimension, then the data in row-major order.
+//! The declared size is checked against the file before the data is used; trailing bytes are an
+//! error (they mean the header is wrong).
+
+use crate::dataset::{check_index, Dataset, Split};
+use crate::error::{DataError, Result};
+use crate::io::{maybe_gunzip, read_file, ByteReader};
+use crate::sample::Sample;
+use std::path::{Path, PathBuf};
+
+/// A decoded IDX array of unsigned bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdxArray {
+    /// The dimensions from the header.
+    pub dims: Vec<usize>,
+    /// The elements in row-major order.
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file, gunzipping it first when it is gzip.
+pub fn read_idx(path: &Path) -> Result<IdxArray> {
+    let bytes = maybe_gunzip(read_file(path)?, path)?;
+    parse_idx(&bytes, path)
+}
+
+/// Parses IDX bytes (already decompressed); `path` is only used in errors.
+pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+    let mut r = ByteReader::new(bytes, path);
+    let magic = r.array::<4>("magic number")?;
+    if magic[0] != 0 || magic[1] != 0 {
+        return Err(r.err_at(
+            "magic number",
+            0,
+            format!(
+                "expected 00 00 at the start, found {:02x} {:02x}",
+                magic[0], magic[1]
+            ),
+        ));
+    }
+    if magic[2] != 0x08 {
+        return Err(r.err_at(
+            "magic number",
+            2,
+            format!(
+                "data type 0x{:02x} is not supported (only 0x08, unsigned byte)",
+                magic[2]
+            ),
+        ));
+    }
+    let nd = magic[3] as usize;
+    if nd == 0 || nd > 4 {
+        return Err(r.err_at(
+            "magic number",
+            3,
+            format!("{nd} dimensions (expected 1 to 4)"),
+        ));
+    }
+    let mut dims = Vec::with_capacity(nd);
+    let mut total: usize = 1;
+    for d in 0..nd {
+        let off = r.pos();
+        let v = r.u32_be(&format!("dimension {d}"))? as usize;
+        total = total
+            .checked_mul(v)
+            .ok_or_else(|| r.err_at(&format!("dimension {d}"), off, "element count overflows"))?;
+        dims.push(v);
+    }
+    let header = r.pos();
+    if total > r.remaining() {
+        return Err(r.err(
+            "data",
+            format!(
+                "truncated: header declares {dims:?} = {total} bytes of data, only {} present",
+                r.remaining()
+            ),
+        ));
+    }
+    if total < r.remaining() {
+        return Err(r.err_at(
+            "data",
+            header + total,
+            format!(
+                "{} unexpected bytes after the {total} bytes declared by the header {dims:?}",
+                r.remaining() - total
+            ),
+        ));
+    }
+    let data = r.take(total, "data")?.to_vec();
+    Ok(IdxArray { dims, data })
+}
+
+/// MNIST or Fashion-MNIST (same format and layout, different class names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MnistKind {
+    /// Handwritten digits 0-9.
+    Digits,
+    /// Zalando article images.
+    Fashion,
+}
+
+impl MnistKind {
+    /// The 10 class names.
+    pub fn class_names(self) -> Vec<String> {
+        let names: [&str; 10] = match self {
+            MnistKind::Digits => ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"],
+            MnistKind::Fashion => [
+                "T-shirt/top",
+                "Trouser",
+                "Pullover",
+                "Dress",
+                "Coat",
+                "Sandal",
+                "Shirt",
+                "Sneaker",
+                "Bag",
+                "Ankle boot",
+            ],
+        };
+        names.iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// An MNIST-style dataset held in memory: 8-bit greyscale images and labels 0-9.
+#[derive(Clone, Debug)]
+pub struct Mnist {
+    images: Vec<u8>,
+    labels: Vec<u8>,
+    rows: usize,
+    cols: usize,
+    kind: MnistKind,
+}
+
+/// Finds `{prefix}-{what}` in `dir`, gzipped or raw, with either the `-idx3-ubyte` or the
+/// `.idx3-ubyte` spelling.
+fn find_file(dir: &Path, prefix: &str, what: &str) -> Result<PathBuf> {
+    let (kind, nd) = what.split_once('-').unwrap_or((what, ""));
+    let candidates = [
+        format!("{prefix}-{kind}-{nd}.gz"),
+        format!("{prefix}-{kind}-{nd}"),
+        format!("{prefix}-{kind}.{nd}.gz"),
+        format!("{prefix}-{kind}.{nd}"),
+    ];
+    for c in &candidates {
+        let p = dir.join(c);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    Err(DataError::missing(
+        dir,
+        format!("none of {candidates:?} found"),
+    ))
+}
+
+impl Mnist {
+    /// Loads MNIST (`kind = Digits`) or Fashion-MNIST from a directory holding the four
+    /// standard files (`train-images-idx3-ubyte[.gz]`, `train-labels-idx1-ubyte[.gz]`,
+    /// `t10k-...`).
+    pub fn load(dir: &Path, split: Split, kind: MnistKind) -> Result<Mnist> {
+        let prefix = match split {
+            Split::Train => "train",
+            Split::Test => "t10k",
+        };
+        let images = find_file(dir, prefix, "images-idx3-ubyte")?;
+        let labels = find_file(dir, prefix, "labels-idx1-ubyte")?;
+        Mnist::from_files(&images, &labels, kind)
+    }
+
+    /// Loads an image file and a label file (each raw or gzipped).
+    pub fn from_files(images: &Path, labels: &Path, kind: MnistKind) -> Result<Mnist> {
+        let img = read_idx(images)?;
+        let lab = read_idx(labels)?;
+        Mnist::from_arrays(img, images, lab, labels, kind)
+    }
+
+    /// Builds the dataset from decoded arrays (paths only for errors).
+    pub fn from_arrays(
+        img: IdxArray,
+        images_path: &Path,
+        lab: IdxArray,
+        labels_path: &Path,
+        kind: MnistKind,
+    ) -> Result<Mnist> {
+        if img.dims.len() != 3 {
+            return Err(DataError::format(
+                images_path,
+                "magic number",
+                3,
+                format!(
+                    "image file has {} dimensions, expected 3 (count, rows, cols)",
+                    img.dims.len()
+                ),
+            ));
+        }
+        if lab.dims.len() != 1 {
+            return Err(DataError::format(
+                labels_path,
+                "magic number",
+                3,
+                format!("label file has {} dimensions, expected 1", lab.dims.len()),
+            ));
+        }
+        let (n, rows, cols) = (img.dims[0], img.dims[1], img.dims[2]);
+        if rows == 0 || cols == 0 {
+            return Err(DataError::format(
+                images_path,
+                "dimension 1",
+                8,
+                format!("image size {rows}x{cols} is empty"),
+            ));
+        }
+        if lab.dims[0] != n {
+            return Err(DataError::format(
+                labels_path,
+                "dimension 0",
+                4,
+                format!(
+                    "{} labels for {n} images in {}",
+                    lab.dims[0],
+                    images_path.display()
+                ),
+            ));
+        }
+        let header = 8u64;
+        if let Some(i) = lab.data.iter().position(|&l| l >= 10) {
+            return Err(DataError::format(
+                labels_path,
+                format!("label {i}"),
+                header + i as u64,
+                format!("label {} is not a class 0-9", lab.data[i]),
+            ));
+        }
+        Ok(Mnist {
+            images: img.data,
+            labels: lab.data,
+            rows,
+            cols,
+            kind,
+        })
+    }
+
+    /// Image height.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Image width.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Which dataset this is.
+    pub fn kind(&self) -> MnistKind {
+        self.kind
+    }
+
+    /// The raw pixels of image `i` (`rows * cols` bytes).
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
+        let n = self.rows * self.cols;
+        self.images.get(i * n..(i + 1) * n)
+    }
+
+    /// All labels.
+    pub fn labels(&self) -> &[u8] {
+        &self.labels
+    }
+
+    /// Number of samples per class.
+    pub fn label_histogram(&self) -> Vec<usize> {
+        let mut h = vec![0usize; 10];
+        for &l in &self.labels {
+            h[l as usize] += 1;
+        }
+        h
+    }
+}
+
+impl Dataset for Mnist {
+    fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    fn get(&self, index: usize) -> Result<Sample> {
+        check_index(index, self.len())?;
+        let px = self.image(index).ok_or(DataError::Index {
+            index,
+            len: self.len(),
+        })?;
+        Ok(super::sample_from_u8(
+            px,
+            self.rows,
+            self.cols,
+            1,
+            self.labels[index] as usize,
+        ))
+    }
+
+    fn num_classes(&self) -> usize {
+        10
+    }
+
+    fn class_names(&self) -> Vec<String> {
+        self.kind.class_names()
+    }
+}

@@ -1,0 +1,37 @@
+//! Image datasets and transforms.
+//!
+//! Images become [`Sample`]s of `[H*W, C]` tokens (row-major, channels last, values in `[0, 1]`
+//! before normalisation) with positions `[H*W, 2]` on a `linspace(-1, 1)` grid and grid `[H, W]`.
+//!
+//! - [`idx`]: the IDX format and the MNIST / Fashion-MNIST datasets ([`Mnist`]);
+//! - [`cifar`]: CIFAR-10 binary batches ([`Cifar10`]);
+//! - [`folder`]: PNG/JPEG image folders, class = sub-folder ([`ImageFolder`]);
+//! - [`transforms`]: normalisation, random crop with padding, horizontal flip and the fixed
+//!   pixel permutation;
+//! - [`shapes`]: the built-in procedural dataset ([`Shapes`]).
+
+pub mod cifar;
+pub mod folder;
+pub mod idx;
+pub mod shapes;
+pub mod transforms;
+
+pub use cifar::Cifar10;
+pub use folder::{ImageFolder, ImageFolderConfig};
+pub use idx::{IdxArray, Mnist, MnistKind};
+pub use shapes::{Shapes, ShapesConfig};
+pub use transforms::{HorizontalFlip, Normalize, PixelPermutation, RandomCrop};
+
+use crate::sample::Sample;
+
+/// An image sample from 8-bit pixels in HWC order, scaled to `[0, 1]`.
+pub fn sample_from_u8(
+    pixels: &[u8],
+    height: usize,
+    width: usize,
+    channels: usize,
+    label: usize,
+) -> Sample {
+    let values = pixels.iter().map(|&p| p as f32 * (1.0 / 255.0)).collect();
+    Sample::image(values, height, width, channels, label)
+}

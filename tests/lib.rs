@@ -18,5 +18,7 @@ pub fn shared_dir() -> PathBuf {
 
 /// True when running under CI (`CI=true`), where missing shared data is a failure.
 pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
 }

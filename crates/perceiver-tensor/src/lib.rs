@@ -22,6 +22,7 @@
 pub mod autograd;
 mod error;
 pub mod gemm;
+pub mod io;
 pub mod kernels;
 pub mod layout;
 pub mod nn;

@@ -1,0 +1,422 @@
+//! safetensors files: named f32 tensors plus string metadata, for checkpoints, optimizer state and
+//! the golden fixtures.
+//!
+//! # Format
+//! ```text
+//! [8 bytes: header length n, u64 little-endian]
+//! [n bytes: JSON header, padded with spaces to a multiple of 8]
+//!     {"__metadata__": {"key": "value", ...},
+//!      "<name>": {"dtype": "F32", "shape": [d0, d1, ...], "data_offsets": [begin, end]}, ...}
+//! [data: every tensor's elements, row-major, little-endian, at its offsets in the data section]
+//! ```
+//!
+//! # Design
+//! - **Writing is atomic.** [`save_safetensors`] writes `<path>.tmp` in the same directory, syncs
+//!   it to disk, renames it over `path` and syncs the directory: a crash leaves either the old file
+//!   or the new one, never a torn checkpoint. Tensors are streamed to the file, never copied into
+//!   one buffer. Tensors are written in name order, so equal inputs give byte-identical files, which
+//!   the `safetensors` crate and Python's `safetensors` read.
+//! - **Reading validates everything** before converting: the header length, the JSON, each
+//!   tensor's dtype (only `F32` is accepted), its shape against its byte range, and that the byte
+//!   ranges tile the data section exactly (a truncated file is reported with the first tensor whose
+//!   bytes are missing). Errors are [`Error::Format`] naming the file and the tensor;
+//!   read and write failures are [`Error::Io`] naming the path.
+//! - [`save_params`] / [`load_params`] move a [`ParamStore`] by name; loading checks every name and
+//!   shape first and changes nothing unless the file matches the store exactly.
+//!
+//! ```
+//! use perceiver_tensor::io::{load_safetensors, save_safetensors};
+//! use perceiver_tensor::Tensor;
+//! use std::collections::HashMap;
+//! let path = std::env::temp_dir().join(format!("io-doc-{}.safetensors", std::process::id()));
+//! let t = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3])?;
+//! let meta = HashMap::from([("epoch".to_string(), "3".to_string())]);
+//! save_safetensors(&path, &[("w".to_string(), t)], Some(meta))?;
+//! let (tensors, meta) = load_safetensors(&path)?;
+//! assert_eq!(tensors[0].0, "w");
+//! assert_eq!(tensors[0].1.shape(), &[2, 3]);
+//! assert_eq!(meta["epoch"], "3");
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), perceiver_tensor::Error>(())
+//! ```
+
+use crate::{Error, ParamStore, Result, Tensor};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The header key that holds the string metadata.
+pub const METADATA_KEY: &str = "__metadata__";
+
+/// The largest header accepted (the limit of the reference implementation).
+const MAX_HEADER: u64 = 100_000_000;
+
+fn io_err(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn format_err(path: &str, msg: impl Into<String>) -> Error {
+    Error::Format {
+        path: path.to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Builds the padded JSON header for `tensors` (sorted by name) and returns it with the order.
+#[track_caller]
+fn header(
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(Vec<u8>, Vec<usize>)> {
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| tensors[a].0.cmp(&tensors[b].0));
+    let mut map = Map::new();
+    if let Some(meta) = metadata {
+        let meta: Map<String, Value> = meta
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        map.insert(METADATA_KEY.to_string(), Value::Object(meta));
+    }
+    let mut offset = 0usize;
+    for (k, &i) in order.iter().enumerate() {
+        let (name, t) = &tensors[i];
+        if name == METADATA_KEY {
+            return Err(Error::invalid(
+                "save_safetensors",
+                format!("`{METADATA_KEY}` is reserved and cannot name a tensor"),
+            ));
+        }
+        if k > 0 && tensors[order[k - 1]].0 == *name {
+            return Err(Error::invalid(
+                "save_safetensors",
+                format!("duplicate tensor name `{name}`"),
+            ));
+        }
+        let end = offset + t.numel() * 4;
+        map.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": t.shape(), "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut bytes = serde_json::to_vec(&Value::Object(map)).map_err(|e| {
+        Error::invalid("save_safetensors", format!("cannot encode the header: {e}"))
+    })?;
+    bytes.resize(bytes.len().next_multiple_of(8), b' ');
+    Ok((bytes, order))
+}
+
+fn write_file(
+    file: File,
+    header: &[u8],
+    tensors: &[(String, Tensor)],
+    order: &[usize],
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    w.write_all(&(header.len() as u64).to_le_bytes())?;
+    w.write_all(header)?;
+    let mut buf = Vec::with_capacity(4 * 8192);
+    for &i in order {
+        let data = tensors[i].1.contiguous_data();
+        for chunk in data.chunks(8192) {
+            buf.clear();
+            for x in chunk {
+                buf.extend_from_slice(&x.to_le_bytes());
+            }
+            w.write_all(&buf)?;
+        }
+    }
+    let file = w.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()
+}
+
+/// `<path>.tmp`.
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut s: OsString = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// Writes `tensors` (f32, any layout) and optional string `metadata` to `path` as safetensors,
+/// atomically (see the module docs). Names must be unique and not `__metadata__`.
+#[track_caller]
+pub fn save_safetensors(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let (header, order) = header(tensors, metadata)?;
+    let tmp = tmp_path(path);
+    let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+    if let Err(e) = write_file(file, &header, tensors, &order) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(&tmp, e));
+    }
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io_err(path, e));
+    }
+    // Make the rename durable. Best effort: not every platform can open a directory.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads every tensor (in name order) and the metadata (empty when absent) of the safetensors file
+/// at `path`. Only `F32` tensors are accepted.
+pub fn load_safetensors(
+    path: impl AsRef<Path>,
+) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    decode_safetensors(&bytes, &path.display().to_string())
+}
+
+/// One tensor's entry in the header.
+struct Entry {
+    name: String,
+    shape: Vec<usize>,
+    begin: usize,
+    end: usize,
+}
+
+fn parse_entry(src: &str, name: &str, info: &Value) -> Result<Entry> {
+    let bad = |what: &str| format_err(src, format!("tensor `{name}`: {what}"));
+    let info = info
+        .as_object()
+        .ok_or_else(|| bad("its header entry is not a JSON object"))?;
+    let dtype = info
+        .get("dtype")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad("no `dtype` string in its header entry"))?;
+    if dtype != "F32" {
+        return Err(bad(&format!(
+            "dtype {dtype} is not supported (only F32 is)"
+        )));
+    }
+    let shape = info
+        .get("shape")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                .collect::<Option<Vec<usize>>>()
+        })
+        .ok_or_else(|| bad("no `shape` array of non-negative integers in its header entry"))?;
+    let offsets = info
+        .get("data_offsets")
+        .and_then(Value::as_array)
+        .and_then(|a| {
+            a.iter()
+                .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
+                .collect::<Option<Vec<usize>>>()
+        })
+        .filter(|o| o.len() == 2)
+        .ok_or_else(|| {
+            bad("no `data_offsets` pair of non-negative integers in its header entry")
+        })?;
+    let (begin, end) = (offsets[0], offsets[1]);
+    let nbytes = shape
+        .iter()
+        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
+    if end < begin || end - begin != nbytes {
+        return Err(bad(&format!(
+            "shape {shape:?} needs {nbytes} bytes but data_offsets [{begin}, {end}] span {}",
+            end as i128 - begin as i128
+        )));
+    }
+    Ok(Entry {
+        name: name.to_string(),
+        shape,
+        begin,
+        end,
+    })
+}
+
+/// Decodes a whole safetensors file held in memory; `src` names it in errors. Only `F32` tensors
+/// are accepted; tensors are returned in name order with the metadata (empty when absent).
+pub fn decode_safetensors(
+    bytes: &[u8],
+    src: &str,
+) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
+    if bytes.len() < 8 {
+        return Err(format_err(
+            src,
+            format!(
+                "not a safetensors file: {} bytes, shorter than the 8-byte header length (truncated?)",
+                bytes.len()
+            ),
+        ));
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if n > MAX_HEADER {
+        return Err(format_err(
+            src,
+            format!("header length {n} exceeds the {MAX_HEADER}-byte limit (corrupt or not safetensors)"),
+        ));
+    }
+    let n = n as usize;
+    if 8 + n > bytes.len() {
+        return Err(format_err(
+            src,
+            format!(
+                "header of {n} bytes does not fit in the file's {} bytes: the file is truncated",
+                bytes.len()
+            ),
+        ));
+    }
+    let text = std::str::from_utf8(&bytes[8..8 + n])
+        .map_err(|e| format_err(src, format!("header is not UTF-8: {e}")))?;
+    let header: Map<String, Value> = serde_json::from_str(text)
+        .map_err(|e| format_err(src, format!("header is not a JSON object: {e}")))?;
+    let data = &bytes[8 + n..];
+
+    let mut metadata = HashMap::new();
+    let mut entries = Vec::with_capacity(header.len());
+    for (name, info) in &header {
+        if name == METADATA_KEY {
+            let obj = info
+                .as_object()
+                .ok_or_else(|| format_err(src, format!("`{METADATA_KEY}` is not a JSON object")))?;
+            for (k, v) in obj {
+                let v = v.as_str().ok_or_else(|| {
+                    format_err(src, format!("metadata `{k}` is not a string (got {v})"))
+                })?;
+                metadata.insert(k.clone(), v.to_string());
+            }
+            continue;
+        }
+        entries.push(parse_entry(src, name, info)?);
+    }
+
+    // The byte ranges must tile the data section: no gap, no overlap, nothing missing or left.
+    entries.sort_by_key(|e| (e.begin, e.end));
+    let mut pos = 0usize;
+    for e in &entries {
+        if e.end > data.len() {
+            return Err(format_err(
+                src,
+                format!(
+                    "tensor `{}`: bytes [{}, {}) lie beyond the {} bytes of data: the file is truncated",
+                    e.name,
+                    e.begin,
+                    e.end,
+                    data.len()
+                ),
+            ));
+        }
+        if e.begin != pos {
+            return Err(format_err(
+                src,
+                format!(
+                    "tensor `{}`: data starts at byte {} but the previous tensor ends at {} (gap or overlap)",
+                    e.name, e.begin, pos
+                ),
+            ));
+        }
+        pos = e.end;
+    }
+    if pos != data.len() {
+        return Err(format_err(
+            src,
+            format!(
+                "{} bytes after the last tensor's data (corrupt header or extra data)",
+                data.len() - pos
+            ),
+        ));
+    }
+
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = Vec::with_capacity(entries.len());
+    for e in entries {
+        let values: Vec<f32> = data[e.begin..e.end]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let t = Tensor::from_vec(values, &e.shape)
+            .map_err(|err| format_err(src, format!("tensor `{}`: {err}", e.name)))?;
+        out.push((e.name, t));
+    }
+    Ok((out, metadata))
+}
+
+/// Writes every parameter of `params` under its name, with optional `metadata`.
+#[track_caller]
+pub fn save_params(
+    path: impl AsRef<Path>,
+    params: &ParamStore,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    save_safetensors(path, &params.to_named_tensors(), metadata)
+}
+
+/// Sets every parameter of `params` from the tensor of the same name in the file at `path`.
+///
+/// The file must hold exactly the store's names with the store's shapes; otherwise nothing is
+/// changed and the [`Error::Format`] lists every missing, unexpected and mis-shaped tensor.
+pub fn load_params(path: impl AsRef<Path>, params: &ParamStore) -> Result<()> {
+    let path = path.as_ref();
+    let (tensors, _) = load_safetensors(path)?;
+    let src = path.display().to_string();
+    let mut by_name: BTreeMap<String, Tensor> = tensors.into_iter().collect();
+    let mut missing = Vec::new();
+    let mut misshaped = Vec::new();
+    let mut found = Vec::with_capacity(params.len());
+    for p in params.iter() {
+        let shape = p.shape();
+        match by_name.remove(p.name()) {
+            None => missing.push(format!("`{}` {:?}", p.name(), shape)),
+            Some(t) if t.shape() != shape.as_slice() => misshaped.push(format!(
+                "`{}` is {:?} in the file, {:?} in the model",
+                p.name(),
+                t.shape(),
+                shape
+            )),
+            Some(t) => found.push((p, t)),
+        }
+    }
+    let unexpected: Vec<String> = by_name
+        .iter()
+        .map(|(n, t)| format!("`{n}` {:?}", t.shape()))
+        .collect();
+    if !(missing.is_empty() && unexpected.is_empty() && misshaped.is_empty()) {
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing from the file: {}", missing.join(", ")));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!(
+                "not parameters of the model: {}",
+                unexpected.join(", ")
+            ));
+        }
+        if !misshaped.is_empty() {
+            parts.push(format!("wrong shape: {}", misshaped.join(", ")));
+        }
+        return Err(format_err(
+            &src,
+            format!(
+                "the file does not match the parameters: {}",
+                parts.join("; ")
+            ),
+        ));
+    }
+    for (p, t) in found {
+        p.set(&t)?;
+    }
+    Ok(())
+}

@@ -25,12 +25,12 @@
 
 use crate::check::scale_of;
 use perceiver_tensor::gemm::{gemm, gemm_ldc, MatRef};
-use perceiver_tensor::kernels::{dot, fast_exp, sum};
+use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, max as kmax, sum};
 use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// Input tokens per block.
-pub const BLOCK_K: usize = 128;
+pub const BLOCK_K: usize = 256;
 
 /// The LayerNorm and projections applied to the raw inputs to form keys and values.
 #[derive(Clone, Copy, Debug)]
@@ -271,7 +271,7 @@ impl FusedCross {
                         let oh = &mut o[h * n * dv..(h + 1) * n * dv];
                         for r in 0..n {
                             let row = &mut sb[r * bc..(r + 1) * bc];
-                            let rmax = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                            let rmax = kmax(row);
                             if rmax == f32::NEG_INFINITY {
                                 row.fill(0.0);
                                 continue;
@@ -279,11 +279,7 @@ impl FusedCross {
                             let (mr, lr) = (&mut mx[h * n + r], &mut l[h * n + r]);
                             let m_new = mr.max(rmax);
                             let alpha = fast_exp(*mr - m_new);
-                            let mut acc = 0.0f32;
-                            for x in row.iter_mut() {
-                                *x = fast_exp(*x - m_new);
-                                acc += *x;
-                            }
+                            let acc = exp_shift_sum(row, m_new);
                             *lr = *lr * alpha + acc;
                             if alpha != 1.0 {
                                 oh[r * dv..(r + 1) * dv]
@@ -438,9 +434,7 @@ impl FusedCross {
                         let lrow = &saved.lse[(b * heads + h) * n..(b * heads + h + 1) * n];
                         for r in 0..n {
                             let l = lrow[r];
-                            sb[r * bc..(r + 1) * bc]
-                                .iter_mut()
-                                .for_each(|x| *x = fast_exp(*x - l));
+                            exp_shift_sum(&mut sb[r * bc..(r + 1) * bc], l);
                         }
                         let pm = MatRef::row_major(sb, n, bc);
                         // dV_h = Pᵀ·dO_h, into the head's columns of the block's dV

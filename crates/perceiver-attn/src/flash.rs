@@ -24,7 +24,7 @@
 
 use crate::check::{check, scale_of};
 use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::fast_exp;
+use perceiver_tensor::kernels::{exp_shift_sum, fast_exp, max as kmax};
 use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
 use rayon::prelude::*;
 
@@ -131,18 +131,14 @@ impl FlashAttention {
                 masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
                 for r in 0..br {
                     let row = &mut sb[r * bc..(r + 1) * bc];
-                    let rmax = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                    let rmax = kmax(row);
                     if rmax == f32::NEG_INFINITY {
                         row.fill(0.0);
                         continue;
                     }
                     let m_new = mx[r].max(rmax);
                     let alpha = fast_exp(mx[r] - m_new);
-                    let mut acc = 0.0f32;
-                    for x in row.iter_mut() {
-                        *x = fast_exp(*x - m_new);
-                        acc += *x;
-                    }
+                    let acc = exp_shift_sum(row, m_new);
                     sum[r] = sum[r] * alpha + acc;
                     if alpha != 1.0 {
                         o[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= alpha);
@@ -279,9 +275,7 @@ impl FlashAttention {
                         let l_rows = &lse[bh * n + i0..bh * n + i0 + br];
                         for r in 0..br {
                             let l = l_rows[r];
-                            sb[r * bc..(r + 1) * bc]
-                                .iter_mut()
-                                .for_each(|x| *x = fast_exp(*x - l));
+                            exp_shift_sum(&mut sb[r * bc..(r + 1) * bc], l);
                         }
                         if needs[2] {
                             gemm(

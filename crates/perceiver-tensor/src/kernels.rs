@@ -229,8 +229,11 @@ pub fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
+    // Round to nearest with the 1.5·2^23 trick (exact for |v| < 2^22): `f32::round` is a libm
+    // call without SSE4.1, which would stop the loop from vectorising.
+    const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E).round();
+    let n = (xc * LOG2E + ROUND) - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     // e^r on [-ln2/2, ln2/2] (Cephes expf coefficients)
     let mut p = 1.987_569_1e-4f32;
@@ -248,6 +251,69 @@ pub fn fast_exp(x: f32) -> f32 {
     } else {
         v
     }
+}
+
+/// `row[i] = e^(row[i] - shift)` for every element; returns the sum of the results.
+///
+/// Dispatches at run time to a copy compiled for AVX-512 or AVX2 + FMA when the CPU has them
+/// (the workspace builds for the baseline x86-64 target, where the loop would be 4 wide).
+pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { exp_shift_sum_avx512(row, shift) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: as above.
+            return unsafe { exp_shift_sum_avx2(row, shift) };
+        }
+    }
+    exp_shift_sum_generic(row, shift)
+}
+
+#[inline(always)]
+fn exp_shift_sum_generic(row: &mut [f32], shift: f32) -> f32 {
+    for x in row.iter_mut() {
+        *x = fast_exp(*x - shift);
+    }
+    sum(row)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_shift_sum_avx512(row: &mut [f32], shift: f32) -> f32 {
+    exp_shift_sum_generic(row, shift)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn exp_shift_sum_avx2(row: &mut [f32], shift: f32) -> f32 {
+    exp_shift_sum_generic(row, shift)
+}
+
+/// Largest element (`-inf` for an empty slice; NaN is ignored), with eight lanes so it
+/// vectorises.
+#[inline]
+pub fn max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+        }
+    }
+    let mut m = acc
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for &v in rem {
+        if v > m {
+            m = v;
+        }
+    }
+    m
 }
 
 #[cfg(test)]
@@ -269,6 +335,21 @@ mod tests {
         assert_eq!(fast_exp(-100.0), 0.0);
         assert_eq!(fast_exp(0.0), 1.0);
         assert!(fast_exp(100.0).is_infinite());
+    }
+
+    #[test]
+    fn exp_shift_sum_paths_agree() {
+        let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.37 - 20.0).collect();
+        let mut a = x.clone();
+        let mut b = x.clone();
+        let sa = exp_shift_sum(&mut a, 3.0);
+        let sb = exp_shift_sum_generic(&mut b, 3.0);
+        for (p, q) in a.iter().zip(&b) {
+            assert!((p - q).abs() <= 1e-6 * q.abs());
+        }
+        assert!((sa - sb).abs() <= 1e-5 * sb);
+        assert_eq!(max(&x), x[99]);
+        assert_eq!(max(&[]), f32::NEG_INFINITY);
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! - Output: `target/bench/<group>.json` (an array of records) and a markdown table per group,
 //!   printed and written to `target/bench/summary.md`.
 
+mod attention;
 mod gemm;
 mod ops;
 
@@ -38,7 +39,29 @@ pub const MACHINE_PEAK_GFLOPS: f64 = 320.0;
 /// - `model-a` / `model-b`: configs A (forward and training step, examples/s) and B (forward,
 ///   batch 1, seconds and GFLOP/s); a [`Work`] variant for examples/s comes with them.
 /// - `data`: loader throughput (examples/s) once `perceiver-data` has loaders.
-pub const GROUPS: &[Group] = &[gemm::GROUP, ops::SOFTMAX, ops::LAYER_NORM, ops::GELU];
+pub const GROUPS: &[Group] = &[
+    gemm::GROUP,
+    ops::SOFTMAX,
+    ops::LAYER_NORM,
+    ops::GELU,
+    attention::GROUP,
+];
+
+/// Resident memory (KiB) recorded by a point's setup once its inputs exist, so memory growth
+/// can be measured from there (as `tools/torch_perceiver.py` measures `rss_before` after
+/// creating the input). 0 = not recorded.
+pub static SETUP_RSS_KIB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Input tokens of the current point, for memory growth per token. 0 = not applicable.
+pub static POINT_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Called by a point's setup after allocating its inputs: records the baseline resident memory
+/// and the number of input tokens.
+pub fn mark_setup_done(tokens: usize) {
+    use std::sync::atomic::Ordering;
+    SETUP_RSS_KIB.store(proc_status_kib("VmRSS").unwrap_or(0), Ordering::SeqCst);
+    POINT_TOKENS.store(tokens as u64, Ordering::SeqCst);
+}
 
 /// A named set of benchmark points, reported as one table and one JSON file.
 pub struct Group {
@@ -271,7 +294,7 @@ pub fn cli(args: &[OsString]) -> Result<()> {
             .filter(|p| {
                 opts.filter
                     .as_deref()
-                    .map_or(true, |f| p.matches(group.name, f))
+                    .is_none_or(|f| p.matches(group.name, f))
             })
             .collect();
         if points.is_empty() {
@@ -336,7 +359,7 @@ fn list(opts: &Options) -> Result<()> {
             if opts
                 .filter
                 .as_deref()
-                .map_or(true, |f| p.matches(group.name, f))
+                .is_none_or(|f| p.matches(group.name, f))
             {
                 println!("    {:<44} {}", p.id(), p.note);
             }
@@ -368,7 +391,18 @@ pub fn cli_point(args: &[OsString]) -> Result<()> {
     let base_kib = proc_status_kib("VmRSS");
     let mut rec = measure_point(group, point, threads, opts.quick);
     rec["base_rss_kib"] = json!(base_kib);
-    rec["peak_rss_kib"] = json!(proc_status_kib("VmHWM"));
+    let peak = proc_status_kib("VmHWM");
+    rec["peak_rss_kib"] = json!(peak);
+    let setup = SETUP_RSS_KIB.load(std::sync::atomic::Ordering::SeqCst);
+    let tokens = POINT_TOKENS.load(std::sync::atomic::Ordering::SeqCst);
+    if setup > 0 {
+        rec["setup_rss_kib"] = json!(setup);
+        if let (Some(peak), true) = (peak, tokens > 0) {
+            let growth = peak.saturating_sub(setup) as f64 / tokens as f64;
+            rec["growth_kib_per_token"] = json!(growth);
+            rec["tokens"] = json!(tokens);
+        }
+    }
     println!("{rec}");
     Ok(())
 }
@@ -513,8 +547,15 @@ fn markdown_table(group: &Group, records: &[Value]) -> String {
         let _ = write!(s, " % of {MACHINE_PEAK_GFLOPS:.0} GFLOP/s peak |");
         rule.push_str("---:|");
     }
+    let has_growth = records
+        .iter()
+        .any(|r| r.get("growth_kib_per_token").is_some());
     if has_mem {
         s.push_str(" peak RSS |");
+        rule.push_str("---:|");
+    }
+    if has_growth {
+        s.push_str(" growth per input token |");
         rule.push_str("---:|");
     }
     s.push('\n');
@@ -544,6 +585,14 @@ fn markdown_table(group: &Group, records: &[Value]) -> String {
             match r.get("peak_rss_kib").and_then(Value::as_f64) {
                 Some(k) => {
                     let _ = write!(s, " {:.1} MiB |", k / 1024.0);
+                }
+                None => s.push_str(" |"),
+            }
+        }
+        if has_growth {
+            match r.get("growth_kib_per_token").and_then(Value::as_f64) {
+                Some(g) => {
+                    let _ = write!(s, " {g:.3} KiB |");
                 }
                 None => s.push_str(" |"),
             }

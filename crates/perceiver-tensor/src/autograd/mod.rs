@@ -191,6 +191,16 @@ impl Grads {
         self.map.get(&id)
     }
 
+    /// Mutable access to a gradient by node id (for clipping or scaling in place).
+    pub fn get_id_mut(&mut self, id: NodeId) -> Option<&mut Tensor> {
+        self.map.get_mut(&id)
+    }
+
+    /// Sets the gradient of node `id`, replacing any previous one.
+    pub fn insert_id(&mut self, id: NodeId, grad: Tensor) {
+        self.map.insert(id, grad.detach());
+    }
+
     /// Removes and returns a gradient by node id.
     pub fn remove_id(&mut self, id: NodeId) -> Option<Tensor> {
         self.map.remove(&id)

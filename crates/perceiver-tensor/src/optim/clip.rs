@@ -11,14 +11,11 @@
 //! skip the step.
 //!
 //! # Design
-//! [`Grads`] has no mutable access to a gradient, so the scaled gradients are put back through
-//! the public autograd API: [`Grads::remove_id`] takes a gradient out, and a one-node
-//! [`CustomOp`] whose backward returns the scaled tensors unchanged rebuilds a [`Grads`] under the
-//! parameters' ids, which [`Grads::accumulate`] moves in (no arithmetic, so the values are exact).
+//! Gradients are scaled in place through [`Grads::get_id_mut`] (copy-on-write if a gradient's
+//! storage is shared), in parallel chunks for large parameters.
 
 use super::{sum_sq, CHUNK, PAR_MIN};
-use crate::autograd::{apply_custom, is_grad_enabled, CustomOp};
-use crate::{Error, Grads, Param, ParamStore, Result, Tensor};
+use crate::{Error, Grads, ParamStore, Result};
 use rayon::prelude::*;
 
 /// Global L2 norm of the gradients of `params` found in `grads`.
@@ -59,9 +56,8 @@ pub fn clip_grad_norm(params: &ParamStore, grads: &mut Grads, max_norm: f32) -> 
         return Ok(norm);
     }
     let scale = max_norm / norm;
-    let mut scaled = Vec::new();
     for p in params.iter() {
-        if let Some(mut g) = grads.remove_id(p.id()) {
+        if let Some(g) = grads.get_id_mut(p.id()) {
             let data = g.data_mut();
             if data.len() >= PAR_MIN {
                 data.par_chunks_mut(CHUNK)
@@ -69,51 +65,7 @@ pub fn clip_grad_norm(params: &ParamStore, grads: &mut Grads, max_norm: f32) -> 
             } else {
                 data.iter_mut().for_each(|x| *x *= scale);
             }
-            scaled.push((p.clone(), g));
         }
     }
-    let rebuilt = if is_grad_enabled() {
-        grads_for(&scaled)
-    } else {
-        // `Param::tensor` is untracked under `no_grad`, which is per thread: rebuild on a thread
-        // where recording is enabled.
-        std::thread::scope(|s| {
-            s.spawn(|| grads_for(&scaled))
-                .join()
-                .expect("grads_for does not panic")
-        })
-    }?;
-    grads.accumulate(rebuilt);
     Ok(norm)
-}
-
-/// Returns given tensors as the gradients of its inputs.
-struct InjectGrads(Vec<Tensor>);
-
-impl CustomOp for InjectGrads {
-    type Saved = ();
-    fn name(&self) -> &'static str {
-        "clip_grad_norm (inject gradients)"
-    }
-    fn forward(&self, _inputs: &[Tensor], _needs_grad: bool) -> Result<(Tensor, Option<()>)> {
-        Ok((Tensor::scalar(0.0), Some(())))
-    }
-    fn backward(&self, _saved: &(), _grad_out: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        self.0
-            .iter()
-            .zip(needs)
-            .map(|(g, &n)| n.then(|| g.clone()))
-            .collect()
-    }
-}
-
-/// A [`Grads`] holding `g` under the id of `p` for every pair.
-fn grads_for(pairs: &[(Param, Tensor)]) -> Result<Grads> {
-    if pairs.is_empty() {
-        return Ok(Grads::default());
-    }
-    let leaves: Vec<Tensor> = pairs.iter().map(|(p, _)| p.tensor()).collect();
-    let inputs: Vec<&Tensor> = leaves.iter().collect();
-    let op = InjectGrads(pairs.iter().map(|(_, g)| g.clone()).collect());
-    apply_custom(op, &inputs)?.backward()
 }

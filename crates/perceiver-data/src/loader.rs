@@ -281,6 +281,8 @@ impl Iterator for Epoch {
     }
 }
 
+impl ExactSizeIterator for Epoch {}
+
 impl Drop for Epoch {
     fn drop(&mut self) {
         if let EpochInner::Threaded {

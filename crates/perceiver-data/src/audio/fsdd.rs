@@ -37,7 +37,7 @@ pub struct FsddConfig {
 }
 
 impl FsddConfig {
-    /// 1-second clips as 40-band log-mel spectrograms (98 frames).
+    /// 1-second clips as 40-band log-mel spectrograms (97 frames).
     pub fn log_mel(split: Split) -> Self {
         FsddConfig {
             split,

@@ -1,6 +1,47 @@
 //! The Perceiver and Perceiver IO models.
 //!
-//! This crate will hold `PerceiverConfig` (serialisable to JSON, weight sharing as data), the
-//! model itself (cross-attends, latent transformer, classification head or Perceiver IO decoder),
-//! presets (`paper-imagenet`, `mnist-small`, ...), parameter and FLOP counts, checkpoints (our
-//! safetensors + JSON format, import from lucidrains and Hugging Face names) and training loops.
+//! - [`PerceiverConfig`]: the whole model as data (JSON), with weight sharing as data
+//!   ([`WeightSharing`]), validated by [`PerceiverConfig::validate`] with errors naming the field.
+//! - [`Perceiver`]: one structure built from the config, with canonical parameter names
+//!   (`latents`, `cross.0.attn.to_q.weight`, `self.0.1.ff.fc1.weight`, `head.fc.weight`,
+//!   `decoder.query`, ...; see [`PerceiverConfig::param_shapes`]); forward with an optional key
+//!   padding mask, returning logits and the final latents.
+//! - [`presets`]: `paper-imagenet`, `paper-imagenet-unshared`, `perceiver-io-imagenet`,
+//!   `mnist-small`, `imagenet-bench`.
+//! - Counts from the config alone: [`PerceiverConfig::num_params`],
+//!   [`PerceiverConfig::flops_per_example`].
+//! - Checkpoints: [`Perceiver::save_checkpoint`] / [`Perceiver::load_checkpoint`] (our format),
+//!   and [`import`] of lucidrains and Hugging Face state dicts read from safetensors files.
+//!
+//! ```
+//! use perceiver_model::{preset, Perceiver};
+//! let config = preset("paper-imagenet")?;
+//! assert_eq!(config.num_params(), 44_912_254);
+//! let small = preset("mnist-small")?;
+//! let model = Perceiver::new(small, &mut perceiver_tensor::Rng::new(0))?;
+//! assert_eq!(model.num_params(), 1_116_182);
+//! # Ok::<(), perceiver_model::ModelError>(())
+//! ```
+
+mod checkpoint;
+mod config;
+mod count;
+mod error;
+pub mod import;
+pub mod io;
+mod model;
+pub mod presets;
+
+pub use checkpoint::{CONFIG_FILE, FORMAT, WEIGHTS_FILE};
+pub use config::{
+    AttentionConfig, AttentionKernel, AttnDims, BiasConfig, ConfigError, DecoderConfig,
+    DropoutConfig, FeedForwardConfig, FeedForwardKind, HeadConfig, LatentInit, PerceiverConfig,
+    QueryConfig, SharingPlan, WeightSharing,
+};
+pub use count::FlopCount;
+pub use error::{ModelError, Result, TensorProblem};
+pub use import::hf::{import_hf, import_hf_file};
+pub use import::lucidrains::{import_lucidrains, import_lucidrains_file};
+pub use import::{import_reference, NameMap, Reference, ReferenceImport};
+pub use model::{ForwardOptions, Perceiver, PerceiverOutput};
+pub use presets::{preset, PRESETS};

@@ -1,0 +1,997 @@
+//! [`PerceiverConfig`]: the whole model as data, serialisable to JSON.
+//!
+//! # Structure
+//! The model is a sequence of `num_blocks` blocks over a latent array `z` (`num_latents x
+//! latent_dim`). Block `i` is
+//!
+//! 1. a cross-attend (only in the first `num_cross_attends` blocks):
+//!    `z = [z +] CrossAttn(LN(z), LN(x))` (the `+` is the query residual), `z = z + FF(LN(z))`;
+//! 2. a latent tower of `self_per_block` layers: `z = z + SelfAttn(LN(z))`, `z = z + FF(LN(z))`.
+//!
+//! then a head: mean over latents -> optional LayerNorm -> Linear, or a Perceiver IO decoder
+//! (output queries cross-attending to `z`, then a Linear), or nothing.
+//!
+//! # Weight sharing as data
+//! [`WeightSharing`] resolves to two lists ([`PerceiverConfig::sharing_plan`]): the parameter
+//! set used by each cross-attend and the parameter set used by each block's latent tower. A
+//! shared set is one set of parameters used at several positions, so its gradient is the sum
+//! over those positions.
+
+use perceiver_pos::{FourierConfig, PositionConfigError, PositionEncodingConfig};
+use perceiver_tensor::GeluKind;
+use serde::{Deserialize, Serialize};
+
+/// The complete description of a Perceiver / Perceiver IO model.
+///
+/// Every field has a default (see [`PerceiverConfig::default`], a small model), so a JSON file
+/// only needs the fields it changes. Widths left as `None` take the documented defaults.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PerceiverConfig {
+    /// Channels of one input element, before position features (3 for RGB).
+    pub input_channels: usize,
+    /// The input's index dimensions, e.g. `[224, 224]` for an image or `[n]` for a sequence.
+    /// Inputs of other sizes with the same number of axes are accepted when the position
+    /// encoding allows it (Fourier features are computed per shape); these sizes are the ones
+    /// used by trainable encodings and by the FLOP count.
+    pub input_axes: Vec<usize>,
+    /// Position encoding concatenated after the input channels.
+    pub position_encoding: PositionEncodingConfig,
+    /// Optional Linear projection of the position encoding to this many channels.
+    pub position_projection: Option<usize>,
+    /// Number of latents (`N`).
+    pub num_latents: usize,
+    /// Width of each latent (`D`).
+    pub latent_dim: usize,
+    /// Initialisation of the latent array.
+    pub latent_init: LatentInit,
+    /// Cross-attention (latents attend to inputs). Default widths: `qk_dim` = the input width
+    /// (channels + position channels: DeepMind's `shape_for_attn = 'kv'`), `v_dim` = `qk_dim`.
+    pub cross_attention: AttentionConfig,
+    /// Feed-forward after each cross-attention.
+    pub cross_feed_forward: FeedForwardConfig,
+    /// Latent self-attention. Default widths: `qk_dim` = `latent_dim`, `v_dim` = `qk_dim`.
+    pub self_attention: AttentionConfig,
+    /// Feed-forward of each latent self-attention layer.
+    pub self_feed_forward: FeedForwardConfig,
+    /// Self-attention layers per latent tower (per block).
+    pub self_per_block: usize,
+    /// Number of blocks (each: optional cross-attend, then a latent tower).
+    pub num_blocks: usize,
+    /// Number of cross-attends: blocks `0 .. num_cross_attends` start with one.
+    pub num_cross_attends: usize,
+    /// Which cross-attends and which towers share parameters.
+    pub sharing: WeightSharing,
+    /// GELU flavour of every feed-forward (exact erf, or the tanh approximation).
+    pub gelu: GeluKind,
+    /// Which projections have a bias.
+    pub bias: BiasConfig,
+    /// Add the latents back after the encoder cross-attention (`z = z + CrossAttn(..)`).
+    pub query_residual: bool,
+    /// Dropout probabilities (training only).
+    pub dropout: DropoutConfig,
+    /// Epsilon of every LayerNorm.
+    pub layer_norm_eps: f32,
+    /// What turns the final latents into outputs.
+    pub head: HeadConfig,
+    /// Attention kernel (the fused kernel unless attention dropout is used).
+    pub attention_kernel: AttentionKernel,
+}
+
+/// Initialisation of the latent array: normal with `std`, truncated to `[-truncation,
+/// truncation]` (absolute bounds, as `torch.nn.init.trunc_normal_`) when given.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LatentInit {
+    /// Standard deviation.
+    pub std: f32,
+    /// Absolute truncation bound; `None` = plain normal (lucidrains' `randn`).
+    pub truncation: Option<f32>,
+}
+
+impl Default for LatentInit {
+    /// The paper's truncated normal: std 0.02, bounds ±2.
+    fn default() -> Self {
+        LatentInit {
+            std: 0.02,
+            truncation: Some(2.0),
+        }
+    }
+}
+
+/// Heads and widths of one kind of attention.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttentionConfig {
+    /// Number of heads.
+    pub heads: usize,
+    /// Total query/key width (`heads x head width`); `None` = the kind's default.
+    pub qk_dim: Option<usize>,
+    /// Total value width; `None` = `qk_dim`.
+    pub v_dim: Option<usize>,
+}
+
+impl Default for AttentionConfig {
+    fn default() -> Self {
+        AttentionConfig {
+            heads: 1,
+            qk_dim: None,
+            v_dim: None,
+        }
+    }
+}
+
+impl AttentionConfig {
+    /// `heads` heads of width `head_dim` for queries, keys and values.
+    pub fn with_head_dim(heads: usize, head_dim: usize) -> Self {
+        AttentionConfig {
+            heads,
+            qk_dim: Some(heads * head_dim),
+            v_dim: Some(heads * head_dim),
+        }
+    }
+
+    /// `(qk, v)` widths given the default qk width.
+    pub fn widths(&self, default_qk: usize) -> (usize, usize) {
+        let qk = self.qk_dim.unwrap_or(default_qk);
+        (qk, self.v_dim.unwrap_or(qk))
+    }
+}
+
+/// Kind of feed-forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeedForwardKind {
+    /// `Linear(D, m·D) -> GELU -> Linear(m·D, D)` (the paper, Perceiver IO; `m` = widening).
+    Gelu,
+    /// `Linear(D, 2·m·D) -> x·GELU(gate) -> Linear(m·D, D)`, first half `x`, second half the
+    /// gate (lucidrains' GEGLU).
+    Geglu,
+}
+
+/// A feed-forward: kind and multiplier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedForwardConfig {
+    /// GELU MLP or GEGLU.
+    pub kind: FeedForwardKind,
+    /// Widening factor (hidden width = multiplier x model width).
+    pub multiplier: usize,
+}
+
+impl Default for FeedForwardConfig {
+    fn default() -> Self {
+        FeedForwardConfig {
+            kind: FeedForwardKind::Gelu,
+            multiplier: 1,
+        }
+    }
+}
+
+impl FeedForwardConfig {
+    /// A GELU MLP with widening `w`.
+    pub fn gelu(w: usize) -> Self {
+        FeedForwardConfig {
+            kind: FeedForwardKind::Gelu,
+            multiplier: w,
+        }
+    }
+
+    /// A GEGLU feed-forward with multiplier `m`.
+    pub fn geglu(m: usize) -> Self {
+        FeedForwardConfig {
+            kind: FeedForwardKind::Geglu,
+            multiplier: m,
+        }
+    }
+
+    /// `(fc1 output width, fc2 input width)` for model width `dim`.
+    pub fn hidden(&self, dim: usize) -> (usize, usize) {
+        let h = self.multiplier * dim;
+        match self.kind {
+            FeedForwardKind::Gelu => (h, h),
+            FeedForwardKind::Geglu => (2 * h, h),
+        }
+    }
+}
+
+/// Which projections carry a bias (for every attention and feed-forward of the model).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BiasConfig {
+    /// Query projection.
+    pub q: bool,
+    /// Key projection.
+    pub k: bool,
+    /// Value projection.
+    pub v: bool,
+    /// Attention output projection.
+    pub out: bool,
+    /// Both feed-forward Linears.
+    pub ff: bool,
+}
+
+impl Default for BiasConfig {
+    /// Biases everywhere (the paper, Hugging Face).
+    fn default() -> Self {
+        BiasConfig {
+            q: true,
+            k: true,
+            v: true,
+            out: true,
+            ff: true,
+        }
+    }
+}
+
+impl BiasConfig {
+    /// lucidrains / the benchmark configurations: no bias on Q, K, V; bias on the output and
+    /// the feed-forward.
+    pub fn lucidrains() -> Self {
+        BiasConfig {
+            q: false,
+            k: false,
+            v: false,
+            out: true,
+            ff: true,
+        }
+    }
+}
+
+/// Dropout probabilities, active only in training.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DropoutConfig {
+    /// On the attention probabilities (forces the reference attention kernel).
+    pub attention: f32,
+    /// On the output of every feed-forward (before the residual add).
+    pub feed_forward: f32,
+}
+
+/// Which parameter sets the cross-attends and the latent towers use.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightSharing {
+    /// The paper: cross-attend 1 has its own weights, cross-attends 2.. share one set, and one
+    /// latent tower is shared by every block. (Perceiver IO with one cross-attend is this too.)
+    #[default]
+    Paper,
+    /// lucidrains' `weight_tie_layers`: block 0 (cross-attend and tower) has its own weights,
+    /// blocks 1.. share one set.
+    Lucidrains,
+    /// Nothing shared.
+    None,
+    /// Every cross-attend shares one set and every tower shares one set.
+    All,
+    /// Explicit sets: `cross[i]` is the set of cross-attend `i`, `towers[j]` the set of block
+    /// `j`'s tower. Sets are numbered in order of first use (0, 1, 2, ...).
+    Custom {
+        /// Set index per cross-attend.
+        cross: Vec<usize>,
+        /// Set index per block's tower.
+        towers: Vec<usize>,
+    },
+}
+
+/// The resolved sharing: the parameter set of each cross-attend and of each block's tower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharingPlan {
+    /// Set index per cross-attend (length `num_cross_attends`).
+    pub cross: Vec<usize>,
+    /// Set index per block's latent tower (length `num_blocks`).
+    pub towers: Vec<usize>,
+}
+
+impl SharingPlan {
+    /// Number of distinct cross-attend sets.
+    pub fn num_cross_sets(&self) -> usize {
+        self.cross.iter().max().map_or(0, |m| m + 1)
+    }
+
+    /// Number of distinct tower sets.
+    pub fn num_tower_sets(&self) -> usize {
+        self.towers.iter().max().map_or(0, |m| m + 1)
+    }
+}
+
+/// The model's output head.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HeadConfig {
+    /// No head: the "logits" are the final latents `[batch, N, D]`.
+    None,
+    /// Mean over latents -> optional LayerNorm -> Linear to `num_classes`.
+    Classifier {
+        /// Output classes.
+        num_classes: usize,
+        /// LayerNorm before the Linear (lucidrains: yes; the paper: no).
+        layer_norm: bool,
+    },
+    /// Perceiver IO decoder.
+    Decoder(DecoderConfig),
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        HeadConfig::Classifier {
+            num_classes: 10,
+            layer_norm: true,
+        }
+    }
+}
+
+/// Perceiver IO decoder: output queries cross-attend to the latents (`q = LN(queries)`,
+/// `kv = LN(z)`, optional query residual, then `+ FF(LN(.))`), then a Linear. With one query
+/// the logits are `[batch, num_outputs]`, otherwise `[batch, queries, num_outputs]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecoderConfig {
+    /// Where the output queries come from.
+    pub query: QueryConfig,
+    /// Heads and widths; default `qk_dim` = `latent_dim` (the key/value width), `v_dim` = `qk_dim`.
+    pub attention: AttentionConfig,
+    /// Feed-forward after the decoder cross-attention.
+    pub feed_forward: FeedForwardConfig,
+    /// `out = queries + CrossAttn(..)` (on for classification, off when queries are positions).
+    pub query_residual: bool,
+    /// Output width of the final Linear (classes).
+    pub num_outputs: usize,
+}
+
+impl Default for DecoderConfig {
+    fn default() -> Self {
+        DecoderConfig {
+            query: QueryConfig::default(),
+            attention: AttentionConfig::default(),
+            feed_forward: FeedForwardConfig::gelu(1),
+            query_residual: true,
+            num_outputs: 10,
+        }
+    }
+}
+
+/// Output queries of a decoder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum QueryConfig {
+    /// A learned `[num_queries, channels]` array (truncated normal, std `init_scale`, ±2 std).
+    Trainable {
+        /// Number of output queries.
+        num_queries: usize,
+        /// Width of each query.
+        channels: usize,
+        /// Init std.
+        init_scale: f32,
+    },
+    /// Fourier features of the output grid `index_dims` (no parameters).
+    Fourier {
+        /// The features.
+        fourier: FourierConfig,
+        /// The output grid.
+        index_dims: Vec<usize>,
+    },
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig::Trainable {
+            num_queries: 1,
+            channels: 64,
+            init_scale: 0.02,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// `(number of queries, channels)`.
+    pub fn shape(&self) -> (usize, usize) {
+        match self {
+            QueryConfig::Trainable {
+                num_queries,
+                channels,
+                ..
+            } => (*num_queries, *channels),
+            QueryConfig::Fourier {
+                fourier,
+                index_dims,
+            } => (
+                index_dims.iter().product(),
+                fourier.num_channels(index_dims.len()),
+            ),
+        }
+    }
+}
+
+/// Which attention kernel the model runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttentionKernel {
+    /// The fused, memory-linear kernel.
+    #[default]
+    Fused,
+    /// Plain ops (matmul, softmax, matmul); needed for attention dropout.
+    Reference,
+}
+
+/// A configuration error, naming the field at fault.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    /// A size that must be positive is zero.
+    #[error("`{field}` must be positive")]
+    Zero {
+        /// The field.
+        field: &'static str,
+    },
+    /// An attention width is not a multiple of its number of heads.
+    #[error("`{field}` = {width} is not a multiple of the {heads} heads")]
+    NotDivisible {
+        /// The field.
+        field: &'static str,
+        /// The width.
+        width: usize,
+        /// The number of heads.
+        heads: usize,
+    },
+    /// A probability or epsilon out of range.
+    #[error("`{field}` = {value} is out of range ({expected})")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// The value.
+        value: f32,
+        /// The allowed range.
+        expected: &'static str,
+    },
+    /// Fields that contradict each other.
+    #[error("`{field}`: {reason}")]
+    Inconsistent {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The position encoding is invalid.
+    #[error("`position_encoding`: {0}")]
+    Position(#[from] PositionConfigError),
+}
+
+impl Default for PerceiverConfig {
+    /// A small image classifier: 28x28x1 input, lucidrains-style Fourier features (16 bands),
+    /// 64 x 128 latents, 2 blocks of 2 self-attention layers, paper sharing, 10 classes.
+    fn default() -> Self {
+        PerceiverConfig {
+            input_channels: 1,
+            input_axes: vec![28, 28],
+            position_encoding: PositionEncodingConfig::Fourier(FourierConfig::deepmind(
+                16,
+                vec![28.0, 28.0],
+            )),
+            position_projection: None,
+            num_latents: 64,
+            latent_dim: 128,
+            latent_init: LatentInit::default(),
+            cross_attention: AttentionConfig::default(),
+            cross_feed_forward: FeedForwardConfig::gelu(1),
+            self_attention: AttentionConfig {
+                heads: 4,
+                qk_dim: None,
+                v_dim: None,
+            },
+            self_feed_forward: FeedForwardConfig::gelu(1),
+            self_per_block: 2,
+            num_blocks: 2,
+            num_cross_attends: 2,
+            sharing: WeightSharing::Paper,
+            gelu: GeluKind::Erf,
+            bias: BiasConfig::default(),
+            query_residual: true,
+            dropout: DropoutConfig::default(),
+            layer_norm_eps: 1e-5,
+            head: HeadConfig::default(),
+            attention_kernel: AttentionKernel::Fused,
+        }
+    }
+}
+
+/// Resolved widths of one attention.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AttnDims {
+    /// Query input width.
+    pub q_in: usize,
+    /// Key/value input width.
+    pub kv_in: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Query/key width.
+    pub qk: usize,
+    /// Value width.
+    pub v: usize,
+    /// Output width.
+    pub out: usize,
+}
+
+impl PerceiverConfig {
+    /// Parses a JSON configuration (missing fields take their defaults) and validates it.
+    pub fn from_json(json: &str) -> Result<Self, crate::ModelError> {
+        let c: PerceiverConfig =
+            serde_json::from_str(json).map_err(|e| crate::ModelError::Json {
+                what: "PerceiverConfig".into(),
+                msg: e.to_string(),
+            })?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("the config serialises")
+    }
+
+    /// Channels of the position encoding (after the projection).
+    pub fn position_channels(&self) -> usize {
+        self.position_encoding
+            .num_channels(self.input_axes.len(), self.position_projection)
+    }
+
+    /// Width of each input token fed to the cross-attention: input channels + position
+    /// channels.
+    pub fn input_width(&self) -> usize {
+        self.input_channels + self.position_channels()
+    }
+
+    /// Number of input tokens for the configured axes.
+    pub fn input_tokens(&self) -> usize {
+        self.input_axes.iter().product()
+    }
+
+    /// Widths of the encoder cross-attention.
+    pub fn cross_dims(&self) -> AttnDims {
+        let (qk, v) = self.cross_attention.widths(self.input_width());
+        AttnDims {
+            q_in: self.latent_dim,
+            kv_in: self.input_width(),
+            heads: self.cross_attention.heads,
+            qk,
+            v,
+            out: self.latent_dim,
+        }
+    }
+
+    /// Widths of the latent self-attention.
+    pub fn self_dims(&self) -> AttnDims {
+        let (qk, v) = self.self_attention.widths(self.latent_dim);
+        AttnDims {
+            q_in: self.latent_dim,
+            kv_in: self.latent_dim,
+            heads: self.self_attention.heads,
+            qk,
+            v,
+            out: self.latent_dim,
+        }
+    }
+
+    /// Widths of the decoder cross-attention, when the head is a decoder.
+    pub fn decoder_dims(&self) -> Option<AttnDims> {
+        match &self.head {
+            HeadConfig::Decoder(d) => {
+                let (_, cq) = d.query.shape();
+                let (qk, v) = d.attention.widths(self.latent_dim);
+                Some(AttnDims {
+                    q_in: cq,
+                    kv_in: self.latent_dim,
+                    heads: d.attention.heads,
+                    qk,
+                    v,
+                    out: cq,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The resolved weight sharing (call [`PerceiverConfig::validate`] first for custom plans).
+    pub fn sharing_plan(&self) -> SharingPlan {
+        let k = self.num_cross_attends;
+        let n = self.num_blocks;
+        match &self.sharing {
+            WeightSharing::Paper => SharingPlan {
+                cross: (0..k).map(|i| usize::from(i > 0)).collect(),
+                towers: vec![0; n],
+            },
+            WeightSharing::Lucidrains => SharingPlan {
+                cross: (0..k).map(|i| usize::from(i > 0)).collect(),
+                towers: (0..n).map(|i| usize::from(i > 0)).collect(),
+            },
+            WeightSharing::None => SharingPlan {
+                cross: (0..k).collect(),
+                towers: (0..n).collect(),
+            },
+            WeightSharing::All => SharingPlan {
+                cross: vec![0; k],
+                towers: vec![0; n],
+            },
+            WeightSharing::Custom { cross, towers } => SharingPlan {
+                cross: cross.clone(),
+                towers: towers.clone(),
+            },
+        }
+    }
+
+    /// Number of classes / outputs of the head (`None` without a head).
+    pub fn num_outputs(&self) -> Option<usize> {
+        match &self.head {
+            HeadConfig::None => None,
+            HeadConfig::Classifier { num_classes, .. } => Some(*num_classes),
+            HeadConfig::Decoder(d) => Some(d.num_outputs),
+        }
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use ConfigError::*;
+        let positive = |field: &'static str, v: usize| {
+            if v == 0 {
+                Err(Zero { field })
+            } else {
+                Ok(())
+            }
+        };
+        positive("input_channels", self.input_channels)?;
+        if self.input_axes.is_empty() {
+            return Err(Inconsistent {
+                field: "input_axes",
+                reason: "needs at least one axis".into(),
+            });
+        }
+        if self.input_axes.contains(&0) {
+            return Err(Zero {
+                field: "input_axes",
+            });
+        }
+        self.position_encoding
+            .validate(self.input_axes.len(), self.position_projection)?;
+        positive("num_latents", self.num_latents)?;
+        positive("latent_dim", self.latent_dim)?;
+        if !(self.latent_init.std.is_finite() && self.latent_init.std >= 0.0) {
+            return Err(OutOfRange {
+                field: "latent_init.std",
+                value: self.latent_init.std,
+                expected: "finite, >= 0",
+            });
+        }
+        if let Some(t) = self.latent_init.truncation {
+            if !(t > 0.0) || (self.latent_init.std > 0.0 && t < 0.01 * self.latent_init.std) {
+                return Err(OutOfRange {
+                    field: "latent_init.truncation",
+                    value: t,
+                    expected: "> 0 and not far below std",
+                });
+            }
+        }
+        check_attention(
+            [
+                "cross_attention.heads",
+                "cross_attention.qk_dim",
+                "cross_attention.v_dim",
+            ],
+            &self.cross_attention,
+            self.cross_dims(),
+        )?;
+        check_ff("cross_feed_forward", &self.cross_feed_forward)?;
+        check_attention(
+            [
+                "self_attention.heads",
+                "self_attention.qk_dim",
+                "self_attention.v_dim",
+            ],
+            &self.self_attention,
+            self.self_dims(),
+        )?;
+        check_ff("self_feed_forward", &self.self_feed_forward)?;
+        positive("num_blocks", self.num_blocks)?;
+        positive("num_cross_attends", self.num_cross_attends)?;
+        if self.num_cross_attends > self.num_blocks {
+            return Err(Inconsistent {
+                field: "num_cross_attends",
+                reason: format!(
+                    "{} cross-attends need at least as many blocks, got num_blocks = {}",
+                    self.num_cross_attends, self.num_blocks
+                ),
+            });
+        }
+        if let WeightSharing::Custom { cross, towers } = &self.sharing {
+            if cross.len() != self.num_cross_attends {
+                return Err(Inconsistent {
+                    field: "sharing.cross",
+                    reason: format!(
+                        "needs one set per cross-attend ({}), got {}",
+                        self.num_cross_attends,
+                        cross.len()
+                    ),
+                });
+            }
+            if towers.len() != self.num_blocks {
+                return Err(Inconsistent {
+                    field: "sharing.towers",
+                    reason: format!(
+                        "needs one set per block ({}), got {}",
+                        self.num_blocks,
+                        towers.len()
+                    ),
+                });
+            }
+            check_first_use("sharing.cross", cross)?;
+            check_first_use("sharing.towers", towers)?;
+        }
+        let prob = |field: &'static str, p: f32| {
+            if (0.0..1.0).contains(&p) {
+                Ok(())
+            } else {
+                Err(OutOfRange {
+                    field,
+                    value: p,
+                    expected: "[0, 1)",
+                })
+            }
+        };
+        prob("dropout.attention", self.dropout.attention)?;
+        prob("dropout.feed_forward", self.dropout.feed_forward)?;
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
+            return Err(OutOfRange {
+                field: "layer_norm_eps",
+                value: self.layer_norm_eps,
+                expected: "finite, > 0",
+            });
+        }
+        match &self.head {
+            HeadConfig::None => {}
+            HeadConfig::Classifier { num_classes, .. } => {
+                positive("head.num_classes", *num_classes)?;
+            }
+            HeadConfig::Decoder(d) => {
+                positive("head.num_outputs", d.num_outputs)?;
+                match &d.query {
+                    QueryConfig::Trainable {
+                        num_queries,
+                        channels,
+                        init_scale,
+                    } => {
+                        positive("head.query.num_queries", *num_queries)?;
+                        positive("head.query.channels", *channels)?;
+                        if !(init_scale.is_finite() && *init_scale >= 0.0) {
+                            return Err(OutOfRange {
+                                field: "head.query.init_scale",
+                                value: *init_scale,
+                                expected: "finite, >= 0",
+                            });
+                        }
+                    }
+                    QueryConfig::Fourier {
+                        fourier,
+                        index_dims,
+                    } => {
+                        if index_dims.is_empty() || index_dims.contains(&0) {
+                            return Err(Zero {
+                                field: "head.query.index_dims",
+                            });
+                        }
+                        fourier
+                            .validate(index_dims.len())
+                            .map_err(|e| Inconsistent {
+                                field: "head.query.fourier",
+                                reason: e.to_string(),
+                            })?;
+                    }
+                }
+                check_attention(
+                    [
+                        "head.attention.heads",
+                        "head.attention.qk_dim",
+                        "head.attention.v_dim",
+                    ],
+                    &d.attention,
+                    self.decoder_dims().expect("decoder head"),
+                )?;
+                check_ff("head.feed_forward", &d.feed_forward)?;
+                if d.query_residual {
+                    let dims = self.decoder_dims().expect("decoder head");
+                    if dims.out != dims.q_in {
+                        return Err(Inconsistent {
+                            field: "head.query_residual",
+                            reason: "needs the output width to equal the query width".into(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_attention(
+    fields: [&'static str; 3],
+    a: &AttentionConfig,
+    dims: AttnDims,
+) -> Result<(), ConfigError> {
+    let [heads_field, qk_field, v_field] = fields;
+    if a.heads == 0 {
+        return Err(ConfigError::Zero { field: heads_field });
+    }
+    for (w, field) in [(dims.qk, qk_field), (dims.v, v_field)] {
+        if w == 0 {
+            return Err(ConfigError::Zero { field });
+        }
+        if w % a.heads != 0 {
+            return Err(ConfigError::NotDivisible {
+                field,
+                width: w,
+                heads: a.heads,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_ff(field: &'static str, f: &FeedForwardConfig) -> Result<(), ConfigError> {
+    if f.multiplier == 0 {
+        return Err(ConfigError::Zero { field });
+    }
+    Ok(())
+}
+
+fn check_first_use(field: &'static str, sets: &[usize]) -> Result<(), ConfigError> {
+    let mut next = 0;
+    for &s in sets {
+        if s > next {
+            return Err(ConfigError::Inconsistent {
+                field,
+                reason: format!(
+                    "sets must be numbered in order of first use (0, 1, ...), got {sets:?}"
+                ),
+            });
+        }
+        if s == next {
+            next += 1;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_round_trips() {
+        let c = PerceiverConfig::default();
+        c.validate().unwrap();
+        let back = PerceiverConfig::from_json(&c.to_json()).unwrap();
+        assert_eq!(c, back);
+        let partial =
+            PerceiverConfig::from_json(r#"{"num_latents": 8, "sharing": "lucidrains"}"#).unwrap();
+        assert_eq!(partial.num_latents, 8);
+        assert_eq!(partial.sharing, WeightSharing::Lucidrains);
+        assert!(PerceiverConfig::from_json(r#"{"num_latent": 8}"#).is_err());
+    }
+
+    #[test]
+    fn sharing_plans() {
+        let mut c = PerceiverConfig {
+            num_blocks: 4,
+            num_cross_attends: 3,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.sharing_plan(),
+            SharingPlan {
+                cross: vec![0, 1, 1],
+                towers: vec![0, 0, 0, 0]
+            }
+        );
+        c.sharing = WeightSharing::Lucidrains;
+        assert_eq!(c.sharing_plan().towers, vec![0, 1, 1, 1]);
+        c.sharing = WeightSharing::None;
+        assert_eq!(c.sharing_plan().cross, vec![0, 1, 2]);
+        assert_eq!(c.sharing_plan().num_tower_sets(), 4);
+        c.sharing = WeightSharing::All;
+        assert_eq!(c.sharing_plan().num_cross_sets(), 1);
+        c.sharing = WeightSharing::Custom {
+            cross: vec![0, 1, 0],
+            towers: vec![0, 1, 2, 1],
+        };
+        c.validate().unwrap();
+        c.sharing = WeightSharing::Custom {
+            cross: vec![0, 2, 1],
+            towers: vec![0, 1, 2, 1],
+        };
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Inconsistent {
+                field: "sharing.cross",
+                ..
+            })
+        ));
+        c.sharing = WeightSharing::Custom {
+            cross: vec![0],
+            towers: vec![0, 1, 2, 1],
+        };
+        assert!(c.validate().is_err());
+        let s = serde_json::to_string(&WeightSharing::Custom {
+            cross: vec![0],
+            towers: vec![0],
+        })
+        .unwrap();
+        assert_eq!(s, r#"{"custom":{"cross":[0],"towers":[0]}}"#);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let c = PerceiverConfig {
+            self_attention: AttentionConfig {
+                heads: 3,
+                qk_dim: None,
+                v_dim: None,
+            },
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::NotDivisible {
+                field: "self_attention.qk_dim",
+                width: 128,
+                heads: 3
+            })
+        );
+        let c = PerceiverConfig {
+            num_latents: 0,
+            ..Default::default()
+        };
+        assert_eq!(
+            c.validate(),
+            Err(ConfigError::Zero {
+                field: "num_latents"
+            })
+        );
+        let c = PerceiverConfig {
+            num_cross_attends: 3,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("num_cross_attends"));
+        let c = PerceiverConfig {
+            dropout: DropoutConfig {
+                attention: 1.5,
+                feed_forward: 0.0,
+            },
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("dropout.attention"));
+        let c = PerceiverConfig {
+            layer_norm_eps: 0.0,
+            ..Default::default()
+        };
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("layer_norm_eps"));
+    }
+
+    #[test]
+    fn widths() {
+        let c = PerceiverConfig::default();
+        // 1 channel + 2 * (2 * 16 + 1) Fourier channels
+        assert_eq!(c.input_width(), 67);
+        assert_eq!(c.cross_dims().qk, 67);
+        assert_eq!(c.self_dims().qk, 128);
+        assert_eq!(FeedForwardConfig::geglu(4).hidden(10), (80, 40));
+        assert_eq!(FeedForwardConfig::gelu(2).hidden(10), (20, 20));
+    }
+}

@@ -1,0 +1,357 @@
+//! Hugging Face `transformers` Perceiver (`PerceiverForImageClassificationFourier`, the
+//! layout of the published `deepmind/vision-perceiver-fourier` checkpoint): configuration from
+//! its `PerceiverConfig`, and its parameter names.
+//!
+//! What the reference code does, whatever its config says: every projection has a bias; the
+//! Q/K/V widths are those of the weights (by default the cross-attention's are the input
+//! width for `cross_attention_shape_for_attention = "kv"`, the self-attention's the latent
+//! width); every LayerNorm uses eps 1e-5 (`layer_norm_eps` is unused); `hidden_act = "gelu"` is
+//! the exact GELU; the encoder is one cross-attend followed by `num_blocks` repetitions of the
+//! same `num_self_attends_per_block` layers; the decoder is one trainable query `[1,
+//! d_latents]` cross-attending to the latents (1 head, widening 1, query residual on), then
+//! `final_layer`. Inputs are pixels `[batch, channels, H, W]` (see [`channels_last`]) with
+//! Fourier features (DeepMind order) concatenated after the channels.
+
+use super::{json_sizes, meta_json, NameMap};
+use crate::config::{
+    AttentionConfig, BiasConfig, DecoderConfig, DropoutConfig, FeedForwardConfig, HeadConfig,
+    LatentInit, PerceiverConfig, QueryConfig, WeightSharing,
+};
+use crate::{ModelError, Perceiver, Result};
+use perceiver_pos::{FourierConfig, PositionEncodingConfig};
+use perceiver_tensor::{GeluKind, Tensor};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+const CROSS: &str = "perceiver.encoder.cross_attention";
+const SELF: &str = "perceiver.encoder.self_attends";
+const DECODER: &str = "perceiver.decoder.decoder";
+
+fn field<'a>(cfg: &'a serde_json::Value, key: &str) -> Result<&'a serde_json::Value> {
+    cfg.get(key)
+        .ok_or_else(|| ModelError::Unsupported(format!("Hugging Face config has no `{key}`")))
+}
+
+fn usize_field(cfg: &serde_json::Value, key: &str) -> Result<usize> {
+    field(cfg, key)?
+        .as_u64()
+        .map(|u| u as usize)
+        .ok_or_else(|| ModelError::Json {
+            what: format!("Hugging Face config `{key}`"),
+            msg: "expected a non-negative integer".into(),
+        })
+}
+
+fn opt_usize(cfg: &serde_json::Value, key: &str) -> Option<usize> {
+    cfg.get(key).and_then(|v| v.as_u64()).map(|u| u as usize)
+}
+
+/// The Fourier features of `PerceiverForImageClassificationFourier` (64 bands, max resolution
+/// 224 x 224, positions first, sines and cosines).
+pub fn default_fourier() -> FourierConfig {
+    FourierConfig::deepmind(64, vec![224.0, 224.0])
+}
+
+/// Parses a Fourier description `{"num_bands", "max_resolution", "concat_pos", "sine_only"}`
+/// (DeepMind channel order).
+pub fn fourier_from_json(v: &serde_json::Value) -> Result<FourierConfig> {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.entry("order").or_insert(serde_json::json!("deep_mind"));
+    }
+    let f: FourierConfig = serde_json::from_value(v).map_err(|e| ModelError::Json {
+        what: "Fourier features".into(),
+        msg: e.to_string(),
+    })?;
+    Ok(f)
+}
+
+/// The configuration of a Hugging Face `PerceiverForImageClassificationFourier` with config
+/// `hf` (its `PerceiverConfig` as JSON), Fourier features `fourier`, on images of size
+/// `index_dims`. When `shapes` (the state dict's names and shapes) is given, the attention
+/// widths are taken from the weights, as the reference code effectively does.
+pub fn config_from_hf(
+    hf: &serde_json::Value,
+    fourier: FourierConfig,
+    index_dims: &[usize],
+    shapes: Option<&BTreeMap<String, Vec<usize>>>,
+) -> Result<PerceiverConfig> {
+    let d_latents = usize_field(hf, "d_latents")?;
+    let d_model = usize_field(hf, "d_model")?;
+    let pos_channels = fourier.num_channels(index_dims.len());
+    if d_model <= pos_channels {
+        return Err(ModelError::Unsupported(format!(
+            "d_model = {d_model} leaves no input channels beside the {pos_channels} Fourier channels"
+        )));
+    }
+    let input_channels = d_model - pos_channels;
+    let num_labels = match hf.get("id2label").and_then(|v| v.as_object()) {
+        Some(m) => m.len(),
+        None => opt_usize(hf, "num_labels").unwrap_or(2),
+    };
+    let qk = opt_usize(hf, "qk_channels");
+    let v = opt_usize(hf, "v_channels");
+    let shape_for_attn = hf
+        .get("cross_attention_shape_for_attention")
+        .and_then(|v| v.as_str())
+        .unwrap_or("kv");
+    let cross_default_qk = match (qk, shape_for_attn) {
+        (Some(q), _) => q,
+        (None, "q") => d_latents,
+        (None, _) => d_model,
+    };
+    // Widths from the weights when known (rows of query.weight and value.weight).
+    let width = |name: &str, default: usize| -> usize {
+        shapes
+            .and_then(|s| s.get(name))
+            .and_then(|s| s.first().copied())
+            .unwrap_or(default)
+    };
+    let cross_qk = width(
+        &format!("{CROSS}.attention.self.query.weight"),
+        cross_default_qk,
+    );
+    let cross_v = width(
+        &format!("{CROSS}.attention.self.value.weight"),
+        v.unwrap_or(cross_qk),
+    );
+    let self_qk = width(
+        &format!("{SELF}.0.attention.self.query.weight"),
+        qk.unwrap_or(d_latents),
+    );
+    let self_v = width(
+        &format!("{SELF}.0.attention.self.value.weight"),
+        v.unwrap_or(self_qk),
+    );
+    let dec_qk = width(
+        &format!("{DECODER}.decoding_cross_attention.attention.self.query.weight"),
+        d_latents,
+    );
+    let dec_v = width(
+        &format!("{DECODER}.decoding_cross_attention.attention.self.value.weight"),
+        dec_qk,
+    );
+    let gelu = match hf
+        .get("hidden_act")
+        .and_then(|v| v.as_str())
+        .unwrap_or("gelu")
+    {
+        "gelu" => GeluKind::Erf,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => GeluKind::Tanh,
+        other => {
+            return Err(ModelError::Unsupported(format!(
+                "hidden_act `{other}` is not supported (gelu, gelu_new, gelu_pytorch_tanh)"
+            )))
+        }
+    };
+    let init = hf
+        .get("initializer_range")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.02) as f32;
+    let config = PerceiverConfig {
+        input_channels,
+        input_axes: index_dims.to_vec(),
+        position_encoding: PositionEncodingConfig::Fourier(fourier),
+        position_projection: None,
+        num_latents: usize_field(hf, "num_latents")?,
+        latent_dim: d_latents,
+        latent_init: LatentInit {
+            std: init,
+            truncation: None,
+        },
+        cross_attention: AttentionConfig {
+            heads: usize_field(hf, "num_cross_attention_heads")?,
+            qk_dim: Some(cross_qk),
+            v_dim: Some(cross_v),
+        },
+        cross_feed_forward: FeedForwardConfig::gelu(usize_field(
+            hf,
+            "cross_attention_widening_factor",
+        )?),
+        self_attention: AttentionConfig {
+            heads: usize_field(hf, "num_self_attention_heads")?,
+            qk_dim: Some(self_qk),
+            v_dim: Some(self_v),
+        },
+        self_feed_forward: FeedForwardConfig::gelu(usize_field(
+            hf,
+            "self_attention_widening_factor",
+        )?),
+        self_per_block: usize_field(hf, "num_self_attends_per_block")?,
+        num_blocks: usize_field(hf, "num_blocks")?,
+        num_cross_attends: 1,
+        sharing: WeightSharing::Paper,
+        gelu,
+        bias: BiasConfig::default(),
+        query_residual: hf
+            .get("use_query_residual")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true),
+        dropout: DropoutConfig {
+            attention: hf
+                .get("attention_probs_dropout_prob")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(0.0) as f32,
+            feed_forward: 0.0,
+        },
+        layer_norm_eps: 1e-5,
+        head: HeadConfig::Decoder(DecoderConfig {
+            query: QueryConfig::Trainable {
+                num_queries: 1,
+                channels: d_latents,
+                init_scale: init,
+            },
+            attention: AttentionConfig {
+                heads: 1,
+                qk_dim: Some(dec_qk),
+                v_dim: Some(dec_v),
+            },
+            feed_forward: FeedForwardConfig::gelu(1),
+            query_residual: true,
+            num_outputs: num_labels,
+        }),
+        attention_kernel: Default::default(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// The configuration from fixture metadata: `config` (the full Hugging Face config), `hw`
+/// (the image size; any number of axes), and optionally `fourier` (else [`default_fourier`]).
+pub fn config_from_metadata(
+    metadata: &HashMap<String, String>,
+    shapes: Option<&BTreeMap<String, Vec<usize>>>,
+) -> Result<PerceiverConfig> {
+    let hf = meta_json(metadata, "config")?;
+    let dims = json_sizes(&meta_json(metadata, "hw")?, "metadata `hw`")?;
+    let fourier = if metadata.contains_key("fourier") {
+        fourier_from_json(&meta_json(metadata, "fourier")?)?
+    } else {
+        default_fourier()
+    };
+    config_from_hf(&hf, fourier, &dims, shapes)
+}
+
+fn push_layer(map: &mut NameMap, hf: &str, ours: &str, cross: bool) {
+    map.push_wb(
+        &format!("{hf}.attention.self.layernorm1"),
+        &format!("{ours}.{}", if cross { "norm_q" } else { "norm" }),
+    );
+    if cross {
+        map.push_wb(
+            &format!("{hf}.attention.self.layernorm2"),
+            &format!("{ours}.norm_kv"),
+        );
+    }
+    for (h, o) in [("query", "to_q"), ("key", "to_k"), ("value", "to_v")] {
+        map.push_wb(
+            &format!("{hf}.attention.self.{h}"),
+            &format!("{ours}.attn.{o}"),
+        );
+    }
+    map.push_wb(
+        &format!("{hf}.attention.output.dense"),
+        &format!("{ours}.attn.to_out"),
+    );
+    map.push_wb(&format!("{hf}.layernorm"), &format!("{ours}.ff.norm"));
+    map.push_wb(&format!("{hf}.mlp.dense1"), &format!("{ours}.ff.fc1"));
+    map.push_wb(&format!("{hf}.mlp.dense2"), &format!("{ours}.ff.fc2"));
+}
+
+/// The Hugging Face names of a configuration's parameters. Needs one cross-attend and one
+/// latent tower shared by every block (the Perceiver IO encoder).
+pub fn name_map(config: &PerceiverConfig) -> Result<NameMap> {
+    let c = config;
+    let plan = c.sharing_plan();
+    if c.num_cross_attends != 1 || plan.num_tower_sets() != 1 {
+        return Err(ModelError::Unsupported(format!(
+            "the Hugging Face layout has one cross-attend and one shared latent tower; this configuration has {} cross-attends and {} tower sets",
+            c.num_cross_attends,
+            plan.num_tower_sets()
+        )));
+    }
+    let mut map = NameMap::default();
+    map.push("perceiver.embeddings.latents", &["latents".to_string()]);
+    if let PositionEncodingConfig::Trainable { .. } = c.position_encoding {
+        map.push(
+            "perceiver.input_preprocessor.position_embeddings.position_embeddings",
+            &["pos.embeddings".to_string()],
+        );
+    }
+    if c.position_projection.is_some() {
+        map.push_wb(
+            "perceiver.input_preprocessor.positions_projection",
+            "pos.projection",
+        );
+    }
+    push_layer(&mut map, CROSS, "cross.0", true);
+    for j in 0..c.self_per_block {
+        push_layer(
+            &mut map,
+            &format!("{SELF}.{j}"),
+            &format!("self.0.{j}"),
+            false,
+        );
+    }
+    if let HeadConfig::Decoder(d) = &c.head {
+        if let QueryConfig::Trainable { .. } = d.query {
+            map.push(
+                format!("{DECODER}.output_position_encodings.position_embeddings"),
+                &["decoder.query".to_string()],
+            );
+        }
+        push_layer(
+            &mut map,
+            &format!("{DECODER}.decoding_cross_attention"),
+            "decoder.cross",
+            true,
+        );
+        map.push_wb(&format!("{DECODER}.final_layer"), "decoder.fc");
+    }
+    Ok(map)
+}
+
+/// Builds a model for `config` from a Hugging Face Perceiver state dict. The error lists
+/// every missing, unexpected or mis-shaped tensor.
+pub fn import_hf(tensors: &[(String, Tensor)], config: PerceiverConfig) -> Result<Perceiver> {
+    let map = name_map(&config)?;
+    map.import(config, tensors, "Hugging Face", "Hugging Face state dict")
+}
+
+/// [`import_hf`] from a safetensors file (for instance the published checkpoint's
+/// `model.safetensors`).
+pub fn import_hf_file(path: impl AsRef<Path>, config: PerceiverConfig) -> Result<Perceiver> {
+    let path = path.as_ref();
+    let (tensors, _) = crate::io::read_safetensors(path)?;
+    let map = name_map(&config)?;
+    map.import(
+        config,
+        &tensors,
+        "Hugging Face",
+        &path.display().to_string(),
+    )
+}
+
+/// The model's parameters under Hugging Face names.
+pub fn export_hf(model: &Perceiver) -> Result<Vec<(String, Tensor)>> {
+    let map = name_map(model.config())?;
+    map.to_reference(&|n| model.params().get(n).map(|p| p.value()), false)
+}
+
+/// Moves the channel axis of a channels-first input `[batch, channels, *axes]` (as the
+/// Hugging Face image models take it) to the end: `[batch, *axes, channels]`, as a view.
+/// Differentiable: the gradient comes back in the channels-first layout.
+pub fn channels_last(x: &Tensor) -> Result<Tensor> {
+    let r = x.rank();
+    if r < 3 {
+        return Err(perceiver_tensor::Error::invalid(
+            "channels_last",
+            format!("expected [batch, channels, *axes], got {:?}", x.shape()),
+        )
+        .into());
+    }
+    let mut perm = vec![0];
+    perm.extend(2..r);
+    perm.push(1);
+    Ok(x.permute(&perm)?)
+}

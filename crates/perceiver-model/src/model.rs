@@ -1,0 +1,616 @@
+//! The model: one structure, built from a [`PerceiverConfig`].
+
+use crate::config::{
+    AttentionKernel, AttnDims, FeedForwardConfig, FeedForwardKind, HeadConfig, PerceiverConfig,
+    QueryConfig, SharingPlan,
+};
+use crate::{ModelError, Result, TensorProblem};
+use perceiver_attn::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
+use perceiver_pos::{init_array, FourierFeatures, PositionEncoder};
+use perceiver_tensor::nn::{LayerNorm, Linear};
+use perceiver_tensor::{Error, GeluKind, Param, ParamStore, Rng, Tensor};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Options of one forward pass.
+#[derive(Default)]
+pub struct ForwardOptions<'a> {
+    /// Key padding mask `[batch, tokens]` for the encoder cross-attends (non-zero = attend).
+    pub mask: Option<&'a Tensor>,
+    /// Explicit positions `[batch, tokens, d]` (point clouds, permuted pixels). The input is
+    /// then `[batch, tokens, channels]` and the Fourier features are those of these positions.
+    pub positions: Option<&'a Tensor>,
+    /// Training mode: dropout is active (needs `rng` when a dropout probability is positive).
+    pub train: bool,
+    /// Random generator for dropout.
+    pub rng: Option<&'a mut Rng>,
+}
+
+/// What the forward returns.
+#[derive(Clone, Debug)]
+pub struct PerceiverOutput {
+    /// `[batch, classes]` (classifier, or a decoder with one query), `[batch, queries,
+    /// outputs]` (decoder), or the latents (no head).
+    pub logits: Tensor,
+    /// The latents after the last block, `[batch, num_latents, latent_dim]`.
+    pub latents: Tensor,
+}
+
+struct Ctx<'a> {
+    train: bool,
+    rng: Option<&'a mut Rng>,
+}
+
+impl Ctx<'_> {
+    fn dropout(&mut self, x: Tensor, p: f32) -> Result<Tensor> {
+        if !self.train || p == 0.0 {
+            return Ok(x);
+        }
+        let rng = self.rng.as_deref_mut().ok_or_else(|| {
+            Error::invalid(
+                "Perceiver",
+                "dropout in training needs a random generator (ForwardOptions::rng)",
+            )
+        })?;
+        Ok(x.dropout(p, true, rng)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct FeedForward {
+    norm: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    kind: FeedForwardKind,
+    gelu: GeluKind,
+    dropout: f32,
+}
+
+impl FeedForward {
+    fn new(
+        store: &mut ParamStore,
+        name: &str,
+        c: &PerceiverConfig,
+        ff: &FeedForwardConfig,
+        dim: usize,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        let (h1, h2) = ff.hidden(dim);
+        Ok(FeedForward {
+            norm: LayerNorm::new(store, &format!("{name}.norm"), dim, c.layer_norm_eps)?,
+            fc1: Linear::new(store, &format!("{name}.fc1"), dim, h1, c.bias.ff, rng)?,
+            fc2: Linear::new(store, &format!("{name}.fc2"), h2, dim, c.bias.ff, rng)?,
+            kind: ff.kind,
+            gelu: c.gelu,
+            dropout: c.dropout.feed_forward,
+        })
+    }
+
+    /// `FF(LN(x))`, without the residual.
+    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let h = self.fc1.forward(&self.norm.forward(x)?)?;
+        let h = match self.kind {
+            FeedForwardKind::Gelu => h.gelu(self.gelu),
+            FeedForwardKind::Geglu => {
+                let last = h.rank() - 1;
+                let parts = h.chunk(2, last)?;
+                parts[0].mul(&parts[1].gelu(self.gelu))?
+            }
+        };
+        let y = self.fc2.forward(&h)?;
+        ctx.dropout(y, self.dropout)
+    }
+}
+
+fn mha(
+    store: &mut ParamStore,
+    name: &str,
+    c: &PerceiverConfig,
+    d: AttnDims,
+    rng: &mut Rng,
+) -> Result<MultiHeadAttention> {
+    let kernel = if c.dropout.attention > 0.0 {
+        AttnKernel::Reference
+    } else {
+        match c.attention_kernel {
+            AttentionKernel::Fused => AttnKernel::Fused,
+            AttentionKernel::Reference => AttnKernel::Reference,
+        }
+    };
+    let cfg = MultiHeadAttentionConfig {
+        query_dim: d.q_in,
+        kv_dim: d.kv_in,
+        heads: d.heads,
+        qk_dim: d.qk,
+        v_dim: d.v,
+        out_dim: d.out,
+        bias_q: c.bias.q,
+        bias_k: c.bias.k,
+        bias_v: c.bias.v,
+        bias_o: c.bias.out,
+        dropout: c.dropout.attention,
+        kernel,
+        scale: None,
+    };
+    Ok(MultiHeadAttention::new(store, name, cfg, rng)?)
+}
+
+/// A cross-attend: `z = [z +] Attn(LN(z), LN(x))`, then `z = z + FF(LN(z))`.
+#[derive(Clone, Debug)]
+struct CrossAttend {
+    norm_q: LayerNorm,
+    norm_kv: LayerNorm,
+    attn: MultiHeadAttention,
+    ff: FeedForward,
+    query_residual: bool,
+}
+
+impl CrossAttend {
+    fn new(
+        store: &mut ParamStore,
+        name: &str,
+        c: &PerceiverConfig,
+        d: AttnDims,
+        ff: &FeedForwardConfig,
+        query_residual: bool,
+        rng: &mut Rng,
+    ) -> Result<Self> {
+        Ok(CrossAttend {
+            norm_q: LayerNorm::new(store, &format!("{name}.norm_q"), d.q_in, c.layer_norm_eps)?,
+            norm_kv: LayerNorm::new(store, &format!("{name}.norm_kv"), d.kv_in, c.layer_norm_eps)?,
+            attn: mha(store, &format!("{name}.attn"), c, d, rng)?,
+            ff: FeedForward::new(store, &format!("{name}.ff"), c, ff, d.out, rng)?,
+            query_residual,
+        })
+    }
+
+    fn forward(
+        &self,
+        z: &Tensor,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let q = self.norm_q.forward(z)?;
+        let kv = self.norm_kv.forward(x)?;
+        let a = self
+            .attn
+            .forward(&q, &kv, mask, ctx.train, ctx.rng.as_deref_mut())?;
+        let z = if self.query_residual { a.add(z)? } else { a };
+        let f = self.ff.forward(&z, ctx)?;
+        Ok(f.add(&z)?)
+    }
+}
+
+/// A latent self-attention layer: `z = z + Attn(LN(z))`, `z = z + FF(LN(z))`.
+#[derive(Clone, Debug)]
+struct SelfLayer {
+    norm: LayerNorm,
+    attn: MultiHeadAttention,
+    ff: FeedForward,
+}
+
+impl SelfLayer {
+    fn forward(&self, z: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+        let n = self.norm.forward(z)?;
+        let a = self
+            .attn
+            .forward(&n, &n, None, ctx.train, ctx.rng.as_deref_mut())?;
+        let z = a.add(z)?;
+        let f = self.ff.forward(&z, ctx)?;
+        Ok(f.add(&z)?)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Queries {
+    Trainable(Param),
+    Fourier(Tensor),
+}
+
+#[derive(Clone, Debug)]
+enum Head {
+    None,
+    Classifier {
+        norm: Option<LayerNorm>,
+        fc: Linear,
+    },
+    Decoder {
+        queries: Queries,
+        cross: Box<CrossAttend>,
+        fc: Linear,
+    },
+}
+
+/// The Perceiver / Perceiver IO.
+///
+/// ```
+/// use perceiver_model::{Perceiver, PerceiverConfig};
+/// use perceiver_tensor::{Rng, Tensor};
+/// let config = PerceiverConfig { input_axes: vec![6, 5], num_latents: 8, latent_dim: 16,
+///     ..PerceiverConfig::default() };
+/// let model = Perceiver::new(config, &mut Rng::new(0))?;
+/// let x = Tensor::randn(&[2, 6, 5, 1], &mut Rng::new(1));
+/// let out = model.forward(&x, None)?;
+/// assert_eq!(out.logits.shape(), &[2, 10]);
+/// assert_eq!(out.latents.shape(), &[2, 8, 16]);
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Perceiver {
+    config: PerceiverConfig,
+    params: ParamStore,
+    plan: SharingPlan,
+    pos: PositionEncoder,
+    latents: Param,
+    cross: Vec<CrossAttend>,
+    towers: Vec<Vec<SelfLayer>>,
+    head: Head,
+}
+
+impl Perceiver {
+    /// Validates `config` and builds the model with fresh parameters drawn from `rng`
+    /// (PyTorch default init for Linear layers, LayerNorm 1 / 0, the configured latent init).
+    pub fn new(config: PerceiverConfig, rng: &mut Rng) -> Result<Self> {
+        config.validate()?;
+        let c = &config;
+        let mut store = ParamStore::new();
+        let pos = PositionEncoder::new(
+            &mut store,
+            "pos",
+            &c.position_encoding,
+            c.position_projection,
+            &c.input_axes,
+            rng,
+        )?;
+        let shape = [c.num_latents, c.latent_dim];
+        let li = &c.latent_init;
+        let lat = match li.truncation {
+            _ if li.std == 0.0 => Tensor::zeros(&shape),
+            Some(t) => Tensor::trunc_normal(&shape, 0.0, li.std, -t, t, rng)?,
+            None => Tensor::randn(&shape, rng).mul_scalar(li.std),
+        };
+        let latents = store.add("latents", lat)?;
+        let plan = c.sharing_plan();
+        let mut cross = Vec::new();
+        for s in 0..plan.num_cross_sets() {
+            cross.push(CrossAttend::new(
+                &mut store,
+                &format!("cross.{s}"),
+                c,
+                c.cross_dims(),
+                &c.cross_feed_forward,
+                c.query_residual,
+                rng,
+            )?);
+        }
+        let sd = c.self_dims();
+        let mut towers = Vec::new();
+        for s in 0..plan.num_tower_sets() {
+            let mut tower = Vec::new();
+            for j in 0..c.self_per_block {
+                let name = format!("self.{s}.{j}");
+                tower.push(SelfLayer {
+                    norm: LayerNorm::new(
+                        &mut store,
+                        &format!("{name}.norm"),
+                        sd.q_in,
+                        c.layer_norm_eps,
+                    )?,
+                    attn: mha(&mut store, &format!("{name}.attn"), c, sd, rng)?,
+                    ff: FeedForward::new(
+                        &mut store,
+                        &format!("{name}.ff"),
+                        c,
+                        &c.self_feed_forward,
+                        sd.out,
+                        rng,
+                    )?,
+                });
+            }
+            towers.push(tower);
+        }
+        let head = match &c.head {
+            HeadConfig::None => Head::None,
+            HeadConfig::Classifier {
+                num_classes,
+                layer_norm,
+            } => Head::Classifier {
+                norm: if *layer_norm {
+                    Some(LayerNorm::new(
+                        &mut store,
+                        "head.norm",
+                        c.latent_dim,
+                        c.layer_norm_eps,
+                    )?)
+                } else {
+                    None
+                },
+                fc: Linear::new(&mut store, "head.fc", c.latent_dim, *num_classes, true, rng)?,
+            },
+            HeadConfig::Decoder(d) => {
+                let dims = c.decoder_dims().expect("decoder head");
+                let queries = match &d.query {
+                    QueryConfig::Trainable {
+                        num_queries,
+                        channels,
+                        init_scale,
+                    } => Queries::Trainable(store.add(
+                        "decoder.query",
+                        init_array(&[*num_queries, *channels], *init_scale, rng)?,
+                    )?),
+                    QueryConfig::Fourier {
+                        fourier,
+                        index_dims,
+                    } => {
+                        let g = FourierFeatures::new(fourier.clone()).grid(index_dims)?;
+                        let (q, ch) = d.query.shape();
+                        Queries::Fourier(g.reshape(&[q, ch])?)
+                    }
+                };
+                Head::Decoder {
+                    queries,
+                    cross: Box::new(CrossAttend::new(
+                        &mut store,
+                        "decoder.cross",
+                        c,
+                        dims,
+                        &d.feed_forward,
+                        d.query_residual,
+                        rng,
+                    )?),
+                    fc: Linear::new(&mut store, "decoder.fc", dims.out, d.num_outputs, true, rng)?,
+                }
+            }
+        };
+        Ok(Perceiver {
+            config,
+            params: store,
+            plan,
+            pos,
+            latents,
+            cross,
+            towers,
+            head,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PerceiverConfig {
+        &self.config
+    }
+
+    /// Every parameter by canonical name (a shared set appears once).
+    pub fn params(&self) -> &ParamStore {
+        &self.params
+    }
+
+    /// Number of scalar parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.numel()
+    }
+
+    /// Switches every attention to `kernel` (attention dropout still forces the reference
+    /// kernel when positive).
+    pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
+        self.config.attention_kernel = kernel;
+        let k = match kernel {
+            _ if self.config.dropout.attention > 0.0 => AttnKernel::Reference,
+            AttentionKernel::Fused => AttnKernel::Fused,
+            AttentionKernel::Reference => AttnKernel::Reference,
+        };
+        for c in &mut self.cross {
+            c.attn.config.kernel = k;
+        }
+        for l in self.towers.iter_mut().flatten() {
+            l.attn.config.kernel = k;
+        }
+        if let Head::Decoder { cross, .. } = &mut self.head {
+            cross.attn.config.kernel = k;
+        }
+    }
+
+    /// The resolved weight sharing.
+    pub fn sharing_plan(&self) -> &SharingPlan {
+        &self.plan
+    }
+
+    /// The position encoding module.
+    pub fn position_encoder(&self) -> &PositionEncoder {
+        &self.pos
+    }
+
+    /// The position encoding of the grid `dims`, `[*dims, channels]` (`None` without one).
+    pub fn position_grid(&self, dims: &[usize]) -> Result<Option<Tensor>> {
+        match self.pos.grid(dims)? {
+            None => Ok(None),
+            Some(g) => {
+                let mut shape = dims.to_vec();
+                shape.push(g.shape()[1]);
+                Ok(Some(g.reshape(&shape)?))
+            }
+        }
+    }
+
+    /// Inference forward (no dropout): `input` is `[batch, *axes, channels]`, `mask` an optional
+    /// key padding mask `[batch, prod(axes)]` (non-zero = attend).
+    pub fn forward(&self, input: &Tensor, mask: Option<&Tensor>) -> Result<PerceiverOutput> {
+        self.forward_with(
+            input,
+            ForwardOptions {
+                mask,
+                ..Default::default()
+            },
+        )
+    }
+
+    /// The byte array fed to the cross-attends: `[batch, tokens, input_width]`.
+    pub fn embed(&self, input: &Tensor, positions: Option<&Tensor>) -> Result<Tensor> {
+        let c = &self.config;
+        let r = input.rank();
+        let bad = |msg: String| -> ModelError { Error::invalid("Perceiver", msg).into() };
+        if r < 2 || input.shape()[r - 1] != c.input_channels {
+            return Err(bad(format!(
+                "the input's last axis must hold the {} input channels, got shape {:?}",
+                c.input_channels,
+                input.shape()
+            )));
+        }
+        let b = input.shape()[0];
+        let (x, pos) = match positions {
+            Some(p) => {
+                if r != 3 || p.rank() != 3 || p.shape()[..2] != input.shape()[..2] {
+                    return Err(bad(format!(
+                        "with explicit positions the input must be [batch, n, channels] and the positions [batch, n, d], got {:?} and {:?}",
+                        input.shape(),
+                        p.shape()
+                    )));
+                }
+                let pos = if self.pos.is_none() {
+                    None
+                } else {
+                    Some(self.pos.points(p)?)
+                };
+                (input.clone(), pos)
+            }
+            None => {
+                let dims = &input.shape()[1..r - 1];
+                if dims.len() != c.input_axes.len() {
+                    return Err(bad(format!(
+                        "expected an input [batch, {} axes, channels], got shape {:?}",
+                        c.input_axes.len(),
+                        input.shape()
+                    )));
+                }
+                let m: usize = dims.iter().product();
+                let x = input.reshape(&[b, m, c.input_channels])?;
+                let pos = match self.pos.grid(dims)? {
+                    None => None,
+                    Some(g) => {
+                        let cp = g.shape()[1];
+                        Some(g.unsqueeze(0)?.broadcast_to(&[b, m, cp])?)
+                    }
+                };
+                (x, pos)
+            }
+        };
+        match pos {
+            None => Ok(x),
+            Some(p) => Ok(Tensor::concat(&[&x, &p], 2)?),
+        }
+    }
+
+    /// Forward with options (mask, explicit positions, training mode).
+    pub fn forward_with(
+        &self,
+        input: &Tensor,
+        opts: ForwardOptions<'_>,
+    ) -> Result<PerceiverOutput> {
+        let c = &self.config;
+        let data = self.embed(input, opts.positions)?;
+        let (b, m) = (data.shape()[0], data.shape()[1]);
+        if let Some(mask) = opts.mask {
+            if mask.shape() != [b, m] {
+                return Err(Error::shape(
+                    "Perceiver",
+                    "the key padding mask must be [batch, tokens]",
+                    mask.shape(),
+                    &[b, m],
+                )
+                .into());
+            }
+        }
+        let mut ctx = Ctx {
+            train: opts.train,
+            rng: opts.rng,
+        };
+        let mut z =
+            self.latents
+                .tensor()
+                .unsqueeze(0)?
+                .broadcast_to(&[b, c.num_latents, c.latent_dim])?;
+        for blk in 0..c.num_blocks {
+            if blk < c.num_cross_attends {
+                z = self.cross[self.plan.cross[blk]].forward(&z, &data, opts.mask, &mut ctx)?;
+            }
+            for layer in &self.towers[self.plan.towers[blk]] {
+                z = layer.forward(&z, &mut ctx)?;
+            }
+        }
+        let logits = match &self.head {
+            Head::None => z.clone(),
+            Head::Classifier { norm, fc } => {
+                let mut h = z.mean(&[1], false)?;
+                if let Some(n) = norm {
+                    h = n.forward(&h)?;
+                }
+                fc.forward(&h)?
+            }
+            Head::Decoder { queries, cross, fc } => {
+                let q = match queries {
+                    Queries::Trainable(p) => p.tensor(),
+                    Queries::Fourier(t) => t.clone(),
+                };
+                let (nq, cq) = (q.shape()[0], q.shape()[1]);
+                let q = q.unsqueeze(0)?.broadcast_to(&[b, nq, cq])?;
+                let out = cross.forward(&q, &z, None, &mut ctx)?;
+                let y = fc.forward(&out)?;
+                if nq == 1 {
+                    let k = y.shape()[2];
+                    y.reshape(&[b, k])?
+                } else {
+                    y
+                }
+            }
+        };
+        Ok(PerceiverOutput { logits, latents: z })
+    }
+
+    /// Replaces every parameter's value from `tensors` (canonical names). All problems —
+    /// missing, unexpected and mis-shaped tensors — are collected and returned together;
+    /// nothing is changed unless there are none.
+    pub fn load_named(&self, tensors: &[(String, Tensor)], context: &str) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut by_name: BTreeMap<&str, &Tensor> = BTreeMap::new();
+        for (n, t) in tensors {
+            if by_name.insert(n.as_str(), t).is_some() {
+                problems.push(TensorProblem::Other {
+                    name: n.clone(),
+                    msg: "appears more than once".into(),
+                });
+            }
+        }
+        let ours: BTreeSet<&str> = self.params.names().collect();
+        for p in self.params.iter() {
+            match by_name.get(p.name()) {
+                None => problems.push(TensorProblem::Missing {
+                    name: p.name().to_string(),
+                    expected: p.shape(),
+                }),
+                Some(t) if t.shape() != p.shape() => problems.push(TensorProblem::Shape {
+                    name: p.name().to_string(),
+                    expected: p.shape(),
+                    found: t.shape().to_vec(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (n, t) in &by_name {
+            if !ours.contains(n) {
+                problems.push(TensorProblem::Unexpected {
+                    name: n.to_string(),
+                    shape: t.shape().to_vec(),
+                });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ModelError::Tensors {
+                context: context.to_string(),
+                problems,
+            });
+        }
+        for p in self.params.iter() {
+            p.set(by_name[p.name()])?;
+        }
+        Ok(())
+    }
+}

@@ -56,6 +56,8 @@ struct Report {
     fixture: String,
     lines: Vec<String>,
     failures: Vec<String>,
+    /// Worst relative error over the forward outputs and over the gradients.
+    worst: [(f32, String); 2],
 }
 
 impl Report {
@@ -73,6 +75,10 @@ impl Report {
         }
         let e = rel_err(ours, reference);
         let ok = e <= tol;
+        let w = &mut self.worst[usize::from(tol == GRAD_TOL)];
+        if e > w.0 || e.is_nan() {
+            *w = (e, what.to_string());
+        }
         self.lines.push(format!(
             "  {} {what}: max rel err {e:.2e} (tol {tol:.0e})",
             if ok { "ok  " } else { "FAIL" }
@@ -118,6 +124,7 @@ fn check_fixture(path: &Path, kernel: AttentionKernel) -> Report {
         fixture: path.file_name().unwrap().to_string_lossy().to_string(),
         lines: Vec::new(),
         failures: Vec::new(),
+        worst: [(0.0, String::new()), (0.0, String::new())],
     };
     if let Err(e) = run_fixture(path, kernel, &mut r) {
         r.fail(format!("error: {e}"));
@@ -273,6 +280,10 @@ fn golden_fixtures() {
         for l in &r.lines {
             println!("{l}");
         }
+        println!(
+            "  worst: outputs {:.2e} ({}), gradients {:.2e} ({})",
+            r.worst[0].0, r.worst[0].1, r.worst[1].0, r.worst[1].1
+        );
         failures.extend(r.failures);
     }
     assert!(

@@ -171,10 +171,16 @@ impl CrossAttend {
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
         let q = self.norm_q.forward(z)?;
-        let kv = self.norm_kv.forward(x)?;
-        let a = self
-            .attn
-            .forward(&q, &kv, mask, ctx.train, ctx.rng.as_deref_mut())?;
+        // LN(x), K and V are computed block by block inside the fused kernel (never stored
+        // for the whole input); the reference kernel composes the plain ops.
+        let a = self.attn.forward_normed_kv(
+            &q,
+            x,
+            Some(&self.norm_kv),
+            mask,
+            ctx.train,
+            ctx.rng.as_deref_mut(),
+        )?;
         let z = if self.query_residual { a.add(z)? } else { a };
         let f = self.ff.forward(&z, ctx)?;
         Ok(f.add(&z)?)
@@ -222,6 +228,10 @@ enum Head {
 }
 
 /// The Perceiver / Perceiver IO.
+///
+/// Cloning is cheap and the clone shares the parameters (a [`Param`] is a shared handle):
+/// use [`Perceiver::save_checkpoint`] / [`Perceiver::load_checkpoint`] or
+/// [`Perceiver::load_named`] on a fresh model for an independent copy.
 ///
 /// ```
 /// use perceiver_model::{Perceiver, PerceiverConfig};

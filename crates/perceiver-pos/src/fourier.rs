@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Order of the Fourier channels (see the [module docs](self)).
+/// Order of the Fourier channels: `[pos, sin, cos]` (DeepMind) or per axis `[sin, cos, pos]`
+/// (lucidrains); see [`FourierFeatures`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelOrder {

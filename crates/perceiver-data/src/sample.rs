@@ -67,6 +67,29 @@ pub fn linspace(n: usize) -> Vec<f32> {
         .collect()
 }
 
+thread_local! {
+    /// Recently used grids and their positions (each loader thread keeps its own copy).
+    static GRID_CACHE: std::cell::RefCell<Vec<(Vec<usize>, std::rc::Rc<Vec<f32>>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`grid_positions`] through a small per-thread cache (positions of the same grid are
+/// identical for every sample, so they are computed once and copied).
+fn cached_grid_positions(grid: &[usize]) -> Vec<f32> {
+    GRID_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, p)) = c.iter().find(|(g, _)| g == grid) {
+            return p.as_ref().clone();
+        }
+        let p = grid_positions(grid);
+        if c.len() >= 8 {
+            c.remove(0);
+        }
+        c.push((grid.to_vec(), std::rc::Rc::new(p.clone())));
+        p
+    })
+}
+
 impl Sample {
     /// A grid sample: `values` is `[prod(grid), channels]` in row-major grid order; positions
     /// are [`grid_positions`].
@@ -74,7 +97,7 @@ impl Sample {
         Sample {
             values,
             channels,
-            positions: Some(grid_positions(grid)),
+            positions: Some(cached_grid_positions(grid)),
             pos_dim: grid.len(),
             grid: Some(grid.to_vec()),
             label,
@@ -111,14 +134,15 @@ impl Sample {
 
     /// The value of token `t` (`channels` numbers).
     pub fn value(&self, t: usize) -> Option<&[f32]> {
-        self.values.get(t * self.channels..(t + 1) * self.channels)
+        let start = t.checked_mul(self.channels)?;
+        self.values.get(start..start.checked_add(self.channels)?)
     }
 
     /// The position of token `t` (`pos_dim` numbers).
     pub fn position(&self, t: usize) -> Option<&[f32]> {
-        self.positions
-            .as_ref()
-            .and_then(|p| p.get(t * self.pos_dim..(t + 1) * self.pos_dim))
+        let start = t.checked_mul(self.pos_dim)?;
+        let end = start.checked_add(self.pos_dim)?;
+        self.positions.as_ref().and_then(|p| p.get(start..end))
     }
 
     /// Checks that the buffers agree with `channels`, `pos_dim` and `grid`.

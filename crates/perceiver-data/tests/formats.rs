@@ -348,6 +348,9 @@ fn off_and_ply_errors() {
         format_err(parse_off(b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n", p).unwrap_err());
     assert_eq!((field.as_str(), off), ("face 0", 34));
     assert!(msg.contains("out of range"), "{msg}");
+    let huge_face = b"OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n18446744073709551615 0 1 2\n";
+    let (field, _, _) = format_err(parse_off(huge_face, p).unwrap_err());
+    assert_eq!(field, "face 0");
     let (field, off, _) = format_err(parse_off(b"OFF\n1 0 0\n0 zz 0\n", p).unwrap_err());
     assert_eq!((field.as_str(), off), ("vertex 0", 12));
     let (field, off, _) = format_err(parse_off(b"PLY\n", p).unwrap_err());

@@ -128,6 +128,9 @@ pub fn decode_image(
     if w == 0 || h == 0 {
         return Err(DataError::decode(path, "image has no pixels"));
     }
+    if config.resize == Some(0) {
+        return Err(DataError::invalid("resize must be positive"));
+    }
     let mut short = config.resize.unwrap_or(w.min(h));
     if let Some((ch, cw)) = config.crop {
         if ch == 0 || cw == 0 {

@@ -115,6 +115,7 @@ impl Transform for Normalize {
 }
 
 fn image_dims(s: &Sample, what: &str) -> Result<(usize, usize)> {
+    s.validate()?;
     match s.grid.as_deref() {
         Some(&[h, w]) => Ok((h, w)),
         _ => Err(DataError::invalid(format!(

@@ -156,7 +156,7 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
         })?;
         let t = tokens(l);
         let n: usize = parse_token(t[0].0, lat + t[0].1, path, &field)?;
-        if n < 3 || n + 1 > t.len() {
+        if n < 3 || n >= t.len() {
             return Err(DataError::format(
                 path,
                 &field,

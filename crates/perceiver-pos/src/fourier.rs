@@ -12,10 +12,11 @@
 //!   the axes one after another.
 //!
 //! # Numerics
-//! Everything is computed in f32 exactly as PyTorch does it, so the features agree with the
+//! Everything is computed in f32 as PyTorch does it, so the features agree with the
 //! references to the last bit or two: `linspace` uses PyTorch's symmetric formula
-//! (`start + step·i` in the first half, `end - step·(n-1-i)` in the second), the argument is
-//! `(x·f)·π` rounded after each product, as `x * scales * pi` in f32.
+//! (`start + step·i` in the first half, `end - step·(n-1-i)` in the second, fused
+//! multiply-adds), the argument is `(x·f)·π` rounded after each product, as
+//! `x * scales * pi` in f32.
 
 use perceiver_tensor::{Error, Result, Tensor};
 use serde::{Deserialize, Serialize};
@@ -195,7 +196,8 @@ impl FourierConfig {
 
 /// `n` evenly spaced f32 values from `start` to `end`, computed as PyTorch's CPU `linspace`
 /// does for f32 (`step = (end - start) / (n - 1)` in f32; `start + step·i` for the first half,
-/// `end - step·(n - 1 - i)` for the second, so both ends are exact).
+/// `end - step·(n - 1 - i)` for the second, each as one fused multiply-add, so both ends are
+/// exact and the values equal PyTorch's bit for bit).
 pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     match n {
         0 => Vec::new(),
@@ -205,10 +207,12 @@ pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
             let half = n / 2;
             (0..n)
                 .map(|i| {
+                    // Fused multiply-adds, as PyTorch's compiled kernel evaluates these
+                    // (checked bit for bit against its output).
                     if i < half {
-                        start + step * i as f32
+                        step.mul_add(i as f32, start)
                     } else {
-                        end - step * (n - 1 - i) as f32
+                        (-step).mul_add((n - 1 - i) as f32, end)
                     }
                 })
                 .collect()

@@ -8,6 +8,48 @@
 use crate::layout::{numel, Layout};
 use rayon::prelude::*;
 
+/// Evaluates an expression in code compiled for the widest SIMD level this CPU has (AVX-512,
+/// else AVX2 + FMA, else the baseline), so the loops in it vectorise accordingly.
+///
+/// The workspace builds for the baseline x86-64 target (portable binaries); hot loops opt in
+/// through this macro. It expands the expression once per level, each copy inside a closure
+/// called from exactly one `#[target_feature]` function, which LLVM then inlines (a closure
+/// called from several places, as a function argument would be, is not inlined and keeps the
+/// baseline instruction set). Functions called from the expression should be
+/// `#[inline(always)]` for the same reason. Use it inside each rayon task, not around a
+/// parallel iterator.
+#[macro_export]
+macro_rules! simd {
+    ($body:expr) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            if ::std::arch::is_x86_feature_detected!("avx512f") {
+                #[target_feature(enable = "avx512f")]
+                unsafe fn __simd_avx512<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { __simd_avx512(|| $body) }
+            } else if ::std::arch::is_x86_feature_detected!("avx2")
+                && ::std::arch::is_x86_feature_detected!("fma")
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn __simd_avx2<R>(f: impl FnOnce() -> R) -> R {
+                    f()
+                }
+                // SAFETY: as above.
+                unsafe { __simd_avx2(|| $body) }
+            } else {
+                $body
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            $body
+        }
+    }};
+}
+
 /// Element count above which elementwise kernels use rayon.
 pub const PAR_THRESHOLD: usize = 1 << 15;
 
@@ -20,9 +62,9 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
     if dst.len() >= PAR_THRESHOLD {
         dst.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+            .for_each(|(d, s)| crate::simd!(d.iter_mut().zip(s).for_each(|(d, s)| *d += s)));
     } else {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        crate::simd!(dst.iter_mut().zip(src).for_each(|(d, s)| *d += s));
     }
 }
 
@@ -32,9 +74,9 @@ pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
     if x.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+            .for_each(|(o, x)| crate::simd!(o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x))));
     } else {
-        out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x));
+        crate::simd!(out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
     }
     out
 }
@@ -47,14 +89,18 @@ pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) 
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(|(o, (a, b))| {
-                for i in 0..o.len() {
-                    o[i] = f(a[i], b[i]);
-                }
+                crate::simd!({
+                    for i in 0..o.len() {
+                        o[i] = f(a[i], b[i]);
+                    }
+                })
             });
     } else {
-        for i in 0..out.len() {
-            out[i] = f(a[i], b[i]);
-        }
+        crate::simd!({
+            for i in 0..out.len() {
+                out[i] = f(a[i], b[i]);
+            }
+        });
     }
     out
 }
@@ -68,9 +114,11 @@ pub fn zip3_map(
 ) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     let body = |o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]| {
-        for i in 0..o.len() {
-            o[i] = f(a[i], b[i], c[i]);
-        }
+        crate::simd!({
+            for i in 0..o.len() {
+                o[i] = f(a[i], b[i], c[i]);
+            }
+        })
     };
     if a.len() >= PAR_THRESHOLD {
         out.par_chunks_mut(CHUNK)
@@ -85,7 +133,7 @@ pub fn zip3_map(
 
 /// Sum with eight independent accumulators (vectorises, and is more accurate than a single
 /// running sum).
-#[inline]
+#[inline(always)]
 pub fn sum(x: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = x.chunks_exact(8);
@@ -102,8 +150,27 @@ pub fn sum(x: &[f32]) -> f32 {
     s
 }
 
+/// `Σ (x - mu)²` with eight accumulators.
+#[inline(always)]
+pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..8 {
+            let d = c[i] - mu;
+            acc[i] += d * d;
+        }
+    }
+    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for &v in rem {
+        s += (v - mu) * (v - mu);
+    }
+    s
+}
+
 /// Dot product with eight accumulators.
-#[inline]
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 8];
@@ -229,11 +296,13 @@ pub fn fast_exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    // Round to nearest with the 1.5·2^23 trick (exact for |v| < 2^22): `f32::round` is a libm
-    // call without SSE4.1, which would stop the loop from vectorising.
+    // Round to nearest with the 1.5·2^23 trick (exact for |v| < 2^22): adding it leaves the
+    // integer in the low mantissa bits, so the exponent bits below come from integer ops only
+    // (`f32::round` is a libm call and `as i32` a saturating cast: both stop vectorisation).
     const ROUND: f32 = 12_582_912.0;
     let xc = x.clamp(-87.3, 88.7);
-    let n = (xc * LOG2E + ROUND) - ROUND;
+    let t = xc * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = xc - n * LN2_HI - n * LN2_LO;
     // e^r on [-ln2/2, ln2/2] (Cephes expf coefficients)
     let mut p = 1.987_569_1e-4f32;
@@ -243,7 +312,7 @@ pub fn fast_exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let e = (p * r * r + r) + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
     let v = e * scale;
     let v = if x > 88.7 { f32::INFINITY } else { v };
     if x < -87.3 {
@@ -254,48 +323,62 @@ pub fn fast_exp(x: f32) -> f32 {
 }
 
 /// `row[i] = e^(row[i] - shift)` for every element; returns the sum of the results.
-///
-/// Dispatches at run time to a copy compiled for AVX-512 or AVX2 + FMA when the CPU has them
-/// (the workspace builds for the baseline x86-64 target, where the loop would be 4 wide).
-pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { exp_shift_sum_avx512(row, shift) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: as above.
-            return unsafe { exp_shift_sum_avx2(row, shift) };
-        }
-    }
-    exp_shift_sum_generic(row, shift)
-}
-
 #[inline(always)]
-fn exp_shift_sum_generic(row: &mut [f32], shift: f32) -> f32 {
-    for x in row.iter_mut() {
-        *x = fast_exp(*x - shift);
+pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
+    crate::simd!({
+        for x in row.iter_mut() {
+            *x = fast_exp(*x - shift);
+        }
+        sum(row)
+    })
+}
+
+/// `tanh(x)` from [`fast_exp`], vectorisable: `sign(x) · (1 - 2 / (e^(2|x|) + 1))`, with an
+/// odd polynomial below 0.1 where that form would lose relative accuracy. Error about 2e-7.
+#[inline(always)]
+pub fn fast_tanh(x: f32) -> f32 {
+    let a = x.abs();
+    let e = fast_exp(2.0 * a.min(20.0));
+    let big = 1.0 - 2.0 / (e + 1.0);
+    let a2 = a * a;
+    // tanh a = a - a^3/3 + 2a^5/15 - 17a^7/315 for small a
+    let small = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 - a2 * (17.0 / 315.0))));
+    let t = if a < 0.1 { small } else { big };
+    if x < 0.0 {
+        -t
+    } else {
+        t
     }
-    sum(row)
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn exp_shift_sum_avx512(row: &mut [f32], shift: f32) -> f32 {
-    exp_shift_sum_generic(row, shift)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn exp_shift_sum_avx2(row: &mut [f32], shift: f32) -> f32 {
-    exp_shift_sum_generic(row, shift)
+/// `erf(x)`, vectorisable: Abramowitz and Stegun 7.1.26 refined to about 1e-7 absolute error
+/// (a rational term times `e^(-x²)` from [`fast_exp`]).
+#[inline(always)]
+pub fn fast_erf(x: f32) -> f32 {
+    // W. J. Cody style coefficients are overkill here; this form (Numerical Recipes' erfc
+    // Chebyshev fit) has fractional error below 1.2e-7 everywhere.
+    let z = x.abs();
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.265_512_2
+        + t * (1.000_023_7
+            + t * (0.374_091_96
+                + t * (0.096_784_18
+                    + t * (-0.186_288_06
+                        + t * (0.278_868_07
+                            + t * (-1.135_204
+                                + t * (1.488_515_9 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+    let erfc = t * fast_exp(poly);
+    let r = 1.0 - erfc;
+    if x < 0.0 {
+        -r
+    } else {
+        r
+    }
 }
 
 /// Largest element (`-inf` for an empty slice; NaN is ignored), with eight lanes so it
 /// vectorises.
-#[inline]
+#[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
@@ -338,12 +421,32 @@ mod tests {
     }
 
     #[test]
+    fn fast_tanh_and_erf_match_libm() {
+        let mut worst_t = 0.0f64;
+        let mut worst_e = 0.0f64;
+        let mut x = -9.0f32;
+        while x < 9.0 {
+            worst_t = worst_t.max((fast_tanh(x) as f64 - (x as f64).tanh()).abs());
+            worst_e = worst_e.max(((fast_erf(x) - libm::erff(x)) as f64).abs());
+            x += 0.00731;
+        }
+        assert!(worst_t < 3e-7, "tanh error {worst_t}");
+        assert!(worst_e < 3e-7, "erf error {worst_e}");
+        assert_eq!(fast_tanh(0.0), 0.0);
+        assert_eq!(fast_tanh(100.0), 1.0);
+        assert_eq!(fast_erf(10.0), 1.0);
+    }
+
+    #[test]
     fn exp_shift_sum_paths_agree() {
         let x: Vec<f32> = (0..100).map(|i| i as f32 * 0.37 - 20.0).collect();
         let mut a = x.clone();
         let mut b = x.clone();
         let sa = exp_shift_sum(&mut a, 3.0);
-        let sb = exp_shift_sum_generic(&mut b, 3.0);
+        for v in b.iter_mut() {
+            *v = fast_exp(*v - 3.0);
+        }
+        let sb: f32 = b.iter().sum();
         for (p, q) in a.iter().zip(&b) {
             assert!((p - q).abs() <= 1e-6 * q.abs());
         }

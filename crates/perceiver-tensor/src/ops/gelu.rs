@@ -24,28 +24,28 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 const INV_SQRT_2PI: f32 = 0.398_942_3;
 
-#[inline]
+#[inline(always)]
 pub(crate) fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * INV_SQRT_2))
+    0.5 * x * (1.0 + crate::kernels::fast_erf(x * INV_SQRT_2))
 }
 
-#[inline]
+#[inline(always)]
 fn gelu_erf_grad(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + libm::erff(x * INV_SQRT_2));
-    let pdf = INV_SQRT_2PI * (-0.5 * x * x).exp();
+    let cdf = 0.5 * (1.0 + crate::kernels::fast_erf(x * INV_SQRT_2));
+    let pdf = INV_SQRT_2PI * crate::kernels::fast_exp(-0.5 * x * x);
     cdf + x * pdf
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn gelu_tanh(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    0.5 * x * (1.0 + u.tanh())
+    0.5 * x * (1.0 + crate::kernels::fast_tanh(u))
 }
 
-#[inline]
+#[inline(always)]
 fn gelu_tanh_grad(x: f32) -> f32 {
     let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    let t = u.tanh();
+    let t = crate::kernels::fast_tanh(u);
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
 }
 

@@ -47,7 +47,7 @@ impl Backward for LayerNormBackward {
             };
             let mut xhat = vec![0.0f32; d];
             let mut gh = vec![0.0f32; d];
-            for r in 0..nrows {
+            crate::simd!(for r in 0..nrows {
                 let row = r0 + r;
                 let xr = &x[row * d..(row + 1) * d];
                 let gr = &gd[row * d..(row + 1) * d];
@@ -74,7 +74,7 @@ impl Backward for LayerNormBackward {
                         out[i] = rs * (gh[i] - m1 - xhat[i] * m2);
                     }
                 }
-            }
+            });
             (dw, db)
         };
         let (dw, db) = if needs[0] {
@@ -122,6 +122,38 @@ impl Backward for LayerNormBackward {
     }
 }
 
+/// Normalises one row into `y`; returns its mean and reciprocal standard deviation.
+#[inline(always)]
+fn ln_row(x: &[f32], y: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32) -> (f32, f32) {
+    let d = x.len();
+    let inv_d = 1.0 / d as f32;
+    let mu = kernels::sum(x) * inv_d;
+    let rs = 1.0 / (kernels::sum_sq_dev(x, mu) * inv_d + eps).sqrt();
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for i in 0..d {
+                y[i] = (x[i] - mu) * rs * w[i] + b[i];
+            }
+        }
+        (Some(w), None) => {
+            for i in 0..d {
+                y[i] = (x[i] - mu) * rs * w[i];
+            }
+        }
+        (None, Some(b)) => {
+            for i in 0..d {
+                y[i] = (x[i] - mu) * rs + b[i];
+            }
+        }
+        (None, None) => {
+            for i in 0..d {
+                y[i] = (x[i] - mu) * rs;
+            }
+        }
+    }
+    (mu, rs)
+}
+
 impl Tensor {
     /// Layer normalisation over the last axis with optional scale `weight` and offset `bias`
     /// (each of shape `[last]`) and `eps` added to the variance.
@@ -164,42 +196,29 @@ impl Tensor {
         let mut mean = vec![0.0f32; rows];
         let mut rstd = vec![0.0f32; rows];
         let mut y = vec![0.0f32; x.len()];
-        let row_fn = |xr: &[f32], yr: &mut [f32], mu_out: &mut f32, rs_out: &mut f32| {
-            let inv_d = 1.0 / d as f32;
-            let mu = kernels::sum(xr) * inv_d;
-            let mut var = 0.0f32;
-            for &v in xr {
-                var += (v - mu) * (v - mu);
-            }
-            let rs = 1.0 / (var * inv_d + eps).sqrt();
-            *mu_out = mu;
-            *rs_out = rs;
-            for i in 0..d {
-                let mut v = (xr[i] - mu) * rs;
-                if let Some(w) = &w {
-                    v *= w[i];
-                }
-                if let Some(b) = &b {
-                    v += b[i];
-                }
-                yr[i] = v;
-            }
-        };
-        if d > 0 {
-            if x.len() >= kernels::PAR_THRESHOLD {
-                y.par_chunks_mut(d)
-                    .zip(x.par_chunks(d))
-                    .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-                    .for_each(|((yr, xr), (m, r))| row_fn(xr, yr, m, r));
-            } else {
-                for (((yr, xr), m), r) in y
+        if let Some(rows_per) = 8192usize.checked_div(d) {
+            let (w, b) = (w.as_deref(), b.as_deref());
+            let rows_per = rows_per.max(1);
+            let body = |y: &mut [f32], x: &[f32], mean: &mut [f32], rstd: &mut [f32]| {
+                crate::simd!(for (((yr, xr), m), r) in y
                     .chunks_mut(d)
                     .zip(x.chunks(d))
-                    .zip(&mut mean)
-                    .zip(&mut rstd)
+                    .zip(mean.iter_mut())
+                    .zip(rstd.iter_mut())
                 {
-                    row_fn(xr, yr, m, r);
-                }
+                    (*m, *r) = ln_row(xr, yr, w, b, eps);
+                })
+            };
+            if x.len() >= kernels::PAR_THRESHOLD {
+                y.par_chunks_mut(rows_per * d)
+                    .zip(x.par_chunks(rows_per * d))
+                    .zip(
+                        mean.par_chunks_mut(rows_per)
+                            .zip(rstd.par_chunks_mut(rows_per)),
+                    )
+                    .for_each(|((y, x), (m, r))| body(y, x, m, r));
+            } else {
+                body(&mut y, &x, &mut mean, &mut rstd);
             }
         }
         let out = Tensor::from_parts(y, self.shape());

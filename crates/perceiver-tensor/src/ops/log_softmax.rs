@@ -7,10 +7,12 @@ use crate::kernels;
 use crate::layout::check_axis;
 use crate::{Result, Tensor};
 
+#[inline(always)]
 pub(crate) fn log_softmax_row(x: &[f32], y: &mut [f32]) {
-    let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let m = kernels::max(x);
     let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
-    let s: f32 = x.iter().map(|&v| (v - m).exp()).sum();
+    y.copy_from_slice(x);
+    let s = kernels::exp_shift_sum(y, m);
     let lse = m + s.ln();
     for (y, &x) in y.iter_mut().zip(x) {
         *y = x - lse;
@@ -32,7 +34,7 @@ impl Backward for LogSoftmaxBackward {
         let dx = rows_zip(&gd, &y, len, |g, y, dx| {
             let s = kernels::sum(g);
             for i in 0..dx.len() {
-                dx[i] = g[i] - y[i].exp() * s;
+                dx[i] = g[i] - kernels::fast_exp(y[i]) * s;
             }
         });
         vec![Some(Tensor::from_parts(dx, g.shape()))]

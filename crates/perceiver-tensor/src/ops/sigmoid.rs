@@ -4,13 +4,15 @@ use super::unary;
 use crate::autograd::{record, Backward};
 use crate::Tensor;
 
-#[inline]
+#[inline(always)]
 fn sigmoid(x: f32) -> f32 {
+    // e^-|x| never overflows; the two branches are selects, so the loop vectorises.
+    let e = crate::kernels::fast_exp(-x.abs());
+    let r = 1.0 / (1.0 + e);
     if x >= 0.0 {
-        1.0 / (1.0 + (-x).exp())
+        r
     } else {
-        let e = x.exp();
-        e / (1.0 + e)
+        1.0 - r
     }
 }
 

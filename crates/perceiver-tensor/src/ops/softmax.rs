@@ -22,14 +22,18 @@ pub(crate) fn rows_map(
         out.par_chunks_mut(rows * len)
             .zip(x.par_chunks(rows * len))
             .for_each(|(o, x)| {
-                for (o, x) in o.chunks_mut(len).zip(x.chunks(len)) {
-                    f(x, o)
-                }
+                crate::simd!({
+                    for (o, x) in o.chunks_mut(len).zip(x.chunks(len)) {
+                        f(x, o)
+                    }
+                })
             });
     } else {
-        for (o, x) in out.chunks_mut(len).zip(x.chunks(len)) {
-            f(x, o)
-        }
+        crate::simd!({
+            for (o, x) in out.chunks_mut(len).zip(x.chunks(len)) {
+                f(x, o)
+            }
+        });
     }
     out
 }
@@ -50,26 +54,28 @@ pub(crate) fn rows_zip(
         out.par_chunks_mut(rows * len)
             .zip(a.par_chunks(rows * len).zip(b.par_chunks(rows * len)))
             .for_each(|(o, (a, b))| {
-                for ((o, a), b) in o.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
-                    f(a, b, o)
-                }
+                crate::simd!({
+                    for ((o, a), b) in o.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
+                        f(a, b, o)
+                    }
+                })
             });
     } else {
-        for ((o, a), b) in out.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
-            f(a, b, o)
-        }
+        crate::simd!({
+            for ((o, a), b) in out.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
+                f(a, b, o)
+            }
+        });
     }
     out
 }
 
+#[inline(always)]
 pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
-    let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let m = kernels::max(x);
     let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
-    let mut s = 0.0f32;
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = (x - m).exp();
-        s += *y;
-    }
+    y.copy_from_slice(x);
+    let s = kernels::exp_shift_sum(y, m);
     let inv = 1.0 / s;
     y.iter_mut().for_each(|y| *y *= inv);
 }

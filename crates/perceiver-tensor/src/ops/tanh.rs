@@ -20,7 +20,7 @@ impl Backward for TanhBackward {
 impl Tensor {
     /// Elementwise hyperbolic tangent; the rule saves the output: dx = g (1 - y^2).
     pub fn tanh(&self) -> Tensor {
-        let out = unary::map(self, |x| x.tanh());
+        let out = unary::map(self, crate::kernels::fast_tanh);
         let saved = out.detach();
         record(out, &[self], |_| TanhBackward { saved })
     }

@@ -19,6 +19,7 @@
 
 mod attention;
 mod gemm;
+mod model;
 mod ops;
 
 use crate::{cargo, project_root, target_dir, Result};
@@ -45,6 +46,7 @@ pub const GROUPS: &[Group] = &[
     ops::LAYER_NORM,
     ops::GELU,
     attention::GROUP,
+    model::GROUP,
 ];
 
 /// Resident memory (KiB) recorded by a point's setup once its inputs exist, so memory growth
@@ -109,6 +111,14 @@ impl Point {
 pub enum Work {
     /// Floating-point operations (2·m·k·n for a GEMM).
     Flops(f64),
+    /// A model step on `examples` examples doing `flops` floating-point operations in all;
+    /// reported as examples/s (and GFLOP/s).
+    Examples {
+        /// Examples per call.
+        examples: f64,
+        /// Floating-point operations per call.
+        flops: f64,
+    },
     /// Memory-bound kernels: minimum bytes moved (inputs read once, output written once) and
     /// elements produced.
     Bytes {
@@ -486,6 +496,16 @@ fn measure_point(group: &Group, point: Point, threads: usize, quick: bool) -> Va
             r["unit"] = json!("GFLOP/s");
             r["pct_machine_peak"] = json!(100.0 * gflops / MACHINE_PEAK_GFLOPS);
         }
+        Work::Examples { examples, flops } => {
+            r["examples"] = json!(examples);
+            r["flops"] = json!(flops);
+            r["throughput"] = json!(examples / median);
+            r["unit"] = json!("examples/s");
+            r["examples_per_s_min"] = json!(examples / t.max());
+            r["examples_per_s_max"] = json!(examples / t.min());
+            r["gflops"] = json!(flops / median / 1e9);
+            r["pct_machine_peak"] = json!(100.0 * flops / median / 1e9 / MACHINE_PEAK_GFLOPS);
+        }
         Work::Bytes { bytes, elems } => {
             r["bytes"] = json!(bytes);
             r["throughput"] = json!(bytes / median / 1e9);
@@ -513,6 +533,9 @@ fn num(r: &Value, key: &str) -> f64 {
 fn throughput_cell(r: &Value) -> String {
     let unit = r["unit"].as_str().unwrap_or("");
     let mut s = format!("{:.1} {unit}", num(r, "throughput"));
+    if r["unit"] == "examples/s" {
+        let _ = write!(s, " ({:.0} GFLOP/s)", num(r, "gflops"));
+    }
     if r.get("melem_per_s").is_some() {
         let _ = write!(s, " ({:.0} Melem/s)", num(r, "melem_per_s"));
     }

@@ -10,6 +10,7 @@
 //!   `mnist-small`, `imagenet-bench`.
 //! - Counts from the config alone: [`PerceiverConfig::num_params`],
 //!   [`PerceiverConfig::flops_per_example`].
+//! - Training: [`train`] ([`Trainer`]: one step, evaluation, exact resume).
 //! - Checkpoints: [`Perceiver::save_checkpoint`] / [`Perceiver::load_checkpoint`] (our format),
 //!   and [`import`] of lucidrains and Hugging Face state dicts read from safetensors files.
 //!
@@ -31,6 +32,7 @@ pub mod import;
 pub mod io;
 mod model;
 pub mod presets;
+pub mod train;
 
 pub use checkpoint::{CONFIG_FILE, FORMAT, WEIGHTS_FILE};
 pub use config::{
@@ -45,3 +47,4 @@ pub use import::lucidrains::{import_lucidrains, import_lucidrains_file};
 pub use import::{import_reference, NameMap, Reference, ReferenceImport};
 pub use model::{ForwardOptions, Perceiver, PerceiverOutput};
 pub use presets::{preset, PRESETS};
+pub use train::{TrainBatch, TrainError, Trainer, TrainerConfig};

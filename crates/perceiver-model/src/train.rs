@@ -1,0 +1,649 @@
+//! The training engine: one optimisation step, evaluation, and training state that resumes
+//! exactly.
+//!
+//! This module knows nothing about datasets: a batch is plain tensors ([`TrainBatch`]), so any
+//! data pipeline can feed it (the `perceiver` CLI wires it to `perceiver-data`).
+//!
+//! # One step ([`Trainer::step`])
+//! `logits = model(inputs, positions, mask, train = true, dropout rng)`,
+//! `loss = cross_entropy(logits, labels, label_smoothing)`; a NaN or infinite loss is an error
+//! ([`TrainError::NonFinite`]) before anything is updated; then backward, optional clipping of
+//! the global gradient norm, and `optimizer.step(params, grads, schedule.lr(step))`.
+//!
+//! # Training state ([`Trainer::save_state`], [`Trainer::load_state`])
+//! A directory with the model checkpoint (`model.safetensors`, `config.json`), the optimizer
+//! state (`optimizer.safetensors`: step count and buffers) and `trainer.json` (step, epoch,
+//! dropout RNG state and a free-form `extra` JSON value for the caller: the run's settings,
+//! data seeds...). The directory is replaced atomically: everything is written to
+//! `<dir>.new`, the old directory is moved to `<dir>.old`, the new one renamed into place and
+//! the old one removed; [`Trainer::load_state`] falls back to `<dir>.old` when a crash left no
+//! `<dir>`. Restoring weights, optimizer buffers, step, epoch and RNG state makes the next
+//! steps bit-identical to those of an uninterrupted run fed the same batches.
+//!
+//! ```
+//! use perceiver_model::train::{TrainBatch, Trainer, TrainerConfig};
+//! use perceiver_model::{Perceiver, PerceiverConfig};
+//! use perceiver_tensor::optim::{Adam, AdamConfig, Constant};
+//! use perceiver_tensor::{Rng, Tensor};
+//! let config = PerceiverConfig { input_axes: vec![4, 4], num_latents: 4, latent_dim: 16,
+//!     ..PerceiverConfig::default() };
+//! let model = Perceiver::new(config, &mut Rng::new(0))?;
+//! let opt = Adam::new(AdamConfig::default())?;
+//! let mut trainer = Trainer::new(model, Box::new(opt), Box::new(Constant(1e-3)),
+//!     TrainerConfig::default(), Rng::new(1));
+//! let batch = TrainBatch::new(Tensor::randn(&[2, 4, 4, 1], &mut Rng::new(2)), vec![0, 1]);
+//! let stats = trainer.step(&batch)?;
+//! assert!(stats.loss.is_finite());
+//! assert_eq!(trainer.steps(), 1);
+//! # Ok::<(), perceiver_model::train::TrainError>(())
+//! ```
+
+use crate::io::write_atomic;
+use crate::{ModelError, Perceiver};
+use perceiver_tensor::io::{load_safetensors, save_safetensors};
+use perceiver_tensor::optim::{clip_grad_norm, global_grad_norm, LrSchedule, Optimizer};
+use perceiver_tensor::{no_grad, Rng, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// File of the optimizer state inside a training-state directory.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// File of the trainer's counters, RNG state and caller data.
+pub const TRAINER_FILE: &str = "trainer.json";
+
+/// Errors of the training engine.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The model failed (bad input shape, bad checkpoint...).
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A tensor operation or the optimizer failed.
+    #[error(transparent)]
+    Tensor(#[from] perceiver_tensor::Error),
+    /// The loss is NaN or infinite; nothing was updated.
+    #[error("the loss became {loss} at step {step} (epoch {epoch}); stopping — try a lower learning rate or --clip-norm")]
+    NonFinite {
+        /// The step (0-based) whose loss is not finite.
+        step: u64,
+        /// The epoch (0-based) of that step.
+        epoch: u64,
+        /// The loss value.
+        loss: f32,
+    },
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A training-state file is malformed.
+    #[error("{path}: {msg}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        msg: String,
+    },
+    /// A batch is inconsistent (labels vs batch size, label out of range).
+    #[error("bad batch: {0}")]
+    Batch(String),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+fn io_err(path: &Path, source: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// One batch as plain tensors.
+#[derive(Clone, Debug)]
+pub struct TrainBatch {
+    /// `[B, *axes, C]` on the model's grid, or `[B, tokens, C]` with `positions`.
+    pub inputs: Tensor,
+    /// Explicit positions `[B, tokens, d]` (point clouds, permuted pixels).
+    pub positions: Option<Tensor>,
+    /// Key padding mask `[B, tokens]` (non-zero = attend).
+    pub mask: Option<Tensor>,
+    /// One class label per example.
+    pub labels: Vec<usize>,
+}
+
+impl TrainBatch {
+    /// A batch on the model's grid, without positions or mask.
+    pub fn new(inputs: Tensor, labels: Vec<usize>) -> Self {
+        TrainBatch {
+            inputs,
+            positions: None,
+            mask: None,
+            labels,
+        }
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when the batch has no example.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+}
+
+/// Options of the [`Trainer`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainerConfig {
+    /// Label smoothing of the cross-entropy, in `[0, 1)`.
+    pub label_smoothing: f32,
+    /// Clip the global gradient norm to this value (`None`: no clipping).
+    pub clip_norm: Option<f32>,
+}
+
+impl Default for TrainerConfig {
+    fn default() -> Self {
+        TrainerConfig {
+            label_smoothing: 0.0,
+            clip_norm: None,
+        }
+    }
+}
+
+/// What one step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean loss of the batch (before the update).
+    pub loss: f32,
+    /// Correctly classified examples of the batch (before the update).
+    pub correct: usize,
+    /// Examples in the batch.
+    pub count: usize,
+    /// Learning rate used.
+    pub lr: f32,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+}
+
+/// Loss and accuracy over a set of batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EvalStats {
+    /// Mean cross-entropy (without label smoothing) over all examples.
+    pub loss: f64,
+    /// Correctly classified examples.
+    pub correct: usize,
+    /// Examples seen.
+    pub count: usize,
+}
+
+impl EvalStats {
+    /// `correct / count` (0 when empty).
+    pub fn accuracy(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.correct as f64 / self.count as f64
+        }
+    }
+
+    /// Adds a batch of `count` examples with mean loss `loss` and `correct` hits.
+    pub fn add(&mut self, loss: f64, correct: usize, count: usize) {
+        let total = self.count + count;
+        if total > 0 {
+            self.loss = (self.loss * self.count as f64 + loss * count as f64) / total as f64;
+        }
+        self.correct += correct;
+        self.count = total;
+    }
+}
+
+/// Number of rows of `logits` `[B, K]` whose arg-max equals the label.
+pub fn count_correct(logits: &Tensor, labels: &[usize]) -> usize {
+    let k = logits.shape().last().copied().unwrap_or(1).max(1);
+    let v = logits.to_vec();
+    v.chunks(k)
+        .zip(labels)
+        .filter(|(row, &l)| argmax(row) == l)
+        .count()
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+fn check_batch(model: &Perceiver, b: &TrainBatch) -> Result<()> {
+    let n = b.inputs.shape().first().copied().unwrap_or(0);
+    if b.labels.len() != n {
+        return Err(TrainError::Batch(format!(
+            "{} labels for {n} examples",
+            b.labels.len()
+        )));
+    }
+    if let Some(k) = model.config().num_outputs() {
+        if let Some(&l) = b.labels.iter().find(|&&l| l >= k) {
+            return Err(TrainError::Batch(format!(
+                "label {l} is out of range for a model with {k} classes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Class probabilities `[B, K]` (softmax of the logits), without dropout or gradients.
+pub fn predict_proba(model: &Perceiver, batch: &TrainBatch) -> Result<Tensor> {
+    no_grad(|| {
+        let out = model.forward_with(
+            &batch.inputs,
+            crate::ForwardOptions {
+                mask: batch.mask.as_ref(),
+                positions: batch.positions.as_ref(),
+                train: false,
+                rng: None,
+            },
+        )?;
+        let r = out.logits.rank();
+        Ok(out.logits.softmax(r - 1)?)
+    })
+}
+
+/// Loss and accuracy of `model` over `batches` (no dropout, no gradients).
+pub fn evaluate<I>(model: &Perceiver, batches: I) -> Result<EvalStats>
+where
+    I: IntoIterator<Item = Result<TrainBatch>>,
+{
+    let mut stats = EvalStats::default();
+    for b in batches {
+        let b = b?;
+        stats = evaluate_batch(model, &b, stats)?;
+    }
+    Ok(stats)
+}
+
+/// Adds one batch to `stats` (see [`evaluate`]).
+pub fn evaluate_batch(
+    model: &Perceiver,
+    b: &TrainBatch,
+    mut stats: EvalStats,
+) -> Result<EvalStats> {
+    check_batch(model, b)?;
+    no_grad(|| -> Result<()> {
+        let out = model.forward_with(
+            &b.inputs,
+            crate::ForwardOptions {
+                mask: b.mask.as_ref(),
+                positions: b.positions.as_ref(),
+                train: false,
+                rng: None,
+            },
+        )?;
+        let loss = out.logits.cross_entropy(&b.labels, 0.0)?.to_scalar()?;
+        let correct = count_correct(&out.logits, &b.labels);
+        stats.add(loss as f64, correct, b.len());
+        Ok(())
+    })?;
+    Ok(stats)
+}
+
+/// Counters and caller data saved in `trainer.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimisation steps taken.
+    pub step: u64,
+    /// Epochs completed.
+    pub epoch: u64,
+    /// Dropout RNG seed (hex).
+    pub rng_seed: String,
+    /// Dropout RNG position in its stream (decimal, a u128).
+    pub rng_word_pos: String,
+    /// Free-form data of the caller (run settings, ...).
+    pub extra: serde_json::Value,
+}
+
+/// Trains a [`Perceiver`] with an [`Optimizer`] and an [`LrSchedule`].
+pub struct Trainer {
+    model: Perceiver,
+    optimizer: Box<dyn Optimizer>,
+    schedule: Box<dyn LrSchedule>,
+    config: TrainerConfig,
+    rng: Rng,
+    step: u64,
+    epoch: u64,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("config", &self.config)
+            .field("step", &self.step)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// A trainer at step 0, epoch 0; `rng` drives dropout.
+    pub fn new(
+        model: Perceiver,
+        optimizer: Box<dyn Optimizer>,
+        schedule: Box<dyn LrSchedule>,
+        config: TrainerConfig,
+        rng: Rng,
+    ) -> Self {
+        Trainer {
+            model,
+            optimizer,
+            schedule,
+            config,
+            rng,
+            step: 0,
+            epoch: 0,
+        }
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Perceiver {
+        &self.model
+    }
+
+    /// The options.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// Steps taken.
+    pub fn steps(&self) -> u64 {
+        self.step
+    }
+
+    /// Epochs completed (as recorded by [`Trainer::finish_epoch`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Records that an epoch is complete.
+    pub fn finish_epoch(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// The learning rate of the next step.
+    pub fn next_lr(&self) -> f32 {
+        self.schedule.lr(self.step)
+    }
+
+    /// One optimisation step on `batch` (see the module docs).
+    pub fn step(&mut self, batch: &TrainBatch) -> Result<StepStats> {
+        check_batch(&self.model, batch)?;
+        let out = self.model.forward_with(
+            &batch.inputs,
+            crate::ForwardOptions {
+                mask: batch.mask.as_ref(),
+                positions: batch.positions.as_ref(),
+                train: true,
+                rng: Some(&mut self.rng),
+            },
+        )?;
+        let loss = out
+            .logits
+            .cross_entropy(&batch.labels, self.config.label_smoothing)?;
+        let value = loss.to_scalar()?;
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: self.step,
+                epoch: self.epoch,
+                loss: value,
+            });
+        }
+        let correct = count_correct(&out.logits.detach(), &batch.labels);
+        let mut grads = loss.backward()?;
+        let params = self.model.params();
+        let grad_norm = match self.config.clip_norm {
+            Some(max) => clip_grad_norm(params, &mut grads, max)?,
+            None => global_grad_norm(params, &grads),
+        };
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: self.step,
+                epoch: self.epoch,
+                loss: grad_norm,
+            });
+        }
+        let lr = self.schedule.lr(self.step);
+        self.optimizer.step(params, &grads, lr)?;
+        self.step += 1;
+        Ok(StepStats {
+            loss: value,
+            correct,
+            count: batch.len(),
+            lr,
+            grad_norm,
+        })
+    }
+
+    /// Writes the training state to `dir` atomically (see the module docs); `extra` is stored
+    /// as is in `trainer.json`.
+    pub fn save_state(&self, dir: impl AsRef<Path>, extra: serde_json::Value) -> Result<()> {
+        let dir = dir.as_ref();
+        let new = sibling(dir, "new");
+        let old = sibling(dir, "old");
+        if new.exists() {
+            std::fs::remove_dir_all(&new).map_err(|e| io_err(&new, e))?;
+        }
+        self.model.save_checkpoint(&new)?;
+        save_safetensors(new.join(OPTIMIZER_FILE), &self.optimizer.state(), None)?;
+        let (seed, pos) = self.rng.state();
+        let state = TrainerState {
+            step: self.step,
+            epoch: self.epoch,
+            rng_seed: seed.iter().map(|b| format!("{b:02x}")).collect(),
+            rng_word_pos: pos.to_string(),
+            extra,
+        };
+        let json = serde_json::to_string_pretty(&state).map_err(|e| TrainError::Format {
+            path: new.join(TRAINER_FILE).display().to_string(),
+            msg: e.to_string(),
+        })?;
+        write_atomic(&new.join(TRAINER_FILE), json.as_bytes())?;
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
+        }
+        if dir.exists() {
+            std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
+        }
+        std::fs::rename(&new, dir).map_err(|e| io_err(dir, e))?;
+        if old.exists() {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+        Ok(())
+    }
+
+    /// Reads the state saved by [`Trainer::save_state`] in `dir` (or `<dir>.old` after an
+    /// interrupted save): the model, then the optimizer state into `optimizer` (which must be
+    /// of the kind that was saved). Returns the trainer and the caller's `extra` value.
+    pub fn load_state(
+        dir: impl AsRef<Path>,
+        mut optimizer: Box<dyn Optimizer>,
+        schedule: Box<dyn LrSchedule>,
+        config: TrainerConfig,
+    ) -> Result<(Trainer, serde_json::Value)> {
+        let dir = resolve_state_dir(dir.as_ref());
+        let state = read_trainer_state(&dir)?;
+        let model = Perceiver::load_checkpoint(&dir)?;
+        let opath = dir.join(OPTIMIZER_FILE);
+        let (tensors, _) = load_safetensors(&opath)?;
+        optimizer
+            .load_state(&tensors)
+            .map_err(|e| TrainError::Format {
+                path: opath.display().to_string(),
+                msg: e.to_string(),
+            })?;
+        let tpath = dir.join(TRAINER_FILE);
+        let bad = |msg: &str| TrainError::Format {
+            path: tpath.display().to_string(),
+            msg: msg.to_string(),
+        };
+        let seed_hex = &state.rng_seed;
+        if seed_hex.len() != 64 {
+            return Err(bad("rng_seed must be 64 hex digits"));
+        }
+        let mut seed = [0u8; 32];
+        for (i, s) in seed.iter_mut().enumerate() {
+            *s = u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16)
+                .map_err(|_| bad("rng_seed must be 64 hex digits"))?;
+        }
+        let pos: u128 = state
+            .rng_word_pos
+            .parse()
+            .map_err(|_| bad("rng_word_pos must be an integer"))?;
+        let trainer = Trainer {
+            model,
+            optimizer,
+            schedule,
+            config,
+            rng: Rng::from_state(seed, pos),
+            step: state.step,
+            epoch: state.epoch,
+        };
+        Ok((trainer, state.extra))
+    }
+}
+
+fn sibling(dir: &Path, suffix: &str) -> PathBuf {
+    let mut s = dir.as_os_str().to_owned();
+    s.push(".");
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// `dir`, or `<dir>.old` when a crash during [`Trainer::save_state`] left only that.
+pub fn resolve_state_dir(dir: &Path) -> PathBuf {
+    let old = sibling(dir, "old");
+    if !dir.exists() && old.join(TRAINER_FILE).is_file() {
+        old
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// Reads `trainer.json` of a training-state directory.
+pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(TRAINER_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| TrainError::Format {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PerceiverConfig;
+    use perceiver_tensor::optim::{Adam, AdamConfig, Cosine};
+
+    fn tiny() -> PerceiverConfig {
+        PerceiverConfig {
+            input_axes: vec![4, 4],
+            num_latents: 4,
+            latent_dim: 16,
+            ..PerceiverConfig::default()
+        }
+    }
+
+    fn batches() -> Vec<TrainBatch> {
+        let mut rng = Rng::new(5);
+        (0..4)
+            .map(|i| {
+                TrainBatch::new(
+                    Tensor::randn(&[3, 4, 4, 1], &mut rng),
+                    vec![i % 10, (i + 1) % 10, (i + 2) % 10],
+                )
+            })
+            .collect()
+    }
+
+    fn trainer() -> Trainer {
+        let model = Perceiver::new(tiny(), &mut Rng::new(0)).unwrap();
+        Trainer::new(
+            model,
+            Box::new(Adam::new(AdamConfig::adamw(0.01)).unwrap()),
+            Box::new(Cosine::new(1e-3, 0.0, 8)),
+            TrainerConfig {
+                label_smoothing: 0.1,
+                clip_norm: Some(1.0),
+            },
+            Rng::new(1),
+        )
+    }
+
+    #[test]
+    fn resume_reproduces_the_losses() {
+        let bs = batches();
+        let mut a = trainer();
+        let straight: Vec<f32> = bs
+            .iter()
+            .chain(bs.iter())
+            .map(|b| a.step(b).unwrap().loss)
+            .collect();
+        let mut b = trainer();
+        let mut resumed: Vec<f32> = bs.iter().map(|x| b.step(x).unwrap().loss).collect();
+        b.finish_epoch();
+        let dir = std::env::temp_dir().join(format!("perceiver-train-{}", std::process::id()));
+        b.save_state(&dir, serde_json::json!({"k": 1})).unwrap();
+        // A second save replaces the first atomically.
+        b.save_state(&dir, serde_json::json!({"k": 2})).unwrap();
+        let (mut c, extra) = Trainer::load_state(
+            &dir,
+            Box::new(Adam::new(AdamConfig::adamw(0.01)).unwrap()),
+            Box::new(Cosine::new(1e-3, 0.0, 8)),
+            b.config().clone(),
+        )
+        .unwrap();
+        assert_eq!(extra["k"], 2);
+        assert_eq!(c.steps(), 4);
+        assert_eq!(c.epoch(), 1);
+        resumed.extend(bs.iter().map(|x| c.step(x).unwrap().loss));
+        assert_eq!(straight, resumed);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn non_finite_loss_is_an_error_and_changes_nothing() {
+        let mut t = trainer();
+        let x = Tensor::full(&[1, 4, 4, 1], f32::NAN);
+        let before = t.model().params().to_named_tensors()[0].1.to_vec();
+        let e = t.step(&TrainBatch::new(x, vec![0])).unwrap_err();
+        assert!(matches!(e, TrainError::NonFinite { .. }), "{e}");
+        assert_eq!(t.steps(), 0);
+        assert_eq!(t.model().params().to_named_tensors()[0].1.to_vec(), before);
+    }
+
+    #[test]
+    fn bad_labels_are_rejected() {
+        let mut t = trainer();
+        let x = Tensor::zeros(&[2, 4, 4, 1]);
+        assert!(t.step(&TrainBatch::new(x.clone(), vec![0])).is_err());
+        assert!(t.step(&TrainBatch::new(x, vec![0, 10])).is_err());
+    }
+
+    #[test]
+    fn evaluation_counts() {
+        let t = trainer();
+        let s = evaluate(t.model(), batches().into_iter().map(Ok)).unwrap();
+        assert_eq!(s.count, 12);
+        assert!(s.loss.is_finite() && s.accuracy() <= 1.0);
+        let p = predict_proba(t.model(), &batches()[0]).unwrap();
+        let v = p.to_vec();
+        assert!((v[..10].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    }
+}

@@ -162,16 +162,24 @@ fn grad_gelu_tanh() {
 #[test]
 fn grad_sum() {
     let x = randn(&[2, 3, 4], 1);
-    ok(check_gradients(std::slice::from_ref(&x), |x| x[0].sum(&[1], false)));
-    ok(check_gradients(std::slice::from_ref(&x), |x| x[0].sum(&[0, 2], true)));
+    ok(check_gradients(std::slice::from_ref(&x), |x| {
+        x[0].sum(&[1], false)
+    }));
+    ok(check_gradients(std::slice::from_ref(&x), |x| {
+        x[0].sum(&[0, 2], true)
+    }));
     ok(check_gradients(&[x], |x| Ok(x[0].sum_all())));
 }
 
 #[test]
 fn grad_mean() {
     let x = randn(&[2, 3, 4], 2);
-    ok(check_gradients(std::slice::from_ref(&x), |x| x[0].mean(&[2], false)));
-    ok(check_gradients(std::slice::from_ref(&x), |x| x[0].mean(&[0], true)));
+    ok(check_gradients(std::slice::from_ref(&x), |x| {
+        x[0].mean(&[2], false)
+    }));
+    ok(check_gradients(std::slice::from_ref(&x), |x| {
+        x[0].mean(&[0], true)
+    }));
     ok(check_gradients(&[x], |x| Ok(x[0].mean_all())));
 }
 

@@ -6,7 +6,7 @@
 //! In a Perceiver cross-attend, `K = LN(x)·W_kᵀ` and `V = LN(x)·W_vᵀ` for an input `x` of
 //! `M` tokens (up to hundreds of thousands). Even with a fused attention kernel, storing
 //! `LN(x)`, `K` and `V` costs three floats per channel per token, kept until the backward. Here
-//! each block of [`BLOCK_K`] tokens is normalised and projected on the fly and thrown away; the
+//! each block of tokens (see [`block_tokens`]) is normalised and projected on the fly and thrown away; the
 //! backward recomputes it. Memory is `O(threads · block)` beyond the inputs and outputs.
 //!
 //! # Forward
@@ -29,8 +29,12 @@ use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, max as kmax, sum};
 use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
-/// Input tokens per block.
-pub const BLOCK_K: usize = 256;
+/// Input tokens per block for `queries` query rows: the score buffer (`queries x block`) stays
+/// near 256 KiB, and blocks hold 128 to 1024 tokens (larger blocks mean fewer, larger GEMMs,
+/// which matters when the channels are few).
+pub fn block_tokens(queries: usize) -> usize {
+    (65_536 / queries.max(1)).clamp(128, 1024) / 16 * 16
+}
 
 /// The LayerNorm and projections applied to the raw inputs to form keys and values.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +58,8 @@ struct FusedCross {
     dv: usize,
     channels: usize,
     scale: f32,
+    /// Tokens per block.
+    bk: usize,
     eps: Option<f32>,
     has: [bool; 6], // ln_w, ln_b, wk (always), wv (always), bk, bv
     mask: Option<Vec<f32>>,
@@ -186,25 +192,25 @@ impl FusedCross {
     fn block(&self) -> Block {
         let c = self.channels;
         Block {
-            xhat: vec![0.0; BLOCK_K * c],
-            xn: vec![0.0; BLOCK_K * c],
-            rstd: vec![0.0; BLOCK_K],
-            k: vec![0.0; BLOCK_K * self.hk()],
-            v: vec![0.0; BLOCK_K * self.hv()],
+            xhat: vec![0.0; self.bk * c],
+            xn: vec![0.0; self.bk * c],
+            rstd: vec![0.0; self.bk],
+            k: vec![0.0; self.bk * self.hk()],
+            v: vec![0.0; self.bk * self.hv()],
         }
     }
 
     /// Key ranges per example: enough tasks to keep every thread busy.
     fn ranges(&self, batch: usize, m: usize) -> Vec<(usize, usize, usize)> {
         let threads = rayon::current_num_threads().max(1);
-        let blocks = m.div_ceil(BLOCK_K);
+        let blocks = m.div_ceil(self.bk);
         let per_b = (2 * threads).div_ceil(batch.max(1)).min(blocks).max(1);
         let blocks_per_task = blocks.div_ceil(per_b);
         let mut out = Vec::new();
         for b in 0..batch {
             let mut j = 0;
             while j < m {
-                let len = (blocks_per_task * BLOCK_K).min(m - j);
+                let len = (blocks_per_task * self.bk).min(m - j);
                 out.push((b, j, j + len));
                 j += len;
             }
@@ -252,9 +258,9 @@ impl FusedCross {
                 let mut o = vec![0.0f32; heads * n * dv];
                 let mut mx = vec![f32::NEG_INFINITY; heads * n];
                 let mut l = vec![0.0f32; heads * n];
-                let mut s = vec![0.0f32; n * BLOCK_K];
-                for j0 in (ja..jb).step_by(BLOCK_K) {
-                    let bc = BLOCK_K.min(jb - j0);
+                let mut s = vec![0.0f32; n * self.bk];
+                for j0 in (ja..jb).step_by(self.bk) {
+                    let bc = self.bk.min(jb - j0);
                     self.project(inputs, &p, b, j0, bc, &mut blk);
                     for h in 0..heads {
                         let sb = &mut s[..n * bc];
@@ -393,14 +399,14 @@ impl FusedCross {
                     dbv: vec![0.0; if needs[7] { hv } else { 0 }],
                 };
                 let mut blk = self.block();
-                let mut s = vec![0.0f32; n * BLOCK_K];
-                let mut dp = vec![0.0f32; n * BLOCK_K];
-                let mut dk = vec![0.0f32; BLOCK_K * hk];
-                let mut dvb = vec![0.0f32; BLOCK_K * hv];
-                let mut dxn = vec![0.0f32; if need_xn_grad { BLOCK_K * c } else { 0 }];
+                let mut s = vec![0.0f32; n * self.bk];
+                let mut dp = vec![0.0f32; n * self.bk];
+                let mut dk = vec![0.0f32; self.bk * hk];
+                let mut dvb = vec![0.0f32; self.bk * hv];
+                let mut dxn = vec![0.0f32; if need_xn_grad { self.bk * c } else { 0 }];
                 let mut ghat = vec![0.0f32; c];
-                for j0 in (ja..jb).step_by(BLOCK_K) {
-                    let bc = BLOCK_K.min(jb - j0);
+                for j0 in (ja..jb).step_by(self.bk) {
+                    let bc = self.bk.min(jb - j0);
                     self.project(inputs, &p, b, j0, bc, &mut blk);
                     for h in 0..heads {
                         let qh = self.q_view(q, b, h);
@@ -696,6 +702,7 @@ pub fn fused_cross_attention(
         dv: hv / heads,
         channels: c,
         scale,
+        bk: block_tokens(q.shape()[2]),
         eps,
         has: [
             lnw.is_some(),

@@ -38,7 +38,7 @@ mod flash;
 mod mha;
 mod reference;
 
-pub use cross::{fused_cross_attention, KvProjection};
+pub use cross::{block_tokens, fused_cross_attention, KvProjection};
 pub use flash::{flash_attention, FlashAttention};
 pub use mha::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
 pub use reference::attention_reference;

@@ -32,12 +32,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         no_grad(|| model.forward(&x, None))?;
         fwd.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
+        perceiver_tensor::autograd::profile::mark();
         let out = model.forward(&x, None)?;
         let loss = out.logits.cross_entropy(&labels, 0.0)?;
         let _grads = loss.backward()?;
         step.push(t.elapsed().as_secs_f64());
     }
     let (f, s) = (median(fwd), median(step));
+    if std::env::var("PERCEIVER_PROFILE").is_ok() {
+        eprintln!("{}", perceiver_tensor::autograd::profile::report());
+    }
     println!(
         "{name}, batch {batch}: forward {:.1} ms ({:.0} examples/s), forward + backward {:.1} ms ({:.0} examples/s)",
         f * 1e3,

@@ -7,6 +7,7 @@
 
 use crate::layout::{numel, Layout};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Evaluates an expression in code compiled for the widest SIMD level this CPU has (AVX-512,
 /// else AVX2 + FMA, else the baseline), so the loops in it vectorise accordingly.
@@ -68,67 +69,108 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// `out[i] = f(x[i])` into a new vector.
-pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
-    let mut out = vec![0.0f32; x.len()];
-    if x.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(o, x)| crate::simd!(o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x))));
+/// A vector of `n` elements written by `fill(start, chunk)` for consecutive chunks (in parallel
+/// for large `n`), without zero-initialising it first. `fill` must write every element of the
+/// chunk it is given.
+fn filled(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let spare = &mut v.spare_capacity_mut()[..n];
+    if n >= PAR_THRESHOLD {
+        spare
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, c)| fill(i * CHUNK, c));
     } else {
-        crate::simd!(out.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)));
+        fill(0, spare);
     }
-    out
+    // SAFETY: `fill` wrote all `n` elements (the contract of this private helper; every caller
+    // below writes each element of its chunk exactly once).
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `out[i] = f(x[i])` into a new vector.
+#[inline(always)]
+pub fn map(x: &[f32], f: impl Fn(f32) -> f32 + Sync + Send) -> Vec<f32> {
+    filled(x.len(), |start, o| {
+        let x = &x[start..start + o.len()];
+        crate::simd!(for (o, &x) in o.iter_mut().zip(x) {
+            o.write(f(x));
+        })
+    })
 }
 
 /// `out[i] = f(a[i], b[i])` into a new vector.
+#[inline(always)]
 pub fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync + Send) -> Vec<f32> {
-    debug_assert_eq!(a.len(), b.len());
-    let mut out = vec![0.0f32; a.len()];
-    if a.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
-                crate::simd!({
-                    for i in 0..o.len() {
-                        o[i] = f(a[i], b[i]);
-                    }
-                })
-            });
-    } else {
-        crate::simd!({
-            for i in 0..out.len() {
-                out[i] = f(a[i], b[i]);
-            }
-        });
-    }
-    out
+    assert_eq!(a.len(), b.len(), "zip_map: lengths differ");
+    filled(a.len(), |start, o| {
+        let (a, b) = (&a[start..start + o.len()], &b[start..start + o.len()]);
+        crate::simd!(for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+            o.write(f(a, b));
+        })
+    })
 }
 
 /// `out[i] = f(a[i], b[i], c[i])` into a new vector.
+#[inline(always)]
 pub fn zip3_map(
     a: &[f32],
     b: &[f32],
     c: &[f32],
     f: impl Fn(f32, f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
-    let body = |o: &mut [f32], a: &[f32], b: &[f32], c: &[f32]| {
-        crate::simd!({
-            for i in 0..o.len() {
-                o[i] = f(a[i], b[i], c[i]);
+    assert!(
+        a.len() == b.len() && b.len() == c.len(),
+        "zip3_map: lengths differ"
+    );
+    filled(a.len(), |start, o| {
+        let r = start..start + o.len();
+        let (a, b, c) = (&a[r.clone()], &b[r.clone()], &c[r]);
+        crate::simd!(
+            for (((o, &a), &b), &c) in o.iter_mut().zip(a).zip(b).zip(c) {
+                o.write(f(a, b, c));
+            }
+        )
+    })
+}
+
+/// `out[i·n + j] = f(x[i·n + j], row[j])`: a row vector broadcast over the rows of `x`.
+#[inline(always)]
+pub fn row_map(
+    x: &[f32],
+    row: &[f32],
+    n: usize,
+    f: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> Vec<f32> {
+    assert!(
+        n > 0 && x.len() % n == 0 && row.len() == n,
+        "row_map: bad sizes"
+    );
+    // Chunks are whole numbers of rows.
+    let rows_per = (CHUNK / n).max(1);
+    let chunk = rows_per * n;
+    let mut v: Vec<f32> = Vec::with_capacity(x.len());
+    let spare = &mut v.spare_capacity_mut()[..x.len()];
+    let body = |start: usize, o: &mut [MaybeUninit<f32>]| {
+        let x = &x[start..start + o.len()];
+        crate::simd!(for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
+            for ((o, &a), &b) in o.iter_mut().zip(x).zip(row) {
+                o.write(f(a, b));
             }
         })
     };
-    if a.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK))
-            .zip(b.par_chunks(CHUNK).zip(c.par_chunks(CHUNK)))
-            .for_each(|((o, a), (b, c))| body(o, a, b, c));
+    if x.len() >= PAR_THRESHOLD {
+        spare
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| body(i * chunk, c));
     } else {
-        body(&mut out, a, b, c);
+        body(0, spare);
     }
-    out
+    // SAFETY: every row of every chunk was written.
+    unsafe { v.set_len(x.len()) };
+    v
 }
 
 /// Sum with eight independent accumulators (vectorises, and is more accurate than a single

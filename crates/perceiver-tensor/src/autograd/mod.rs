@@ -17,6 +17,7 @@
 //!   op can drop gradients silently.
 
 mod custom;
+pub mod profile;
 
 pub use custom::{apply_custom, CustomOp};
 
@@ -154,6 +155,7 @@ pub(crate) fn record<B: Backward + 'static>(
         return out;
     }
     let op = make(&needs);
+    profile::forward_op(op.name());
     let node = Node {
         id: fresh_id(),
         op: Some(Box::new(op)),
@@ -315,7 +317,9 @@ fn run_backward(root: Arc<Node>, seed: Tensor) -> Grads {
         };
         let needs: Vec<bool> = node.parents.iter().map(|p| p.is_some()).collect();
         let grad = grad.contiguous();
+        let started = profile::start();
         let grads = op.backward(&grad, &needs);
+        profile::backward_op(op.name(), started);
         assert_eq!(
             grads.len(),
             node.parents.len(),

@@ -28,10 +28,45 @@ pub(crate) fn map_to(
             return Tensor::from_parts(kernels::zip_map(x, y, f), shape);
         }
     }
+    // A row vector broadcast over the rows of a full operand (a bias add): one pass over rows.
+    if let Some(out) = row_broadcast(shape, a, b, &f) {
+        return out;
+    }
+    if let Some(out) = row_broadcast(shape, b, a, &|y: f32, x: f32| f(x, y)) {
+        return out;
+    }
     let la = a.layout.broadcast_to(shape).expect("validated broadcast");
     let lb = b.layout.broadcast_to(shape).expect("validated broadcast");
     let data = kernels::strided_map(shape, [(&a.storage, &la), (&b.storage, &lb)], |[x, y]| {
         f(x, y)
     });
     Tensor::from_parts(data, shape)
+}
+
+/// `f(full, row)` when `full` is contiguous with the output's shape and `row`, contiguous, has
+/// the output's trailing dimensions (leading dimensions of size 1 or absent).
+fn row_broadcast(
+    shape: &[usize],
+    full: &Tensor,
+    row: &Tensor,
+    f: &(impl Fn(f32, f32) -> f32 + Sync + Send),
+) -> Option<Tensor> {
+    if full.shape() != shape {
+        return None;
+    }
+    let x = full.as_slice()?;
+    let r = row.as_slice()?;
+    let dims: Vec<usize> = row
+        .shape()
+        .iter()
+        .copied()
+        .skip_while(|&d| d == 1)
+        .collect();
+    if dims.is_empty() || dims.len() > shape.len() || shape[shape.len() - dims.len()..] != dims[..]
+    {
+        return None;
+    }
+    let n = r.len();
+    let data = crate::kernels::row_map(x, r, n, f);
+    Some(Tensor::from_parts(data, shape))
 }

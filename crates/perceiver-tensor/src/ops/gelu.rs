@@ -49,6 +49,16 @@ fn gelu_tanh_grad(x: f32) -> f32 {
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
 }
 
+#[inline(always)]
+fn gelu_erf_bwd(g: f32, x: f32) -> f32 {
+    g * gelu_erf_grad(x)
+}
+
+#[inline(always)]
+fn gelu_tanh_bwd(g: f32, x: f32) -> f32 {
+    g * gelu_tanh_grad(x)
+}
+
 struct GeluBackward {
     x: Tensor,
     kind: GeluKind,
@@ -60,8 +70,8 @@ impl Backward for GeluBackward {
     }
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         let grad = match self.kind {
-            GeluKind::Erf => unary::zip(g, &self.x, |g, x| g * gelu_erf_grad(x)),
-            GeluKind::Tanh => unary::zip(g, &self.x, |g, x| g * gelu_tanh_grad(x)),
+            GeluKind::Erf => unary::zip(g, &self.x, gelu_erf_bwd),
+            GeluKind::Tanh => unary::zip(g, &self.x, gelu_tanh_bwd),
         };
         vec![Some(grad)]
     }

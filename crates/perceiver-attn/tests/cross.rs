@@ -199,6 +199,32 @@ fn fused_cross_matches_composition() -> Result<()> {
         },
         8,
     )?;
+    // Many queries: 128-token blocks, so 300 inputs span three blocks and, with two examples,
+    // several tasks whose partial softmax results are merged.
+    assert_eq!(perceiver_attn::block_tokens(520), 128);
+    run(
+        &Case {
+            b: 2,
+            m: 300,
+            n: 520,
+            heads: 2,
+            mask: true,
+            ..base
+        },
+        9,
+    )?;
+    run(
+        &Case {
+            b: 1,
+            m: 1000,
+            n: 600,
+            c: 5,
+            dh: 4,
+            dv: 3,
+            ..base
+        },
+        10,
+    )?;
     Ok(())
 }
 

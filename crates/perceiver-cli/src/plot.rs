@@ -1,0 +1,197 @@
+//! Loss and accuracy curves as a PNG (plotters' bitmap backend, pure Rust).
+//!
+//! Text needs a TrueType font: `$PERCEIVER_FONT` or a common system font (DejaVu Sans,
+//! Liberation Sans, Arial) is loaded at run time. Without one the curves are drawn without
+//! labels, so the plot never needs fontconfig or freetype.
+
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// One epoch's point of the curves.
+#[derive(Clone, Copy, Debug)]
+pub struct EpochPoint {
+    /// Epoch (1-based).
+    pub epoch: f64,
+    /// Mean training loss.
+    pub train_loss: f64,
+    /// Training accuracy.
+    pub train_acc: f64,
+    /// Test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+}
+
+const FONT_FILES: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu-sans-fonts/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+    "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+    "/Library/Fonts/Arial.ttf",
+    "/System/Library/Fonts/Supplemental/Arial.ttf",
+    "C:\\Windows\\Fonts\\arial.ttf",
+];
+
+/// Registers a font under the name `sans-serif` once; true when one was found.
+fn font() -> bool {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        let env = std::env::var("PERCEIVER_FONT").ok();
+        let candidates = env
+            .iter()
+            .map(String::as_str)
+            .chain(FONT_FILES.iter().copied());
+        for path in candidates {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Draws `points` (and the per-step training losses `steps`, as `(epoch fraction, loss)`) into
+/// `path` (PNG, 1000x420: loss on the left, accuracy on the right).
+pub fn write_curves(
+    path: &Path,
+    title: &str,
+    points: &[EpochPoint],
+    steps: &[(f64, f64)],
+) -> DrawResult {
+    let text = font();
+    let root = BitMapBackend::new(path, (1000, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = if text {
+        root.titled(title, ("sans-serif", 18))?
+    } else {
+        root
+    };
+    let (left, right) = root.split_horizontally(500);
+    let max_epoch = points
+        .iter()
+        .map(|p| p.epoch)
+        .chain(steps.iter().map(|s| s.0))
+        .fold(1.0f64, f64::max);
+    let max_loss = points
+        .iter()
+        .flat_map(|p| [p.train_loss, p.test_loss])
+        .chain(steps.iter().map(|s| s.1))
+        .filter(|v| v.is_finite())
+        .fold(0.1f64, f64::max)
+        * 1.05;
+    // Loss panel.
+    {
+        let mut b = ChartBuilder::on(&left);
+        b.margin(10);
+        if text {
+            b.caption("loss", ("sans-serif", 16))
+                .x_label_area_size(30)
+                .y_label_area_size(45);
+        }
+        let mut chart = b.build_cartesian_2d(0f64..max_epoch, 0f64..max_loss)?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("epoch");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw()?;
+        let light = RGBColor(150, 170, 230);
+        chart.draw_series(LineSeries::new(steps.iter().copied(), &light))?;
+        let train = chart.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.epoch, p.train_loss)),
+            BLUE.stroke_width(2),
+        ))?;
+        if text {
+            train
+                .label("train")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+        }
+        let test = chart.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.epoch, p.test_loss)),
+            RED.stroke_width(2),
+        ))?;
+        if text {
+            test.label("test")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+        }
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.epoch, p.test_loss), 3, RED.filled())),
+        )?;
+        if text {
+            chart
+                .configure_series_labels()
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .label_font(("sans-serif", 13))
+                .draw()?;
+        }
+    }
+    // Accuracy panel.
+    {
+        let mut b = ChartBuilder::on(&right);
+        b.margin(10);
+        if text {
+            b.caption("accuracy", ("sans-serif", 16))
+                .x_label_area_size(30)
+                .y_label_area_size(45);
+        }
+        let lo = points
+            .iter()
+            .flat_map(|p| [p.train_acc, p.test_acc])
+            .fold(1.0f64, f64::min)
+            .clamp(0.0, 0.9);
+        let lo = (lo * 10.0).floor() / 10.0;
+        let mut chart = b.build_cartesian_2d(0f64..max_epoch, lo..1.0f64)?;
+        let mut mesh = chart.configure_mesh();
+        if text {
+            mesh.x_desc("epoch");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw()?;
+        let train = chart.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.epoch, p.train_acc)),
+            BLUE.stroke_width(2),
+        ))?;
+        if text {
+            train
+                .label("train")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+        }
+        let test = chart.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.epoch, p.test_acc)),
+            RED.stroke_width(2),
+        ))?;
+        if text {
+            test.label("test")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+        }
+        chart.draw_series(
+            points
+                .iter()
+                .map(|p| Circle::new((p.epoch, p.test_acc), 3, RED.filled())),
+        )?;
+        if text {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .border_style(BLACK)
+                .background_style(WHITE.mix(0.8))
+                .label_font(("sans-serif", 13))
+                .draw()?;
+        }
+    }
+    root.present()?;
+    Ok(())
+}

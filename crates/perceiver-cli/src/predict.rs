@@ -1,0 +1,130 @@
+//! `perceiver predict`: top-k classes of images, WAV clips and meshes.
+
+use crate::error::{CliError, Result};
+use crate::run::{checkpoint_dir, to_train_batch};
+use crate::tasks::{self, AudioKind, DataSpec};
+use crate::PredictArgs;
+use perceiver_data::audio::{crop_or_pad, read_wav, waveform_patches, AudioFeatures, LogMel};
+use perceiver_data::image::folder::decode_image;
+use perceiver_data::image::{sample_from_u8, ImageFolderConfig};
+use perceiver_data::points::{normalize_points, read_mesh, sample_surface, Scaling};
+use perceiver_data::{collate, Sample, Transform};
+use perceiver_model::train::{predict_proba, read_trainer_state};
+use perceiver_model::{Perceiver, PerceiverConfig};
+use perceiver_tensor::Rng;
+use serde_json::json;
+use std::path::Path;
+
+fn extension(path: &Path) -> String {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Sample> {
+    let ext = extension(path);
+    let trained_on = spec.dataset.name();
+    let wrong = |kind: &str| {
+        CliError::new(format!(
+            "{}: a {kind} file, but the checkpoint was trained on {trained_on}",
+            path.display()
+        ))
+    };
+    match ext.as_str() {
+        "png" | "jpg" | "jpeg" => {
+            if !tasks::is_image(spec.dataset) || c.input_axes.len() != 2 {
+                return Err(wrong("image"));
+            }
+            let (h, w) = (c.input_axes[0], c.input_axes[1]);
+            let bytes = std::fs::read(path).map_err(|e| crate::error::io(path, e))?;
+            let cfg = ImageFolderConfig {
+                resize: Some(h.min(w) as u32),
+                crop: Some((h as u32, w as u32)),
+                grayscale: c.input_channels == 1,
+            };
+            let (pixels, ph, pw, ch) = decode_image(&bytes, path, &cfg)?;
+            Ok(sample_from_u8(&pixels, ph, pw, ch, 0))
+        }
+        "wav" => {
+            if spec.dataset != tasks::DatasetKind::Fsdd {
+                return Err(wrong("WAV"));
+            }
+            let cfg = tasks::fsdd_config(spec);
+            let wav = read_wav(path)?;
+            let clip = crop_or_pad(&wav.samples, cfg.length, cfg.crop);
+            match (&cfg.features, spec.audio) {
+                (AudioFeatures::LogMel(m), AudioKind::LogMel) => {
+                    if wav.sample_rate != m.sample_rate {
+                        return Err(CliError::new(format!(
+                            "{}: {} Hz audio, the model expects {} Hz",
+                            path.display(),
+                            wav.sample_rate,
+                            m.sample_rate
+                        )));
+                    }
+                    Ok(LogMel::new(m.clone())?.sample(&clip, 0))
+                }
+                (AudioFeatures::Waveform { patch }, _) => Ok(waveform_patches(&clip, *patch, 0)?),
+                _ => Err(CliError::new(
+                    "inconsistent audio settings in the checkpoint",
+                )),
+            }
+        }
+        "off" | "ply" => {
+            if !tasks::is_points(spec.dataset) {
+                return Err(wrong("mesh"));
+            }
+            let mesh = read_mesh(path)?;
+            let mut pts = sample_surface(&mesh, spec.num_points, &mut Rng::new(0))?;
+            normalize_points(&mut pts, Scaling::UnitSphere);
+            Ok(Sample::points(pts.into_iter().flatten().collect(), 0))
+        }
+        _ => Err(CliError::new(format!(
+            "{}: unsupported file type (expected PNG/JPEG, WAV, OFF or PLY)",
+            path.display()
+        ))),
+    }
+}
+
+/// `perceiver predict`.
+pub fn predict(a: &PredictArgs) -> Result<()> {
+    let ckpt = checkpoint_dir(&a.checkpoint)?;
+    let state = read_trainer_state(&ckpt)?;
+    let info: crate::run::RunInfo = serde_json::from_value(state.extra)
+        .map_err(|e| CliError::new(format!("{}: malformed run settings: {e}", ckpt.display())))?;
+    let model = Perceiver::load_checkpoint(&ckpt)?;
+    let spec = &info.data;
+    let c = model.config().clone();
+    let tf = tasks::eval_transform(spec, c.input_tokens())?;
+    let names = &spec.class_names;
+    let mut results = Vec::new();
+    for path in &a.files {
+        let sample = load_sample(path, spec, &c)?;
+        let sample = tf.apply(sample, &mut Rng::new(0))?;
+        if sample.tokens() != c.input_tokens() || sample.channels != c.input_channels {
+            return Err(CliError::new(format!(
+                "{}: gives {} tokens of {} channels, the model takes {} of {}",
+                path.display(),
+                sample.tokens(),
+                sample.channels,
+                c.input_tokens(),
+                c.input_channels
+            )));
+        }
+        let batch = to_train_batch(collate(vec![sample], vec![0])?);
+        let probs = predict_proba(&model, &batch)?.to_vec();
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
+        println!("{}", path.display());
+        let mut top = Vec::new();
+        for &k in order.iter().take(a.top.max(1)) {
+            let name = names.get(k).cloned().unwrap_or_else(|| k.to_string());
+            println!("  {:>6.2}%  {name}", 100.0 * probs[k]);
+            top.push(json!({"class": name, "index": k, "probability": probs[k]}));
+        }
+        results.push(json!({"file": path.display().to_string(), "top": top}));
+    }
+    println!("{}", json!({"command": "predict", "predictions": results}));
+    Ok(())
+}

@@ -18,6 +18,7 @@
 //!   printed and written to `target/bench/summary.md`.
 
 mod attention;
+mod data;
 mod gemm;
 mod model;
 mod ops;
@@ -33,13 +34,13 @@ pub const MACHINE_PEAK_GFLOPS: f64 = 320.0;
 
 /// Every benchmark group, in the order they run.
 ///
-/// Next groups, from `/work/shared/docs/bench.md` (add a module and a line here):
-/// - `attention`: config C, the cross-attention block alone at N = 16k/64k/256k inputs, forward
-///   and forward + backward, `isolated: true` so each N gets its own process and peak memory
-///   (the target is at most 1 KiB of growth per input token).
-/// - `model-a` / `model-b`: configs A (forward and training step, examples/s) and B (forward,
-///   batch 1, seconds and GFLOP/s); a [`Work`] variant for examples/s comes with them.
-/// - `data`: loader throughput (examples/s) once `perceiver-data` has loaders.
+/// - `gemm`, `softmax`, `layer_norm`, `gelu`: kernels on the shapes of `bench.md`;
+/// - `attention`: config C, one cross-attention block at N = 16k / 64k / 256k inputs, forward and
+///   forward + backward, one process per point with peak memory and growth per input token;
+/// - `model`: configs A (forward, Adam training step) and B (forward) through the model;
+/// - `data`: loader throughput on the shared datasets.
+///
+/// To add a group, add a module with a `GROUP` constant and a line here.
 pub const GROUPS: &[Group] = &[
     gemm::GROUP,
     ops::SOFTMAX,
@@ -47,6 +48,7 @@ pub const GROUPS: &[Group] = &[
     ops::GELU,
     attention::GROUP,
     model::GROUP,
+    data::GROUP,
 ];
 
 /// Resident memory (KiB) recorded by a point's setup once its inputs exist, so memory growth
@@ -118,6 +120,13 @@ pub enum Work {
         examples: f64,
         /// Floating-point operations per call.
         flops: f64,
+    },
+    /// Items of some kind per call (batches, clips), reported as items per second.
+    Items {
+        /// Items per call.
+        count: f64,
+        /// Unit of the throughput, e.g. `batches/s`.
+        unit: &'static str,
     },
     /// Memory-bound kernels: minimum bytes moved (inputs read once, output written once) and
     /// elements produced.
@@ -505,6 +514,11 @@ fn measure_point(group: &Group, point: Point, threads: usize, quick: bool) -> Va
             r["examples_per_s_max"] = json!(examples / t.min());
             r["gflops"] = json!(flops / median / 1e9);
             r["pct_machine_peak"] = json!(100.0 * flops / median / 1e9 / MACHINE_PEAK_GFLOPS);
+        }
+        Work::Items { count, unit } => {
+            r["items"] = json!(count);
+            r["throughput"] = json!(count / median);
+            r["unit"] = json!(unit);
         }
         Work::Bytes { bytes, elems } => {
             r["bytes"] = json!(bytes);

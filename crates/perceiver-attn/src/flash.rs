@@ -10,7 +10,8 @@
 //! `O /= l` and the log-sum-exp `L = m + ln l` is saved, one float per query row.
 //!
 //! # Backward
-//! With `D_i = rowsum(dO_i ⊙ O_i)`, tasks own ranges of key blocks (so `dK` and `dV` rows are
+//! With `D_i = rowsum(dO_i ⊙ O_i)` (or, when one block holds all keys, `Σ_j P_ij dP_ij`
+//! from the recomputed block, which is better conditioned), tasks own ranges of key blocks (so `dK` and `dV` rows are
 //! written by one task each) and loop over query blocks, recomputing
 //! `P = exp(scale·Q_i·K_jᵀ - L_i)`, then `dV_j += Pᵀ·dO_i`, `dP = dO_i·V_jᵀ`,
 //! `dS = P ⊙ (dP - D_i)`, `dK_j += scale·dSᵀ·Q_i`, `dQ_i += scale·dS·K_j` (each task keeps a
@@ -293,8 +294,16 @@ impl FlashAttention {
                         gemm(1.0, doi, vj.t(), 0.0, dpb);
                         let d_rows = &drow[bh * n + i0..bh * n + i0 + br];
                         for r in 0..br {
-                            let dr = d_rows[r];
                             let prow = &sb[r * bc..(r + 1) * bc];
+                            // When this block holds every key, D = Σ P ⊙ dP from the same P as
+                            // dS (as the plain composition computes it): the row of dS then
+                            // sums to zero up to rounding, which matters when the values
+                            // attended to are nearly equal. Otherwise D = rowsum(dO ⊙ O).
+                            let dr = if bc == m {
+                                perceiver_tensor::kernels::dot(prow, &dpb[r * bc..(r + 1) * bc])
+                            } else {
+                                d_rows[r]
+                            };
                             let drow_ = &mut dpb[r * bc..(r + 1) * bc];
                             for c in 0..bc {
                                 drow_[c] = prow[c] * (drow_[c] - dr);

@@ -18,6 +18,7 @@
 //!   printed and written to `target/bench/summary.md`.
 
 mod attention;
+mod compare;
 mod data;
 mod gemm;
 mod model;
@@ -227,6 +228,8 @@ struct Options {
     list: bool,
     group: Option<String>,
     point: Option<String>,
+    compare_torch: Option<String>,
+    rounds: Option<usize>,
 }
 
 fn parse(args: &[OsString], point_mode: bool) -> Result<Options> {
@@ -256,6 +259,19 @@ fn parse(args: &[OsString], point_mode: bool) -> Result<Options> {
             "--filter" if !point_mode => opts.filter = Some(value("--filter")?),
             "--isolate" if !point_mode => opts.isolate = true,
             "--list" if !point_mode => opts.list = true,
+            "--compare-torch" if !point_mode => {
+                opts.compare_torch = Some(value("--compare-torch")?)
+            }
+            "--rounds" if !point_mode => {
+                let v = value("--rounds")?;
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("--rounds: not a number: {v}"))?;
+                if n == 0 {
+                    return Err("--rounds must be at least 1".into());
+                }
+                opts.rounds = Some(n);
+            }
             "--group" if point_mode => opts.group = Some(value("--group")?),
             "--point" if point_mode => opts.point = Some(value("--point")?),
             other => {
@@ -301,6 +317,15 @@ pub fn cli(args: &[OsString]) -> Result<()> {
     }
     ensure_release("bench", args)?;
     let threads = opts.threads.unwrap_or(2);
+    if let Some(python) = &opts.compare_torch {
+        return compare::run(
+            python,
+            threads,
+            opts.rounds.unwrap_or(2),
+            opts.quick,
+            opts.filter.as_deref(),
+        );
+    }
     init_threads(threads)?;
     let out_dir = target_dir().join("bench");
     std::fs::create_dir_all(&out_dir).map_err(|e| format!("{}: {e}", out_dir.display()))?;
@@ -428,10 +453,14 @@ pub fn cli_point(args: &[OsString]) -> Result<()> {
 
 /// Runs one point in a child `bench-point` process and returns its record.
 fn run_isolated(group: &Group, point: &Point, threads: usize, quick: bool) -> Result<Value> {
+    run_point_process(group.name, &point.id(), threads, quick)
+}
+
+/// Runs point `id` of group `group` in a child `bench-point` process and returns its record.
+fn run_point_process(group: &str, id: &str, threads: usize, quick: bool) -> Result<Value> {
     let exe = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(["bench-point", "--group", group.name, "--point"])
-        .arg(point.id())
+    cmd.args(["bench-point", "--group", group, "--point", id])
         .args(["--threads", &threads.to_string()])
         .stderr(std::process::Stdio::inherit());
     if quick {
@@ -439,18 +468,12 @@ fn run_isolated(group: &Group, point: &Point, threads: usize, quick: bool) -> Re
     }
     let out = cmd.output()?;
     if !out.status.success() {
-        return Err(format!(
-            "bench-point {} / {} failed ({})",
-            group.name,
-            point.id(),
-            out.status
-        )
-        .into());
+        return Err(format!("bench-point {} / {} failed ({})", group, id, out.status).into());
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line)
-        .map_err(|e| format!("bench-point {}: bad output {line:?}: {e}", point.id()).into())
+        .map_err(|e| format!("bench-point {id}: bad output {line:?}: {e}").into())
 }
 
 /// A field of `/proc/self/status` in KiB (`VmRSS`, `VmHWM`), or `None` off Linux.

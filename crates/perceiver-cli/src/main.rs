@@ -24,8 +24,9 @@ use std::process::ExitCode;
 use tasks::{AudioKind, DatasetKind, OptimizerKind, ScheduleKind};
 
 const TRAIN_AFTER_HELP: &str = "Task presets (defaults of each --dataset; every flag overrides):
-  shapes         32x32 grey, 12 classes, 10,000/2,000 generated; 32x64 latents, 8 bands,
-                 1 cross-attend + 2x2 self layers; AdamW 1e-3 cosine, 5 epochs, batch 32
+  shapes         32x32 grey as 4x4 patches (8x8 tokens of 16 values), 12 classes,
+                 10,000/2,000 generated; 32x64 latents, 4 bands, 1 cross-attend + 2x2 self
+                 layers; AdamW 4e-3, 20 warm-up steps, cosine, 15 epochs, batch 32
   mnist          28x28; same model; AdamW 1e-3 cosine, 4 epochs
   fashion-mnist  as mnist
   fsdd           log-mel 97x40 (or --audio-features raw: 125x64); 16 bands; 30 epochs
@@ -125,6 +126,9 @@ pub struct TrainArgs {
     /// Image side for shapes and image folders (default 32).
     #[arg(long)]
     pub image_size: Option<usize>,
+    /// Feed images as PxP patches (space-to-depth) instead of pixels.
+    #[arg(long, value_name = "P")]
+    pub patch: Option<usize>,
     /// Data augmentation (random crop for images, rotation/scale/jitter for points).
     #[arg(long)]
     pub augment: Option<bool>,

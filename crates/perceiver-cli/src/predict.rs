@@ -102,7 +102,8 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     for path in &a.files {
         let sample = load_sample(path, spec, &c)?;
         let sample = tf.apply(sample, &mut Rng::new(0))?;
-        if sample.tokens() != c.input_tokens() || sample.channels != c.input_channels {
+        let pp = spec.patch * spec.patch;
+        if sample.tokens() != c.input_tokens() * pp || sample.channels * pp != c.input_channels {
             return Err(CliError::new(format!(
                 "{}: gives {} tokens of {} channels, the model takes {} of {}",
                 path.display(),
@@ -112,7 +113,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
                 c.input_channels
             )));
         }
-        let batch = to_train_batch(collate(vec![sample], vec![0])?);
+        let batch = to_train_batch(collate(vec![sample], vec![0])?, spec.patch)?;
         let probs = predict_proba(&model, &batch)?.to_vec();
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));

@@ -176,14 +176,49 @@ fn check_hyper(h: &Hyper) -> Result<()> {
 
 /// A loader batch as the trainer's plain tensors: on-grid batches use the model's own grid
 /// positions; token batches (permuted pixels, point clouds) pass their explicit positions.
-pub fn to_train_batch(b: Batch) -> TrainBatch {
+/// With `patch > 1`, `[B, H, W, C]` images become `[B, H/p, W/p, p*p*C]` (space-to-depth: each
+/// token is a `p x p` patch).
+pub fn to_train_batch(b: Batch, patch: usize) -> Result<TrainBatch> {
     let positions = if b.grid.is_some() { None } else { b.positions };
-    TrainBatch {
-        inputs: b.inputs,
+    let inputs = if patch > 1 {
+        space_to_depth(&b.inputs, patch)?
+    } else {
+        b.inputs
+    };
+    Ok(TrainBatch {
+        inputs,
         positions,
         mask: None,
         labels: b.labels,
+    })
+}
+
+/// `[B, H, W, C]` -> `[B, H/p, W/p, p*p*C]`, patch rows then columns then channels.
+pub fn space_to_depth(x: &perceiver_tensor::Tensor, p: usize) -> Result<perceiver_tensor::Tensor> {
+    let s = x.shape();
+    if s.len() != 4 || s[1] % p != 0 || s[2] % p != 0 {
+        return Err(CliError::new(format!(
+            "patches of {p}x{p} need [batch, H, W, C] images with H and W multiples of {p}, got {s:?}"
+        )));
     }
+    let (b, h, w, c) = (s[0], s[1], s[2], s[3]);
+    let v = x.to_vec();
+    let (gh, gw) = (h / p, w / p);
+    let mut out = Vec::with_capacity(v.len());
+    for n in 0..b {
+        for gy in 0..gh {
+            for gx in 0..gw {
+                for dy in 0..p {
+                    let row = ((n * h + gy * p + dy) * w + gx * p) * c;
+                    out.extend_from_slice(&v[row..row + p * c]);
+                }
+            }
+        }
+    }
+    Ok(perceiver_tensor::Tensor::from_vec(
+        out,
+        &[b, gh, gw, p * p * c],
+    )?)
 }
 
 fn bar_style(template: &str) -> ProgressStyle {
@@ -202,11 +237,16 @@ fn new_bar(len: u64, prefix: String) -> ProgressBar {
 }
 
 /// Evaluates `model` on every batch of `loader`'s epoch 0 with a progress bar.
-fn evaluate_loader(model: &Perceiver, loader: &Loader, label: &str) -> Result<EvalStats> {
+fn evaluate_loader(
+    model: &Perceiver,
+    loader: &Loader,
+    patch: usize,
+    label: &str,
+) -> Result<EvalStats> {
     let bar = new_bar(loader.num_batches() as u64, label.to_string());
     let mut stats = EvalStats::default();
     for b in loader.epoch(0) {
-        let b = to_train_batch(b?);
+        let b = to_train_batch(b?, patch)?;
         stats = evaluate_batch(model, &b, stats)?;
         bar.inc(1);
         bar.set_message(format!("acc {:.2}%", 100.0 * stats.accuracy()));
@@ -373,6 +413,13 @@ pub fn train(a: &TrainArgs) -> Result<()> {
                     a.dataset.name()
                 )));
             }
+            if a.patch.is_some_and(|p| p > 1)
+                && (!tasks::is_image(a.dataset) || a.permute_pixels.is_some())
+            {
+                return Err(CliError::new(
+                    "--patch applies to image datasets without --permute-pixels",
+                ));
+            }
             if a.audio_features.is_some() && a.dataset != DatasetKind::Fsdd {
                 return Err(CliError::new("--audio-features applies to --dataset fsdd"));
             }
@@ -384,6 +431,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
                 train_size: a.train_size.or(p.sizes.0),
                 test_size: a.test_size.or(p.sizes.1),
                 image_size: a.image_size.unwrap_or(32),
+                patch: a.patch.unwrap_or(p.patch),
                 num_points: 1024,
                 augment: a.augment.unwrap_or(p.augment),
                 normalize: None,
@@ -414,7 +462,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         info.data.normalize = tasks::normalization(&info.data, train_ds.as_ref())?;
         info.data.class_names = train_ds.class_names();
     }
-    let shape = tasks::data_shape(train_ds.as_ref())?;
+    let shape = tasks::data_shape(train_ds.as_ref(), info.data.patch)?;
     let classes = train_ds.num_classes();
     let h = info.hyper.clone();
     let train_tf = tasks::train_transform(&info.data, shape.tokens, shape.grid.as_deref())?;
@@ -530,7 +578,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         let bar = new_bar(steps_per_epoch, format!("epoch {}/{}", epoch + 1, h.epochs));
         let (mut loss_sum, mut correct, mut count) = (0.0f64, 0usize, 0usize);
         for b in train_loader.epoch(epoch) {
-            let b = to_train_batch(b?);
+            let b = to_train_batch(b?, info.data.patch)?;
             let s = match trainer.step(&b) {
                 Ok(s) => s,
                 Err(e @ TrainError::NonFinite { .. }) => {
@@ -565,7 +613,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         }
         bar.finish_and_clear();
         let train_s = t0.elapsed().as_secs_f64();
-        let test = evaluate_loader(trainer.model(), &test_loader, "test")?;
+        let test = evaluate_loader(trainer.model(), &test_loader, info.data.patch, "test")?;
         trainer.finish_epoch();
         run_examples += count as u64;
         run_train_s += train_s;
@@ -613,7 +661,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     }
     let test = match last_test {
         Some(t) => t,
-        None => evaluate_loader(trainer.model(), &test_loader, "test")?,
+        None => evaluate_loader(trainer.model(), &test_loader, info.data.patch, "test")?,
     };
     let wall_s = wall.elapsed().as_secs_f64();
     info.wall_seconds += wall_s;
@@ -687,7 +735,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         spec.test_size = a.test_size;
     }
     let test_ds: Arc<dyn Dataset> = tasks::open_split(&spec, Split::Test)?;
-    let shape = tasks::data_shape(test_ds.as_ref())?;
+    let shape = tasks::data_shape(test_ds.as_ref(), spec.patch)?;
     let c = model.config();
     if c.input_channels != shape.channels || c.input_tokens() != shape.tokens {
         return Err(CliError::new(format!(
@@ -714,7 +762,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         .prefetch(2)
         .transform(tf);
     let t0 = Instant::now();
-    let stats = evaluate_loader(&model, &loader, "eval")?;
+    let stats = evaluate_loader(&model, &loader, spec.patch, "eval")?;
     let eval_s = t0.elapsed().as_secs_f64();
     let eps = if info.train_seconds > 0.0 {
         info.train_examples as f64 / info.train_seconds

@@ -166,12 +166,19 @@ pub struct DataSpec {
     pub image_size: usize,
     /// Points per cloud.
     pub num_points: usize,
+    /// Images are fed as `patch x patch` patches (space-to-depth; 1 = pixels).
+    #[serde(default = "one")]
+    pub patch: usize,
     /// Random-crop / point augmentation during training.
     pub augment: bool,
     /// Per-channel normalisation `(mean, std)` (fitted on the training split when not fixed).
     pub normalize: Option<(Vec<f32>, Vec<f32>)>,
     /// Class names, in label order.
     pub class_names: Vec<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The model body of a task preset.
@@ -206,6 +213,8 @@ pub struct TaskPreset {
     pub sizes: (Option<usize>, Option<usize>),
     /// Augment by default.
     pub augment: bool,
+    /// Patch size for images (1 = pixels).
+    pub patch: usize,
 }
 
 /// The task preset of `kind` (see the module docs and `docs/RESULTS.md`).
@@ -234,10 +243,16 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
     };
     match kind {
         DatasetKind::Shapes => TaskPreset {
-            body: small,
-            hyper: Hyper { epochs: 5, ..hyper },
+            body: Body { bands: 4, ..small },
+            hyper: Hyper {
+                epochs: 15,
+                lr: 4e-3,
+                warmup: 20,
+                ..hyper
+            },
             sizes: (Some(10_000), Some(2_000)),
             augment: false,
+            patch: 4,
         },
         DatasetKind::Mnist | DatasetKind::FashionMnist => TaskPreset {
             body: Body {
@@ -249,6 +264,7 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
             hyper: Hyper { epochs: 4, ..hyper },
             sizes: (None, None),
             augment: false,
+            patch: 1,
         },
         DatasetKind::Cifar10 | DatasetKind::ImageFolder => TaskPreset {
             body: Body {
@@ -263,6 +279,7 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
             },
             sizes: (None, None),
             augment: true,
+            patch: 1,
         },
         DatasetKind::Fsdd => TaskPreset {
             body: Body {
@@ -279,6 +296,7 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
             },
             sizes: (None, None),
             augment: false,
+            patch: 1,
         },
         DatasetKind::Points | DatasetKind::Modelnet => TaskPreset {
             body: Body {
@@ -297,12 +315,14 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
                 (None, None)
             },
             augment: kind == DatasetKind::Modelnet,
+            patch: 1,
         },
         DatasetKind::Video => TaskPreset {
             body: small,
             hyper: Hyper { epochs: 5, ..hyper },
             sizes: (Some(3_000), Some(500)),
             augment: false,
+            patch: 1,
         },
     }
 }
@@ -529,11 +549,12 @@ pub struct DataShape {
     pub grid: Option<Vec<usize>>,
 }
 
-/// Inspects sample 0 of `ds`.
-pub fn data_shape(ds: &dyn Dataset) -> Result<DataShape, CliError> {
+/// Inspects sample 0 of `ds` (images fed as `patch x patch` patches when `patch > 1`).
+pub fn data_shape(ds: &dyn Dataset, patch: usize) -> Result<DataShape, CliError> {
     let s = ds.get(0)?;
-    let tokens = s.tokens();
-    let axes = match &s.grid {
+    let mut tokens = s.tokens();
+    let mut channels = s.channels;
+    let mut axes = match &s.grid {
         Some(g) => g.clone(),
         None => {
             let mut a = vec![tokens];
@@ -541,9 +562,19 @@ pub fn data_shape(ds: &dyn Dataset) -> Result<DataShape, CliError> {
             a
         }
     };
+    if patch > 1 {
+        if axes.len() != 2 || axes[0] % patch != 0 || axes[1] % patch != 0 {
+            return Err(CliError::new(format!(
+                "--patch {patch} needs images whose sides are multiples of {patch}, got {axes:?}"
+            )));
+        }
+        axes = vec![axes[0] / patch, axes[1] / patch];
+        tokens /= patch * patch;
+        channels *= patch * patch;
+    }
     Ok(DataShape {
         axes,
-        channels: s.channels,
+        channels,
         tokens,
         grid: s.grid.clone(),
     })

@@ -87,10 +87,11 @@ impl FeedForward {
 
     /// `FF(LN(x))`, without the residual.
     fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
-        let h = self.fc1.forward(&self.norm.forward(x)?)?;
+        let xn = self.norm.forward(x)?;
         let h = match self.kind {
-            FeedForwardKind::Gelu => h.gelu(self.gelu),
+            FeedForwardKind::Gelu => self.fc1.forward_act(&xn, Some(self.gelu))?,
             FeedForwardKind::Geglu => {
+                let h = self.fc1.forward(&xn)?;
                 let last = h.rank() - 1;
                 let parts = h.chunk(2, last)?;
                 parts[0].mul(&parts[1].gelu(self.gelu))?

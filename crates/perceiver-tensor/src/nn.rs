@@ -5,7 +5,7 @@
 //! dicts interchange by name. The forward of `Linear` multiplies by the transposed weight as a
 //! strided view (no copy), folding all leading dimensions into one GEMM.
 
-use crate::{Error, Param, ParamStore, Result, Rng, Tensor};
+use crate::{Error, GeluKind, Param, ParamStore, Result, Rng, Tensor};
 
 /// `y = x·Wᵀ + b` over the last axis.
 #[derive(Clone, Debug)]
@@ -52,6 +52,13 @@ impl Linear {
     /// Applies the layer to `x` of shape `[..., in]`.
     #[track_caller]
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_act(x, None)
+    }
+
+    /// Applies the layer followed by a GELU, fused into one op ([`Tensor::linear`]): the bias
+    /// and the activation are applied to each block of the output while it is in cache.
+    #[track_caller]
+    pub fn forward_act(&self, x: &Tensor, act: Option<GeluKind>) -> Result<Tensor> {
         let in_dim = self.in_dim();
         if x.shape().last() != Some(&in_dim) {
             return Err(Error::shape(
@@ -64,25 +71,8 @@ impl Linear {
                 &self.weight.shape(),
             ));
         }
-        let w = self.weight.tensor();
-        let lead: Vec<usize> = x.shape()[..x.rank() - 1].to_vec();
-        let rows: usize = lead.iter().product();
-        let x2 = if x.rank() == 2 {
-            x.clone()
-        } else {
-            x.reshape(&[rows, in_dim])?
-        };
-        let mut y = x2.matmul(&w.t()?)?;
-        if let Some(b) = &self.bias {
-            y = y.add(&b.tensor())?;
-        }
-        let mut out_shape = lead;
-        out_shape.push(self.out_dim());
-        if x.rank() == 2 {
-            Ok(y)
-        } else {
-            y.reshape(&out_shape)
-        }
+        let b = self.bias.as_ref().map(|b| b.tensor());
+        x.linear(&self.weight.tensor(), b.as_ref(), act)
     }
 }
 

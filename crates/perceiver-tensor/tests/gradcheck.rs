@@ -334,6 +334,54 @@ fn grad_layer_norm() {
 }
 
 #[test]
+fn grad_linear() {
+    let x = randn(&[2, 3, 5], 1);
+    let w = randn(&[4, 5], 2);
+    let b = randn(&[4], 3);
+    ok(check_gradients(&[x.clone(), w.clone(), b.clone()], |p| {
+        p[0].linear(&p[1], Some(&p[2]), None)
+    }));
+    ok(check_gradients(&[x.clone(), w.clone(), b], |p| {
+        p[0].linear(&p[1], Some(&p[2]), Some(GeluKind::Erf))
+    }));
+    ok(check_gradients(&[x, w], |p| {
+        p[0].linear(&p[1], None, Some(GeluKind::Tanh))
+    }));
+}
+
+#[test]
+fn linear_matches_its_composition_on_many_panels() -> Result<()> {
+    // 700 rows of width 3 -> several panels and both threads; strided (transposed) input
+    let x = randn(&[3, 700], 4).t()?;
+    let w = randn(&[3, 3], 5);
+    let b = randn(&[3], 6);
+    for act in [None, Some(GeluKind::Erf), Some(GeluKind::Tanh)] {
+        let (xt, wt, bt) = (x.requires_grad(), w.requires_grad(), b.requires_grad());
+        let fused = xt.linear(&wt, Some(&bt), act)?;
+        let mut plain = xt.matmul(&wt.t()?)?.add(&bt)?;
+        if let Some(k) = act {
+            plain = plain.gelu(k);
+        }
+        let (f, p) = (fused.to_vec(), plain.to_vec());
+        assert!(f
+            .iter()
+            .zip(&p)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())));
+        let r = randn(fused.shape(), 7);
+        let gf = fused.mul(&r)?.sum_all().backward()?;
+        let gp = plain.mul(&r)?.sum_all().backward()?;
+        for t in [&xt, &wt, &bt] {
+            let (a, c) = (gf.get(t).unwrap().to_vec(), gp.get(t).unwrap().to_vec());
+            let scale = c.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            assert!(a.iter().zip(&c).all(|(a, c)| (a - c).abs() <= 1e-4 * scale));
+        }
+    }
+    assert!(x.linear(&randn(&[3, 4], 8), None, None).is_err());
+    assert!(x.linear(&w, Some(&randn(&[4], 9)), None).is_err());
+    Ok(())
+}
+
+#[test]
 fn grad_cross_entropy() {
     ok(check_gradients(&[randn(&[4, 5], 1)], |x| {
         x[0].cross_entropy(&[0, 4, 2, 2], 0.0)

@@ -18,6 +18,7 @@ mod gather;
 mod gelu;
 mod index_select;
 mod layer_norm;
+mod linear;
 mod log;
 mod log_softmax;
 mod matmul;
@@ -88,6 +89,7 @@ pub const OPS: &[(&str, &str, &str)] = &[
     ("softmax", "ops/softmax.rs", "grad_softmax"),
     ("log_softmax", "ops/log_softmax.rs", "grad_log_softmax"),
     ("layer_norm", "ops/layer_norm.rs", "grad_layer_norm"),
+    ("linear (fused bias, GELU)", "ops/linear.rs", "grad_linear"),
     (
         "cross_entropy",
         "ops/cross_entropy.rs",

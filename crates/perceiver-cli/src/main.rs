@@ -62,7 +62,7 @@ pub struct TrainArgs {
     /// Dataset.
     #[arg(long, value_enum, default_value = "shapes")]
     pub dataset: DatasetKind,
-    /// Folder of a file dataset (default: $PERCEIVER_DATA/<dataset> or ../shared/data/<dataset>).
+    /// Folder of a file dataset (default: $PERCEIVER_DATA/DATASET or ../shared/data/DATASET).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// A named model configuration instead of the task preset's model (see `perceiver info`).

@@ -3,7 +3,7 @@
 //! A [`Layout`] maps a multi-index to an offset into the storage:
 //! `offset + sum(index[i] * strides[i])`. Views (permute, narrow, broadcast) only change the
 //! layout. A stride of 0 repeats an element (broadcasting). Kernels never iterate a dynamic
-//! multi-index per element: [`for_each_row`] walks the outer dimensions once per row and hands the
+//! multi-index per element: `for_each_row` walks the outer dimensions once per row and hands the
 //! kernel a row base offset and a stride for the innermost dimension, so inner loops are plain
 //! strided (usually unit-stride) loops that the compiler vectorises.
 

@@ -2,8 +2,9 @@
 //!
 //! Weights use PyTorch's layouts (`Linear.weight` is `[out, in]`) and default initialisation
 //! (uniform in `±1/√in` for both weight and bias; LayerNorm scale 1 and offset 0), so state
-//! dicts interchange by name. The forward of `Linear` multiplies by the transposed weight as a
-//! strided view (no copy), folding all leading dimensions into one GEMM.
+//! dicts interchange by name. The forward of `Linear` is the fused [`Tensor::linear`] op: the
+//! transposed weight is a strided view (no copy), all leading dimensions fold into the rows, and
+//! the bias (and an optional GELU) are applied to each cache-sized block of the output.
 
 use crate::{Error, GeluKind, Param, ParamStore, Result, Rng, Tensor};
 

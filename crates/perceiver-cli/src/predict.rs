@@ -36,12 +36,14 @@ fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Samp
             if !tasks::is_image(spec.dataset) || c.input_axes.len() != 2 {
                 return Err(wrong("image"));
             }
-            let (h, w) = (c.input_axes[0], c.input_axes[1]);
+            // With patches, the model sees (H/p) x (W/p) tokens of p*p*channels values.
+            let p = spec.patch.max(1);
+            let (h, w) = (c.input_axes[0] * p, c.input_axes[1] * p);
             let bytes = std::fs::read(path).map_err(|e| crate::error::io(path, e))?;
             let cfg = ImageFolderConfig {
                 resize: Some(h.min(w) as u32),
                 crop: Some((h as u32, w as u32)),
-                grayscale: c.input_channels == 1,
+                grayscale: c.input_channels == p * p,
             };
             let (pixels, ph, pw, ch) = decode_image(&bytes, path, &cfg)?;
             Ok(sample_from_u8(&pixels, ph, pw, ch, 0))

@@ -204,7 +204,7 @@ impl FusedCross {
     fn ranges(&self, batch: usize, m: usize) -> Vec<(usize, usize, usize)> {
         let threads = rayon::current_num_threads().max(1);
         let blocks = m.div_ceil(self.bk);
-        let per_b = (2 * threads).div_ceil(batch.max(1)).min(blocks).max(1);
+        let per_b = threads.div_ceil(batch.max(1)).min(blocks).max(1);
         let blocks_per_task = blocks.div_ceil(per_b);
         let mut out = Vec::new();
         for b in 0..batch {

@@ -72,19 +72,6 @@ struct CrossSaved {
     lse: Vec<f32>,
 }
 
-/// A strided matrix view of a 2-D tensor.
-fn mat2(t: &Tensor) -> MatRef<'_> {
-    let (data, l) = t.raw();
-    MatRef {
-        data,
-        offset: l.offset(),
-        rows: l.shape()[0],
-        cols: l.shape()[1],
-        row_stride: l.strides()[0],
-        col_stride: l.strides()[1],
-    }
-}
-
 /// Per-block work buffers.
 struct Block {
     xhat: Vec<f32>,
@@ -166,14 +153,14 @@ impl FusedCross {
         gemm(
             1.0,
             xn,
-            mat2(&inputs[4]).t(),
+            MatRef::of(&inputs[4]).t(),
             0.0,
             &mut blk.k[..bc * self.hk()],
         );
         gemm(
             1.0,
             xn,
-            mat2(&inputs[5]).t(),
+            MatRef::of(&inputs[5]).t(),
             0.0,
             &mut blk.v[..bc * self.hv()],
         );
@@ -491,8 +478,8 @@ impl FusedCross {
                         continue;
                     }
                     let dxb = &mut dxn[..bc * c];
-                    gemm(1.0, dkm, mat2(&inputs[4]), 0.0, dxb);
-                    gemm(1.0, dvm, mat2(&inputs[5]), 1.0, dxb);
+                    gemm(1.0, dkm, MatRef::of(&inputs[4]), 0.0, dxb);
+                    gemm(1.0, dvm, MatRef::of(&inputs[5]), 1.0, dxb);
                     for r in 0..bc {
                         let gr = &dxb[r * c..(r + 1) * c];
                         let xh = &blk.xhat[r * c..(r + 1) * c];

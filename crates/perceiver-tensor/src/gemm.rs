@@ -46,6 +46,21 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// A view of a rank-2 tensor (any strides). Panics on another rank (an internal invariant
+    /// of the callers, which validate shapes first).
+    pub fn of(t: &'a crate::Tensor) -> Self {
+        let (data, l) = t.raw();
+        assert_eq!(l.shape().len(), 2, "MatRef::of needs a rank-2 tensor");
+        MatRef {
+            data,
+            offset: l.offset(),
+            rows: l.shape()[0],
+            cols: l.shape()[1],
+            row_stride: l.strides()[0],
+            col_stride: l.strides()[1],
+        }
+    }
+
     /// The transpose (a view: strides swapped).
     pub fn t(self) -> Self {
         MatRef {

@@ -28,18 +28,6 @@ struct LinearBackward {
     has_bias: bool,
 }
 
-fn mat(t: &Tensor) -> MatRef<'_> {
-    let (data, l) = t.raw();
-    MatRef {
-        data,
-        offset: l.offset(),
-        rows: l.shape()[0],
-        cols: l.shape()[1],
-        row_stride: l.strides()[0],
-        col_stride: l.strides()[1],
-    }
-}
-
 impl Backward for LinearBackward {
     fn name(&self) -> &'static str {
         "linear"
@@ -63,14 +51,14 @@ impl Backward for LinearBackward {
             let w = self.w.as_ref().expect("saved w");
             let inp = w.shape()[1];
             let mut data = vec![0.0f32; rows * inp];
-            gemm(1.0, mat(&dh), mat(w), 0.0, &mut data);
+            gemm(1.0, MatRef::of(&dh), MatRef::of(w), 0.0, &mut data);
             Tensor::from_parts(data, &[rows, inp]).reshape_raw(&self.x_shape)
         });
         let dw = needs[1].then(|| {
             let x = self.x.as_ref().expect("saved x");
             let inp = x.shape()[1];
             let mut data = vec![0.0f32; out * inp];
-            gemm(1.0, mat(&dh).t(), mat(x), 0.0, &mut data);
+            gemm(1.0, MatRef::of(&dh).t(), MatRef::of(x), 0.0, &mut data);
             Tensor::from_parts(data, &[out, inp])
         });
         let db = (self.has_bias && needs[2]).then(|| super::sum::sum_axes_raw(&dh, &[0]));
@@ -122,7 +110,7 @@ impl Tensor {
             // One GEMM over all rows (threaded by `gemm`), then one parallel pass that adds the
             // bias and applies the activation (measured faster than per-panel GEMMs, which
             // repack the weight for every panel).
-            gemm(1.0, mat(&x2), mat(weight).t(), 0.0, &mut y);
+            gemm(1.0, MatRef::of(&x2), MatRef::of(weight).t(), 0.0, &mut y);
             let chunk = 64 * out;
             let epilogue = |yp: &mut [f32], hp: &mut [f32]| {
                 crate::simd!({

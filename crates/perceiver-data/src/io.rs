@@ -3,10 +3,21 @@
 
 use crate::error::{DataError, Result};
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Largest decompressed gzip stream accepted (4 GiB); protects against decompression bombs.
 pub const MAX_GUNZIP_BYTES: u64 = 4 << 30;
+
+/// The entries of a directory (files and folders), sorted by path, so datasets built from
+/// folders have a stable order on every machine.
+pub fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
+        out.push(e.map_err(|e| DataError::io(dir, e))?.path());
+    }
+    out.sort();
+    Ok(out)
+}
 
 /// Reads a whole file.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {

@@ -5,7 +5,7 @@
 //! records (10,000 in the official files). The training split is `data_batch_1.bin` ..
 //! `data_batch_5.bin` and the test split `test_batch.bin`, in `cifar-10-batches-bin/`.
 
-use crate::dataset::{check_index, Dataset, Split};
+use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::io::read_file;
 use crate::sample::Sample;
@@ -153,7 +153,6 @@ impl Dataset for Cifar10 {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
         let px = self.image(index).ok_or(DataError::Index {
             index,
             len: self.len(),

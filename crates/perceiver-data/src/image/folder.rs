@@ -53,23 +53,13 @@ fn is_image(p: &Path) -> bool {
     )
 }
 
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))?;
-    let mut out = Vec::new();
-    for e in rd {
-        out.push(e.map_err(|e| DataError::io(dir, e))?.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
 impl ImageFolder {
     /// Scans `root`: every sub-folder is a class (sorted by name), every PNG/JPEG inside it a
     /// sample (sorted by name).
     pub fn open(root: &Path, config: ImageFolderConfig) -> Result<ImageFolder> {
         let mut classes = Vec::new();
         let mut files = Vec::new();
-        for dir in sorted_entries(root)? {
+        for dir in crate::io::sorted_dir(root)? {
             if !dir.is_dir() {
                 continue;
             }
@@ -79,7 +69,7 @@ impl ImageFolder {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default(),
             );
-            for f in sorted_entries(&dir)? {
+            for f in crate::io::sorted_dir(&dir)? {
                 if f.is_file() && is_image(&f) {
                     files.push((f, label));
                 }

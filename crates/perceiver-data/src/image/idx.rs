@@ -5,7 +5,7 @@
 //! The declared size is checked against the file before the data is used; trailing bytes are an
 //! error (they mean the header is wrong).
 
-use crate::dataset::{check_index, Dataset, Split};
+use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::io::{maybe_gunzip, read_file, ByteReader};
 use crate::sample::Sample;
@@ -284,7 +284,6 @@ impl Dataset for Mnist {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
         let px = self.image(index).ok_or(DataError::Index {
             index,
             len: self.len(),

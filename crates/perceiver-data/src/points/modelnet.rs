@@ -49,15 +49,6 @@ pub struct ModelNet {
     cache: Vec<OnceLock<Arc<Vec<f32>>>>,
 }
 
-fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| DataError::io(dir, e))? {
-        out.push(e.map_err(|e| DataError::io(dir, e))?.path());
-    }
-    out.sort();
-    Ok(out)
-}
-
 impl ModelNet {
     /// Scans `root` for `<class>/<split>/*.{off,ply}`.
     pub fn open(root: &Path, cfg: ModelNetConfig) -> Result<ModelNet> {
@@ -66,7 +57,7 @@ impl ModelNet {
         }
         let mut classes = Vec::new();
         let mut items = Vec::new();
-        for dir in sorted_dir(root)? {
+        for dir in crate::io::sorted_dir(root)? {
             if !dir.is_dir() {
                 continue;
             }
@@ -80,7 +71,7 @@ impl ModelNet {
             if !sub.is_dir() {
                 continue;
             }
-            for f in sorted_dir(&sub)? {
+            for f in crate::io::sorted_dir(&sub)? {
                 let ext = f
                     .extension()
                     .and_then(|e| e.to_str())

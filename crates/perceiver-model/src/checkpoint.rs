@@ -2,8 +2,9 @@
 //! canonical name, f32, shared sets once) and `config.json` (the [`PerceiverConfig`]).
 //! Both files are written atomically (temporary file + rename).
 
-use crate::io::{read_safetensors, write_atomic, write_safetensors};
+use crate::io::{read_safetensors, write_atomic};
 use crate::{ModelError, Perceiver, PerceiverConfig, Result};
+use perceiver_tensor::io::save_safetensors;
 use perceiver_tensor::Rng;
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,7 +26,7 @@ impl Perceiver {
         })?;
         let mut meta = HashMap::new();
         meta.insert("format".to_string(), FORMAT.to_string());
-        write_safetensors(
+        save_safetensors(
             dir.join(WEIGHTS_FILE),
             &self.params().to_named_tensors(),
             Some(meta),

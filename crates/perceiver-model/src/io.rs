@@ -1,10 +1,10 @@
-//! safetensors files: read (f32, f64, f16, bf16 -> f32) with the header metadata, and atomic
-//! writes (temporary file + rename).
+//! Reading reference safetensors files (f32, f64, f16, bf16 -> f32, with the header metadata;
+//! published checkpoints are not always f32, unlike ours) and atomic writes of other files
+//! (temporary file + rename). Weights are written by `perceiver_tensor::io::save_safetensors`.
 
 use crate::{ModelError, Result};
 use perceiver_tensor::Tensor;
-use safetensors::tensor::{Dtype, SafeTensors, View};
-use std::borrow::Cow;
+use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -85,56 +85,6 @@ pub fn read_safetensors(
     Ok((out, metadata))
 }
 
-struct F32View {
-    shape: Vec<usize>,
-    bytes: Vec<u8>,
-}
-
-impl View for &F32View {
-    fn dtype(&self) -> Dtype {
-        Dtype::F32
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.bytes)
-    }
-    fn data_len(&self) -> usize {
-        self.bytes.len()
-    }
-}
-
-/// Writes `tensors` as f32 to `path` with optional metadata, atomically: the bytes go to a
-/// temporary file beside `path`, which is then renamed over it.
-pub fn write_safetensors(
-    path: impl AsRef<Path>,
-    tensors: &[(String, Tensor)],
-    metadata: Option<HashMap<String, String>>,
-) -> Result<()> {
-    let path = path.as_ref();
-    let views: Vec<(String, F32View)> = tensors
-        .iter()
-        .map(|(n, t)| {
-            let bytes = t.to_vec().iter().flat_map(|v| v.to_le_bytes()).collect();
-            (
-                n.clone(),
-                F32View {
-                    shape: t.shape().to_vec(),
-                    bytes,
-                },
-            )
-        })
-        .collect();
-    let bytes =
-        safetensors::tensor::serialize(views.iter().map(|(n, v)| (n.as_str(), v)), metadata)
-            .map_err(|e| ModelError::Format {
-                path: path.display().to_string(),
-                msg: e.to_string(),
-            })?;
-    write_atomic(path, &bytes)
-}
-
 /// Writes `bytes` to `path` through a temporary sibling file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let file_name = path
@@ -170,7 +120,12 @@ mod tests {
         let s = Tensor::scalar(7.0);
         let mut meta = HashMap::new();
         meta.insert("k".to_string(), "v".to_string());
-        write_safetensors(&p, &[("b".into(), s), ("a".into(), a.clone())], Some(meta)).unwrap();
+        perceiver_tensor::io::save_safetensors(
+            &p,
+            &[("b".into(), s), ("a".into(), a.clone())],
+            Some(meta),
+        )
+        .unwrap();
         let (t, m) = read_safetensors(&p).unwrap();
         assert_eq!(m["k"], "v");
         assert_eq!(t[0].0, "a");

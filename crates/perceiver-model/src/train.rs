@@ -70,23 +70,6 @@ pub enum TrainError {
         /// The loss value.
         loss: f32,
     },
-    /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file or directory.
-        path: String,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-    /// A training-state file is malformed.
-    #[error("{path}: {msg}")]
-    Format {
-        /// The file.
-        path: String,
-        /// What is wrong.
-        msg: String,
-    },
     /// A batch is inconsistent (labels vs batch size, label out of range).
     #[error("bad batch: {0}")]
     Batch(String),
@@ -96,10 +79,20 @@ pub enum TrainError {
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 fn io_err(path: &Path, source: std::io::Error) -> TrainError {
-    TrainError::Io {
+    perceiver_tensor::Error::Io {
         path: path.display().to_string(),
         source,
     }
+    .into()
+}
+
+/// A malformed training-state file (the tensor crate's `Error::Format`, naming the file).
+fn format_err(path: &Path, msg: impl ToString) -> TrainError {
+    perceiver_tensor::Error::Format {
+        path: path.display().to_string(),
+        msg: msg.to_string(),
+    }
+    .into()
 }
 
 /// One batch as plain tensors.
@@ -449,10 +442,8 @@ impl Trainer {
             rng_word_pos: pos.to_string(),
             extra,
         };
-        let json = serde_json::to_string_pretty(&state).map_err(|e| TrainError::Format {
-            path: new.join(TRAINER_FILE).display().to_string(),
-            msg: e.to_string(),
-        })?;
+        let json = serde_json::to_string_pretty(&state)
+            .map_err(|e| format_err(&new.join(TRAINER_FILE), e))?;
         write_atomic(&new.join(TRAINER_FILE), json.as_bytes())?;
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
@@ -483,15 +474,9 @@ impl Trainer {
         let (tensors, _) = load_safetensors(&opath)?;
         optimizer
             .load_state(&tensors)
-            .map_err(|e| TrainError::Format {
-                path: opath.display().to_string(),
-                msg: e.to_string(),
-            })?;
+            .map_err(|e| format_err(&opath, e))?;
         let tpath = dir.join(TRAINER_FILE);
-        let bad = |msg: &str| TrainError::Format {
-            path: tpath.display().to_string(),
-            msg: msg.to_string(),
-        };
+        let bad = |msg: &str| format_err(&tpath, msg);
         let seed_hex = &state.rng_seed;
         if seed_hex.len() != 64 {
             return Err(bad("rng_seed must be 64 hex digits"));
@@ -539,10 +524,7 @@ pub fn resolve_state_dir(dir: &Path) -> PathBuf {
 pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(TRAINER_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Format {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    })
+    serde_json::from_str(&text).map_err(|e| format_err(&path, e))
 }
 
 #[cfg(test)]

@@ -3,15 +3,8 @@
 use perceiver_attn::{attention_reference, fused_cross_attention, AttentionOptions, KvProjection};
 use perceiver_tensor::{Result, Rng, Tensor};
 
-fn rel_err(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (a, b) = (a.to_vec(), b.to_vec());
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(floor);
-    a.iter()
-        .zip(&b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
+mod common;
+use common::rel_err_floor as rel_err;
 
 struct Case {
     b: usize,

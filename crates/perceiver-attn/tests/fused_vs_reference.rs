@@ -15,18 +15,8 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     rel_err_floor(a, b, 1e-6)
 }
 
-/// Same, with a floor on the denominator. A gradient that vanishes in exact arithmetic (one
-/// key: the softmax is constant) is rounding noise in both kernels, so gradients are compared
-/// relative to the largest gradient of the problem (q, k and v together).
-fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
-    assert_eq!(a.shape(), b.shape());
-    let (a, b) = (a.to_vec(), b.to_vec());
-    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(floor);
-    a.iter()
-        .zip(&b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
+mod common;
+use common::rel_err_floor;
 
 /// A mask `[b, m]` hiding a different tail of each example; example 0 of `fully_masked` hides
 /// every key.

@@ -689,7 +689,8 @@ pub fn fused_cross_attention(
         dv: hv / heads,
         channels: c,
         scale,
-        bk: block_tokens(q.shape()[2]),
+        // Never wider than the input: the block buffers are sized by `bk`.
+        bk: block_tokens(q.shape()[2]).min(m.max(1)),
         eps,
         has: [
             lnw.is_some(),

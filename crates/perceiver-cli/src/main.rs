@@ -285,18 +285,24 @@ fn info(args: &InfoArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sets the number of compute threads (rayon's global pool).
-pub fn set_threads(n: Option<usize>) -> Result<()> {
-    if let Some(n) = n {
-        if n == 0 {
-            return Err(CliError::new("--threads must be at least 1"));
-        }
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .map_err(|e| CliError::new(format!("--threads: {e}")))?;
+/// Runs `f` on a rayon pool of `n` compute threads (default: one per core).
+///
+/// The whole command runs *inside* the pool, so the parallel loops of each op are forked from a
+/// worker thread (a push onto its own queue, stolen by the other workers) rather than injected
+/// from outside the pool with the calling thread blocked on a latch each time: on a training
+/// step made of hundreds of small ops that hand-off was a large share of the time.
+pub fn in_pool<T: Send>(n: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    if n == Some(0) {
+        return Err(CliError::new("--threads must be at least 1"));
     }
-    Ok(())
+    let mut b = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("compute-{i}"));
+    if let Some(n) = n {
+        b = b.num_threads(n);
+    }
+    let pool = b
+        .build()
+        .map_err(|e| CliError::new(format!("--threads: {e}")))?;
+    pool.install(f)
 }
 
 fn main() -> ExitCode {
@@ -343,8 +349,8 @@ fn main() -> ExitCode {
         }
     };
     let result = std::panic::catch_unwind(|| match &cli.command {
-        Command::Train(a) => run::train(a),
-        Command::Eval(a) => run::eval(a),
+        Command::Train(a) => in_pool(a.threads, || run::train(a)),
+        Command::Eval(a) => in_pool(a.threads, || run::eval(a)),
         Command::Predict(a) => predict::predict(a),
         Command::Info(a) => info(a),
     });

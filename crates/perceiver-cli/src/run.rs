@@ -3,7 +3,7 @@
 use crate::error::{io, CliError, Result};
 use crate::plot::{write_curves, EpochPoint};
 use crate::tasks::{self, DataSpec, DatasetKind, Hyper, OptimizerKind, ScheduleKind};
-use crate::{read_config, set_threads, thousands, EvalArgs, TrainArgs};
+use crate::{read_config, thousands, EvalArgs, TrainArgs};
 use indicatif::{ProgressBar, ProgressStyle};
 use perceiver_data::{mix_seed, Batch, Dataset, Loader, Split};
 use perceiver_model::train::{
@@ -340,7 +340,6 @@ fn default_out(kind: DatasetKind) -> PathBuf {
 /// `perceiver train`.
 pub fn train(a: &TrainArgs) -> Result<()> {
     let wall = Instant::now();
-    set_threads(a.threads)?;
     // Settings: from the checkpoint when resuming, else the task preset and the flags.
     let (mut info, resume_from, out) = match &a.resume {
         Some(dir) => {
@@ -706,6 +705,9 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         "total_wall_s": info.wall_seconds,
         "out": out.display().to_string(),
     });
+    if perceiver_tensor::autograd::profile::enabled() {
+        eprintln!("{}", perceiver_tensor::autograd::profile::report());
+    }
     println!("{summary}");
     Ok(())
 }
@@ -713,7 +715,6 @@ pub fn train(a: &TrainArgs) -> Result<()> {
 /// `perceiver eval`.
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let wall = Instant::now();
-    set_threads(a.threads)?;
     if a.batch_size == 0 {
         return Err(CliError::new("--batch-size must be at least 1"));
     }

@@ -6,8 +6,9 @@
 //! - Threading: `matrixmultiply`'s own threading scales poorly on two cores, so above
 //!   [`PAR_MIN_FMAS`] multiply-adds the output is cut into one block of rows (or columns) per
 //!   rayon thread, and each block runs one single-threaded GEMM. Inside a rayon task (for example
-//!   a batched product that already parallelises over the batch) the GEMM stays on its thread,
-//!   so thread pools never nest.
+//!   a batched product that already parallelises over the batch) the blocks are ordinary
+//!   fork-join jobs: when every worker is busy the forking thread runs them itself, so nesting
+//!   costs a queue push, and callers may run whole programs inside a pool (as the CLI does).
 //! - Bounds are checked once per call against the slices, so the `unsafe` call cannot read or
 //!   write outside them.
 
@@ -91,33 +92,68 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) 
 /// [`gemm`] into an output whose rows are `ldc` elements apart (`ldc >= n`), for example a
 /// column block of a wider matrix: `c[i·ldc + j]` for `i < m`, `j < n`.
 pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], ldc: usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "gemm: inner dimensions differ");
-    assert!(
-        a.in_bounds() && b.in_bounds(),
-        "gemm: operand view out of bounds"
-    );
+    let (m, n) = (a.rows, b.cols);
+    check(a, b);
     assert!(ldc >= n, "gemm: output row stride smaller than its width");
     if m == 0 || n == 0 {
         return;
     }
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
+    // SAFETY: the views were checked by `check` and the output is large enough.
+    unsafe { gemm_raw(alpha, a, b, beta, c.as_mut_ptr(), ldc) };
+}
+
+/// `A·B` into a new row-major vector of `m·n` elements, `alpha`-scaled. The output is not
+/// zero-filled first: with `beta = 0` the GEMM writes every element without reading it.
+pub fn gemm_new(alpha: f32, a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+    let (m, n) = (a.rows, b.cols);
+    check(a, b);
+    let mut out: Vec<f32> = Vec::with_capacity(m * n);
+    if m > 0 && n > 0 {
+        // SAFETY: the views were checked; the buffer holds m·n elements, written (never read)
+        // through the raw pointer since beta = 0 (matrixmultiply: "if β is zero, then C does
+        // not need to be initialized"; the k = 0 path writes zeros).
+        unsafe { gemm_raw(alpha, a, b, 0.0, out.as_mut_ptr(), n) };
+    }
+    // SAFETY: every one of the m·n elements was written above.
+    unsafe { out.set_len(m * n) };
+    out
+}
+
+fn check(a: MatRef<'_>, b: MatRef<'_>) {
+    assert_eq!(b.rows, a.cols, "gemm: inner dimensions differ");
+    assert!(
+        a.in_bounds() && b.in_bounds(),
+        "gemm: operand view out of bounds"
+    );
+}
+
+/// The product into `c` (row stride `ldc`), threaded above [`PAR_MIN_FMAS`].
+///
+/// # Safety
+/// The views must be in bounds, `m, n > 0`, and `c` valid for writes of the `m x n` block with
+/// row stride `ldc >= n` (read too when `beta != 0`).
+unsafe fn gemm_raw(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: *mut f32, ldc: usize) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     if k == 0 {
         for i in 0..m {
-            for v in &mut c[i * ldc..i * ldc + n] {
-                *v = if beta == 0.0 { 0.0 } else { *v * beta };
+            for j in 0..n {
+                // SAFETY: inside the block the caller vouched for.
+                unsafe {
+                    let p = c.add(i * ldc + j);
+                    *p = if beta == 0.0 { 0.0 } else { *p * beta };
+                }
             }
         }
         return;
     }
     let threads = rayon::current_num_threads();
-    let nested = rayon::current_thread_index().is_some();
-    if threads <= 1 || nested || m * k * n < PAR_MIN_FMAS {
-        // SAFETY: the views and the output were bounds-checked above.
-        unsafe { gemm_block(alpha, a, b, beta, c.as_mut_ptr(), ldc, 0, m, 0, n) };
+    if threads <= 1 || m * k * n < PAR_MIN_FMAS {
+        // SAFETY: forwarded from the caller.
+        unsafe { gemm_block(alpha, a, b, beta, c, ldc, 0, m, 0, n) };
         return;
     }
-    let ptr = SendPtr(c.as_mut_ptr());
+    let ptr = SendPtr(c);
     if m >= n || m >= 64 * threads {
         let rows = m.div_ceil(threads);
         (0..threads).into_par_iter().for_each(|t| {
@@ -125,7 +161,7 @@ pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f3
             let r1 = ((t + 1) * rows).min(m);
             if r0 < r1 {
                 let p = ptr;
-                // SAFETY: row blocks are disjoint and inside the checked output.
+                // SAFETY: row blocks are disjoint and inside the caller's output.
                 unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, r0, r1, 0, n) };
             }
         });
@@ -136,7 +172,7 @@ pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f3
             let c0 = t * cols;
             let c1 = ((t + 1) * cols).min(n);
             let p = ptr;
-            // SAFETY: column blocks are disjoint and inside the checked output.
+            // SAFETY: column blocks are disjoint and inside the caller's output.
             unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, 0, m, c0, c1) };
         });
     }
@@ -294,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn nested_in_rayon_stays_single_threaded_and_correct() {
+    fn nested_in_rayon_is_correct() {
         rayon::scope(|s| {
             s.spawn(|_| check(200, 64, 64));
         });

@@ -239,19 +239,21 @@ impl Tensor {
             return s.to_vec();
         }
         let mut out = Vec::with_capacity(self.numel());
-        let st = &self.storage;
+        let st = &self.storage[..];
+        let s = if self.rank() == 0 {
+            0
+        } else {
+            self.layout.strides[self.rank() - 1]
+        };
         for_each_row(
             self.shape(),
             [self.layout.strides()],
             [self.layout.offset],
             |[b], n| {
-                let s = if self.rank() == 0 {
-                    0
+                if s == 1 {
+                    out.extend_from_slice(&st[b..b + n]);
                 } else {
-                    self.layout.strides[self.rank() - 1]
-                };
-                for i in 0..n {
-                    out.push(st[b + i * s]);
+                    out.extend((0..n).map(|i| st[b + i * s]));
                 }
             },
         );

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-fn enabled() -> bool {
+/// Whether profiling is on (`PERCEIVER_PROFILE` set to something other than `0`).
+pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("PERCEIVER_PROFILE").is_ok_and(|v| v != "0" && !v.is_empty()))
 }

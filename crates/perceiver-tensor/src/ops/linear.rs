@@ -13,7 +13,7 @@
 use super::gelu::{gelu_erf, gelu_erf_grad, gelu_tanh, gelu_tanh_grad};
 use super::GeluKind;
 use crate::autograd::{record, Backward};
-use crate::gemm::{gemm, MatRef};
+use crate::gemm::{gemm_new, MatRef};
 use crate::kernels;
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
@@ -50,15 +50,13 @@ impl Backward for LinearBackward {
         let dx = needs[0].then(|| {
             let w = self.w.as_ref().expect("saved w");
             let inp = w.shape()[1];
-            let mut data = vec![0.0f32; rows * inp];
-            gemm(1.0, MatRef::of(&dh), MatRef::of(w), 0.0, &mut data);
+            let data = gemm_new(1.0, MatRef::of(&dh), MatRef::of(w));
             Tensor::from_parts(data, &[rows, inp]).reshape_raw(&self.x_shape)
         });
         let dw = needs[1].then(|| {
             let x = self.x.as_ref().expect("saved x");
             let inp = x.shape()[1];
-            let mut data = vec![0.0f32; out * inp];
-            gemm(1.0, MatRef::of(&dh).t(), MatRef::of(x), 0.0, &mut data);
+            let data = gemm_new(1.0, MatRef::of(&dh).t(), MatRef::of(x));
             Tensor::from_parts(data, &[out, inp])
         });
         let db = (self.has_bias && needs[2]).then(|| super::sum::sum_axes_raw(&dh, &[0]));
@@ -104,15 +102,15 @@ impl Tensor {
             x2.contiguous()
         };
         let bvec = bias.map(|b| b.to_vec());
-        let mut y = vec![0.0f32; rows * out];
-        let mut h = vec![0.0f32; if act.is_some() { rows * out } else { 0 }];
+        let mut y = Vec::new();
+        let mut h: Vec<f32> = Vec::with_capacity(if act.is_some() { rows * out } else { 0 });
         if out > 0 && rows > 0 {
             // One GEMM over all rows (threaded by `gemm`), then one parallel pass that adds the
             // bias and applies the activation (measured faster than per-panel GEMMs, which
-            // repack the weight for every panel).
-            gemm(1.0, MatRef::of(&x2), MatRef::of(weight).t(), 0.0, &mut y);
+            // repack the weight for every panel). Neither buffer is zero-filled first.
+            y = gemm_new(1.0, MatRef::of(&x2), MatRef::of(weight).t());
             let chunk = 64 * out;
-            let epilogue = |yp: &mut [f32], hp: &mut [f32]| {
+            let epilogue = |yp: &mut [f32], hp: &mut [std::mem::MaybeUninit<f32>]| {
                 crate::simd!({
                     if let Some(b) = &bvec {
                         for row in yp.chunks_mut(out) {
@@ -124,13 +122,13 @@ impl Tensor {
                     match act {
                         Some(GeluKind::Erf) => {
                             for (y, h) in yp.iter_mut().zip(hp.iter_mut()) {
-                                *h = *y;
+                                h.write(*y);
                                 *y = gelu_erf(*y);
                             }
                         }
                         Some(GeluKind::Tanh) => {
                             for (y, h) in yp.iter_mut().zip(hp.iter_mut()) {
-                                *h = *y;
+                                h.write(*y);
                                 *y = gelu_tanh(*y);
                             }
                         }
@@ -141,8 +139,10 @@ impl Tensor {
             if bvec.is_some() || act.is_some() {
                 if act.is_some() {
                     y.par_chunks_mut(chunk)
-                        .zip(h.par_chunks_mut(chunk))
+                        .zip(h.spare_capacity_mut()[..rows * out].par_chunks_mut(chunk))
                         .for_each(|(yp, hp)| epilogue(yp, hp));
+                    // SAFETY: the epilogue wrote every element of `h` (same chunks as `y`).
+                    unsafe { h.set_len(rows * out) };
                 } else {
                     y.par_chunks_mut(chunk).for_each(|yp| epilogue(yp, &mut []));
                 }

@@ -121,7 +121,7 @@ impl FlashAttention {
             let i0 = (idx % blocks_per_bh) * BLOCK_Q;
             let br = l_out.len();
             let qi = qo.rows(b, h, i0, br, dk);
-            let mut s = vec![0.0f32; br * BLOCK_K];
+            let mut s = vec![0.0f32; br * BLOCK_K.min(m)];
             let mut mx = vec![f32::NEG_INFINITY; br];
             let mut sum = vec![0.0f32; br];
             let mask = self.mask_row(b, m);
@@ -259,8 +259,10 @@ impl FlashAttention {
                 };
                 let mask = self.mask_row(b, m);
                 let mut dq_acc = vec![0.0f32; if needs[0] { n * dk } else { 0 }];
-                let mut s = vec![0.0f32; BLOCK_Q * BLOCK_K];
-                let mut dp = vec![0.0f32; BLOCK_Q * BLOCK_K];
+                // Sized for the blocks this problem has (small problems zero far less).
+                let tile = BLOCK_Q.min(n) * BLOCK_K.min(keys);
+                let mut s = vec![0.0f32; tile];
+                let mut dp = vec![0.0f32; tile];
                 for jl in (0..keys).step_by(BLOCK_K) {
                     let j0 = ja + jl;
                     let bc = BLOCK_K.min(keys - jl);

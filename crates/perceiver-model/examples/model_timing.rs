@@ -12,7 +12,15 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    // Run inside the pool, as `perceiver train` and the benchmarks do.
+    rayon::ThreadPoolBuilder::new()
+        .start_handler(|_| perceiver_tensor::kernels::flush_denormals())
+        .build()?
+        .install(run)
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let name = args.first().map(String::as_str).unwrap_or("mnist-small");
     let batch: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(32);

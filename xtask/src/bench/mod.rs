@@ -81,7 +81,7 @@ pub struct Group {
 }
 
 /// Allocates a point's inputs and returns the routine to time (called once per measurement).
-pub type Setup = Box<dyn FnOnce() -> Box<dyn FnMut()>>;
+pub type Setup = Box<dyn FnOnce() -> Box<dyn FnMut()> + Send>;
 
 /// One routine on one shape.
 pub struct Point {
@@ -305,6 +305,7 @@ fn ensure_release(command: &str, args: &[OsString]) -> Result<()> {
 fn init_threads(threads: usize) -> Result<()> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
+        .start_handler(|_| perceiver_tensor::kernels::flush_denormals())
         .build_global()
         .map_err(|e| format!("could not build the rayon pool: {e}").into())
 }
@@ -499,9 +500,12 @@ fn measure_point(group: &Group, point: Point, threads: usize, quick: bool) -> Va
         work,
         setup,
     } = point;
-    let mut routine = setup();
-    let t = measure(&mut *routine, Plan::new(quick));
-    drop(routine);
+    // Set up and measure on a worker of the pool, as `perceiver train` runs: parallel loops
+    // then fork from a worker instead of being injected from outside the pool.
+    let t = rayon::scope(|_| {
+        let mut routine = setup();
+        measure(&mut *routine, Plan::new(quick))
+    });
     let median = t.median();
     let mut r = json!({
         "group": group.name,

@@ -49,6 +49,25 @@ pub(crate) fn gelu_tanh_grad(x: f32) -> f32 {
     0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
 }
 
+/// `(gelu(x), gelu'(x))` (exact form), sharing the erf.
+#[inline(always)]
+pub(crate) fn gelu_erf_and_grad(x: f32) -> (f32, f32) {
+    let cdf = 0.5 * (1.0 + crate::kernels::fast_erf(x * INV_SQRT_2));
+    let pdf = INV_SQRT_2PI * crate::kernels::fast_exp(-0.5 * x * x);
+    (x * cdf, cdf + x * pdf)
+}
+
+/// `(gelu(x), gelu'(x))` (tanh form), sharing the tanh.
+#[inline(always)]
+pub(crate) fn gelu_tanh_and_grad(x: f32) -> (f32, f32) {
+    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+    let t = crate::kernels::fast_tanh(u);
+    let y = 0.5 * x * (1.0 + t);
+    let d =
+        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
+    (y, d)
+}
+
 #[inline(always)]
 fn gelu_erf_bwd(g: f32, x: f32) -> f32 {
     g * gelu_erf_grad(x)

@@ -52,26 +52,34 @@ impl Backward for LayerNormBackward {
                 let xr = &x[row * d..(row + 1) * d];
                 let gr = &gd[row * d..(row + 1) * d];
                 let (mu, rs) = (self.mean[row], self.rstd[row]);
-                for i in 0..d {
-                    xhat[i] = (xr[i] - mu) * rs;
+                // Iterators rather than indices, so the loops carry no bounds checks and
+                // vectorise.
+                for (xh, &xv) in xhat.iter_mut().zip(xr) {
+                    *xh = (xv - mu) * rs;
                 }
                 if want_wb {
-                    for i in 0..d {
-                        dw[i] += gr[i] * xhat[i];
-                        db[i] += gr[i];
+                    for (((dwi, dbi), &g), &xh) in
+                        dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xhat.iter())
+                    {
+                        *dwi += g * xh;
+                        *dbi += g;
                     }
                 }
                 if needs[0] {
                     match &w {
-                        Some(w) => (0..d).for_each(|i| gh[i] = gr[i] * w[i]),
+                        Some(w) => {
+                            for ((o, &g), &wv) in gh.iter_mut().zip(gr).zip(w) {
+                                *o = g * wv;
+                            }
+                        }
                         None => gh.copy_from_slice(gr),
                     }
                     let inv_d = 1.0 / d as f32;
                     let m1 = kernels::sum(&gh) * inv_d;
                     let m2 = kernels::dot(&gh, &xhat) * inv_d;
                     let out = &mut dx_chunk[r * d..(r + 1) * d];
-                    for i in 0..d {
-                        out[i] = rs * (gh[i] - m1 - xhat[i] * m2);
+                    for ((o, &g), &xh) in out.iter_mut().zip(gh.iter()).zip(xhat.iter()) {
+                        *o = rs * (g - m1 - xh * m2);
                     }
                 }
             });
@@ -125,29 +133,28 @@ impl Backward for LayerNormBackward {
 /// Normalises one row into `y`; returns its mean and reciprocal standard deviation.
 #[inline(always)]
 fn ln_row(x: &[f32], y: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32) -> (f32, f32) {
-    let d = x.len();
-    let inv_d = 1.0 / d as f32;
+    let inv_d = 1.0 / x.len() as f32;
     let mu = kernels::sum(x) * inv_d;
     let rs = 1.0 / (kernels::sum_sq_dev(x, mu) * inv_d + eps).sqrt();
     match (w, b) {
         (Some(w), Some(b)) => {
-            for i in 0..d {
-                y[i] = (x[i] - mu) * rs * w[i] + b[i];
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = (x - mu) * rs * w + b;
             }
         }
         (Some(w), None) => {
-            for i in 0..d {
-                y[i] = (x[i] - mu) * rs * w[i];
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = (x - mu) * rs * w;
             }
         }
         (None, Some(b)) => {
-            for i in 0..d {
-                y[i] = (x[i] - mu) * rs + b[i];
+            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                *y = (x - mu) * rs + b;
             }
         }
         (None, None) => {
-            for i in 0..d {
-                y[i] = (x[i] - mu) * rs;
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = (x - mu) * rs;
             }
         }
     }

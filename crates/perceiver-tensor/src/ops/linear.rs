@@ -4,13 +4,14 @@
 //! view), then a single parallel pass adds the bias and applies the activation in place, instead
 //! of separate passes for the bias and the activation with a new tensor each. (Per-panel GEMMs
 //! with the epilogue applied while the panel is in cache were measured slower: each panel
-//! repacks the whole weight.) With an activation, the
-//! pre-activation `h` is kept for the backward.
+//! repacks the whole weight.) With an activation and a graph being recorded, the same pass
+//! also computes the activation's derivative `act'(h)` (sharing its erf or tanh) and keeps it
+//! for the backward, which then needs one multiplication instead of an erf and an exp.
 //!
 //! Backward, with `dh = g ⊙ act'(h)` (or `g` without an activation):
 //! `dx = dh·W`, `dW = dhᵀ·x`, `db = Σ_rows dh`.
 
-use super::gelu::{gelu_erf, gelu_erf_grad, gelu_tanh, gelu_tanh_grad};
+use super::gelu::{gelu_erf, gelu_erf_and_grad, gelu_tanh, gelu_tanh_and_grad};
 use super::GeluKind;
 use crate::autograd::{record, Backward};
 use crate::gemm::{gemm_new, MatRef};
@@ -22,8 +23,8 @@ use rayon::prelude::*;
 struct LinearBackward {
     x: Option<Tensor>,
     w: Option<Tensor>,
-    h: Option<Tensor>,
-    act: Option<GeluKind>,
+    /// `act'(h)` per output element, with an activation.
+    dact: Option<Tensor>,
     x_shape: Shape,
     has_bias: bool,
 }
@@ -36,30 +37,37 @@ impl Backward for LinearBackward {
         let out = *g.shape().last().expect("rank >= 1");
         let rows = g.numel() / out.max(1);
         let g2 = g.reshape_raw(&[rows, out]);
-        let dh = match (&self.act, &self.h) {
-            (Some(kind), Some(h)) => {
-                let (gd, hd) = (g2.contiguous_data(), h.contiguous_data());
-                let f = match kind {
-                    GeluKind::Erf => kernels::zip_map(&gd, &hd, |g, h| g * gelu_erf_grad(h)),
-                    GeluKind::Tanh => kernels::zip_map(&gd, &hd, |g, h| g * gelu_tanh_grad(h)),
-                };
-                Tensor::from_parts(f, &[rows, out])
+        let dh = match &self.dact {
+            Some(d) => {
+                let (gd, dd) = (g2.contiguous_data(), d.contiguous_data());
+                Tensor::from_parts(kernels::zip_map(&gd, &dd, |g, d| g * d), &[rows, out])
             }
-            _ => g2.contiguous(),
+            None => g2.contiguous(),
         };
-        let dx = needs[0].then(|| {
-            let w = self.w.as_ref().expect("saved w");
-            let inp = w.shape()[1];
-            let data = gemm_new(1.0, MatRef::of(&dh), MatRef::of(w));
-            Tensor::from_parts(data, &[rows, inp]).reshape_raw(&self.x_shape)
-        });
-        let dw = needs[1].then(|| {
-            let x = self.x.as_ref().expect("saved x");
-            let inp = x.shape()[1];
-            let data = gemm_new(1.0, MatRef::of(&dh).t(), MatRef::of(x));
-            Tensor::from_parts(data, &[out, inp])
-        });
-        let db = (self.has_bias && needs[2]).then(|| super::sum::sum_axes_raw(&dh, &[0]));
+        // The three products are independent: run them as fork-join jobs, so on small layers
+        // (where one GEMM barely gains from a second thread) each thread takes its own.
+        let dx = || {
+            needs[0].then(|| {
+                let w = self.w.as_ref().expect("saved w");
+                let inp = w.shape()[1];
+                let data = gemm_new(1.0, MatRef::of(&dh), MatRef::of(w));
+                Tensor::from_parts(data, &[rows, inp]).reshape_raw(&self.x_shape)
+            })
+        };
+        let dw_db = || {
+            rayon::join(
+                || {
+                    needs[1].then(|| {
+                        let x = self.x.as_ref().expect("saved x");
+                        let inp = x.shape()[1];
+                        let data = gemm_new(1.0, MatRef::of(&dh).t(), MatRef::of(x));
+                        Tensor::from_parts(data, &[out, inp])
+                    })
+                },
+                || (self.has_bias && needs[2]).then(|| super::sum::sum_axes_raw(&dh, &[0])),
+            )
+        };
+        let (dx, (dw, db)) = rayon::join(dx, dw_db);
         vec![dx, dw, if self.has_bias { db } else { None }]
     }
 }
@@ -102,15 +110,20 @@ impl Tensor {
             x2.contiguous()
         };
         let bvec = bias.map(|b| b.to_vec());
+        let none = Tensor::scalar(0.0);
+        let inputs = [self, weight, bias.unwrap_or(&none)];
+        // The derivative of the activation is kept only when the op will be recorded.
+        let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.node.is_some());
+        let keep_dact = act.is_some() && track;
         let mut y = Vec::new();
-        let mut h: Vec<f32> = Vec::with_capacity(if act.is_some() { rows * out } else { 0 });
+        let mut dact: Vec<f32> = Vec::with_capacity(if keep_dact { rows * out } else { 0 });
         if out > 0 && rows > 0 {
             // One GEMM over all rows (threaded by `gemm`), then one parallel pass that adds the
             // bias and applies the activation (measured faster than per-panel GEMMs, which
             // repack the weight for every panel). Neither buffer is zero-filled first.
             y = gemm_new(1.0, MatRef::of(&x2), MatRef::of(weight).t());
             let chunk = 64 * out;
-            let epilogue = |yp: &mut [f32], hp: &mut [std::mem::MaybeUninit<f32>]| {
+            let epilogue = |yp: &mut [f32], dp: &mut [std::mem::MaybeUninit<f32>]| {
                 crate::simd!({
                     if let Some(b) = &bvec {
                         for row in yp.chunks_mut(out) {
@@ -119,30 +132,38 @@ impl Tensor {
                             }
                         }
                     }
-                    match act {
-                        Some(GeluKind::Erf) => {
-                            for (y, h) in yp.iter_mut().zip(hp.iter_mut()) {
-                                h.write(*y);
-                                *y = gelu_erf(*y);
+                    match (act, keep_dact) {
+                        (Some(GeluKind::Erf), true) => {
+                            for (y, d) in yp.iter_mut().zip(dp.iter_mut()) {
+                                let (v, dv) = gelu_erf_and_grad(*y);
+                                *y = v;
+                                d.write(dv);
                             }
                         }
-                        Some(GeluKind::Tanh) => {
-                            for (y, h) in yp.iter_mut().zip(hp.iter_mut()) {
-                                h.write(*y);
-                                *y = gelu_tanh(*y);
+                        (Some(GeluKind::Tanh), true) => {
+                            for (y, d) in yp.iter_mut().zip(dp.iter_mut()) {
+                                let (v, dv) = gelu_tanh_and_grad(*y);
+                                *y = v;
+                                d.write(dv);
                             }
                         }
-                        None => {}
+                        (Some(GeluKind::Erf), false) => {
+                            yp.iter_mut().for_each(|y| *y = gelu_erf(*y))
+                        }
+                        (Some(GeluKind::Tanh), false) => {
+                            yp.iter_mut().for_each(|y| *y = gelu_tanh(*y))
+                        }
+                        (None, _) => {}
                     }
                 })
             };
             if bvec.is_some() || act.is_some() {
-                if act.is_some() {
+                if keep_dact {
                     y.par_chunks_mut(chunk)
-                        .zip(h.spare_capacity_mut()[..rows * out].par_chunks_mut(chunk))
-                        .for_each(|(yp, hp)| epilogue(yp, hp));
-                    // SAFETY: the epilogue wrote every element of `h` (same chunks as `y`).
-                    unsafe { h.set_len(rows * out) };
+                        .zip(dact.spare_capacity_mut()[..rows * out].par_chunks_mut(chunk))
+                        .for_each(|(yp, dp)| epilogue(yp, dp));
+                    // SAFETY: the epilogue wrote every element of `dact` (same chunks as `y`).
+                    unsafe { dact.set_len(rows * out) };
                 } else {
                     y.par_chunks_mut(chunk).for_each(|yp| epilogue(yp, &mut []));
                 }
@@ -151,14 +172,11 @@ impl Tensor {
         let mut shape: Shape = self.shape()[..self.rank() - 1].into();
         shape.push(out);
         let yt = Tensor::from_parts(y, &shape);
-        let none = Tensor::scalar(0.0);
-        let inputs = [self, weight, bias.unwrap_or(&none)];
-        let h = act.is_some().then(|| Tensor::from_parts(h, &[rows, out]));
+        let dact = keep_dact.then(|| Tensor::from_parts(dact, &[rows, out]));
         Ok(record(yt, &inputs, |needs| LinearBackward {
             x: needs[1].then(|| x2.clone()),
             w: needs[0].then(|| weight.detach()),
-            h,
-            act,
+            dact,
             x_shape: self.layout.shape.clone(),
             has_bias: bias.is_some(),
         }))

@@ -53,6 +53,18 @@ pub(crate) fn rows_for_reduction(
     (p.to_vec(), kept, reduced, perm)
 }
 
+/// Sums of the columns of a row-major `[rows, inner]` block (one vectorised loop, rather than
+/// one dispatched call per row).
+fn column_sums(block: &[f32], inner: usize) -> Vec<f32> {
+    let mut acc = vec![0.0f32; inner];
+    crate::simd!(for row in block.chunks_exact(inner) {
+        for (a, &v) in acc.iter_mut().zip(row) {
+            *a += v;
+        }
+    });
+    acc
+}
+
 /// Untracked sum over sorted distinct `axes`, dropping them.
 pub(crate) fn sum_axes_raw(x: &Tensor, axes: &[usize]) -> Tensor {
     let out_shape = reduced_shape(x.shape(), axes, false);
@@ -73,24 +85,14 @@ pub(crate) fn sum_axes_raw(x: &Tensor, axes: &[usize]) -> Tensor {
             let threads = rayon::current_num_threads().max(1);
             let rows_per = outer.div_ceil(threads);
             data.par_chunks(rows_per * inner)
-                .map(|block| {
-                    let mut acc = vec![0.0f32; inner];
-                    for row in block.chunks_exact(inner) {
-                        kernels::add_assign(&mut acc, row);
-                    }
-                    acc
-                })
+                .map(|block| column_sums(block, inner))
                 .reduce_with(|mut a, b| {
                     kernels::add_assign(&mut a, &b);
                     a
                 })
                 .unwrap_or_else(|| vec![0.0; inner])
         } else {
-            let mut acc = vec![0.0f32; inner];
-            for row in data.chunks_exact(inner) {
-                kernels::add_assign(&mut acc, row);
-            }
-            acc
+            column_sums(data, inner)
         };
         return Tensor::from_parts(acc, &out_shape);
     }

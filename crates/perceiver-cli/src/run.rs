@@ -778,6 +778,30 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         stats.correct,
         stats.count
     );
+    let names = &spec.class_names;
+    let per_class: serde_json::Map<String, serde_json::Value> = stats
+        .class_accuracies()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            let name = names.get(i).cloned().unwrap_or_else(|| i.to_string());
+            a.map(|a| (name, json!(a)))
+        })
+        .collect();
+    let worst: Vec<String> = {
+        let mut v: Vec<(String, f64)> = per_class
+            .iter()
+            .filter_map(|(k, a)| a.as_f64().map(|a| (k.clone(), a)))
+            .collect();
+        v.sort_by(|a, b| a.1.total_cmp(&b.1));
+        v.iter()
+            .take(3)
+            .map(|(k, a)| format!("{k} {:.1}%", 100.0 * a))
+            .collect()
+    };
+    if !worst.is_empty() {
+        println!("lowest per-class accuracy: {}", worst.join(", "));
+    }
     let summary = json!({
         "command": "eval",
         "dataset": spec.dataset.name(),
@@ -790,6 +814,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         "eval_examples_per_s": stats.count as f64 / eval_s.max(1e-9),
         "wall_s": wall.elapsed().as_secs_f64(),
         "checkpoint": ckpt.display().to_string(),
+        "per_class_accuracy": per_class,
     });
     println!("{summary}");
     Ok(())

@@ -164,7 +164,7 @@ pub struct StepStats {
 }
 
 /// Loss and accuracy over a set of batches.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvalStats {
     /// Mean cross-entropy (without label smoothing) over all examples.
     pub loss: f64,
@@ -172,6 +172,8 @@ pub struct EvalStats {
     pub correct: usize,
     /// Examples seen.
     pub count: usize,
+    /// Per label: `[correct, examples]` (filled by [`evaluate`] and [`evaluate_batch`]).
+    pub per_class: Vec<[usize; 2]>,
 }
 
 impl EvalStats {
@@ -184,7 +186,16 @@ impl EvalStats {
         }
     }
 
-    /// Adds a batch of `count` examples with mean loss `loss` and `correct` hits.
+    /// Accuracy on each label (`None` for a label with no examples).
+    pub fn class_accuracies(&self) -> Vec<Option<f64>> {
+        self.per_class
+            .iter()
+            .map(|&[c, n]| (n > 0).then(|| c as f64 / n as f64))
+            .collect()
+    }
+
+    /// Adds a batch of `count` examples with mean loss `loss` and `correct` hits (the
+    /// per-class counts are left to the caller).
     pub fn add(&mut self, loss: f64, correct: usize, count: usize) {
         let total = self.count + count;
         if total > 0 {
@@ -281,7 +292,18 @@ pub fn evaluate_batch(
             },
         )?;
         let loss = out.logits.cross_entropy(&b.labels, 0.0)?.to_scalar()?;
-        let correct = count_correct(&out.logits, &b.labels);
+        let k = out.logits.shape().last().copied().unwrap_or(1).max(1);
+        let logits = out.logits.to_vec();
+        let mut correct = 0;
+        for (row, &l) in logits.chunks(k).zip(&b.labels) {
+            if stats.per_class.len() <= l {
+                stats.per_class.resize(l + 1, [0, 0]);
+            }
+            let hit = argmax(row) == l;
+            correct += hit as usize;
+            stats.per_class[l][0] += hit as usize;
+            stats.per_class[l][1] += 1;
+        }
         stats.add(loss as f64, correct, b.len());
         Ok(())
     })?;
@@ -624,6 +646,22 @@ mod tests {
         let s = evaluate(t.model(), batches().into_iter().map(Ok)).unwrap();
         assert_eq!(s.count, 12);
         assert!(s.loss.is_finite() && s.accuracy() <= 1.0);
+        // The per-class counts add up to the totals, label by label.
+        let mut per_label = vec![0usize; s.per_class.len()];
+        for b in batches() {
+            for &l in &b.labels {
+                per_label[l] += 1;
+            }
+        }
+        assert_eq!(
+            s.per_class.iter().map(|c| c[1]).collect::<Vec<_>>(),
+            per_label
+        );
+        assert_eq!(s.per_class.iter().map(|c| c[0]).sum::<usize>(), s.correct);
+        let acc = s.class_accuracies();
+        for (a, c) in acc.iter().zip(&s.per_class) {
+            assert_eq!(a.is_some(), c[1] > 0);
+        }
         let p = predict_proba(t.model(), &batches()[0]).unwrap();
         let v = p.to_vec();
         assert!((v[..10].iter().sum::<f32>() - 1.0).abs() < 1e-5);

@@ -778,30 +778,27 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         stats.correct,
         stats.count
     );
-    let names = &spec.class_names;
-    let per_class: serde_json::Map<String, serde_json::Value> = stats
+    // Accuracy per class name, and the three weakest classes on one line.
+    let mut per_class: Vec<(String, f64)> = stats
         .class_accuracies()
         .iter()
         .enumerate()
         .filter_map(|(i, a)| {
-            let name = names.get(i).cloned().unwrap_or_else(|| i.to_string());
-            a.map(|a| (name, json!(a)))
+            let name = spec.class_names.get(i).cloned();
+            a.map(|a| (name.unwrap_or_else(|| i.to_string()), a))
         })
         .collect();
-    let worst: Vec<String> = {
-        let mut v: Vec<(String, f64)> = per_class
+    per_class.sort_by(|a, b| a.1.total_cmp(&b.1));
+    if !per_class.is_empty() {
+        let worst: Vec<String> = per_class
             .iter()
-            .filter_map(|(k, a)| a.as_f64().map(|a| (k.clone(), a)))
-            .collect();
-        v.sort_by(|a, b| a.1.total_cmp(&b.1));
-        v.iter()
             .take(3)
             .map(|(k, a)| format!("{k} {:.1}%", 100.0 * a))
-            .collect()
-    };
-    if !worst.is_empty() {
+            .collect();
         println!("lowest per-class accuracy: {}", worst.join(", "));
     }
+    let per_class: serde_json::Map<String, serde_json::Value> =
+        per_class.into_iter().map(|(k, a)| (k, json!(a))).collect();
     let summary = json!({
         "command": "eval",
         "dataset": spec.dataset.name(),

@@ -119,6 +119,12 @@ fn train_eval_predict_end_to_end() {
     assert_eq!(e["params"], j["params"]);
     // Evaluation of the saved weights reproduces the last test accuracy of training.
     assert_eq!(e["test_accuracy"], j["test_accuracy"]);
+    // Per-class accuracies are keyed by class name, each in [0, 1].
+    let per_class = e["per_class_accuracy"].as_object().unwrap();
+    assert!(!per_class.is_empty() && per_class.keys().all(|k| k.parse::<usize>().is_err()));
+    assert!(per_class
+        .values()
+        .all(|a| (0.0..=1.0).contains(&a.as_f64().unwrap())));
 
     let png = d.join("disc.png");
     write_png(&png);

@@ -3,8 +3,8 @@
 //! Weights use PyTorch's layouts (`Linear.weight` is `[out, in]`) and default initialisation
 //! (uniform in `±1/√in` for both weight and bias; LayerNorm scale 1 and offset 0), so state
 //! dicts interchange by name. The forward of `Linear` is the fused [`Tensor::linear`] op: the
-//! transposed weight is a strided view (no copy), all leading dimensions fold into the rows, and
-//! the bias (and an optional GELU) are applied to each cache-sized block of the output.
+//! transposed weight is a strided view (no copy), all leading dimensions fold into the rows of
+//! one GEMM, and a single pass over the output adds the bias (and applies an optional GELU).
 
 use crate::{Error, GeluKind, Param, ParamStore, Result, Rng, Tensor};
 

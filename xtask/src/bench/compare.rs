@@ -256,11 +256,7 @@ pub fn run(
                 theirs_rec = t;
             }
         }
-        let med = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied()
-        };
+        let med = super::median;
         let ratios: Vec<f64> = ours.iter().zip(&theirs).map(|(a, b)| a / b).collect();
         let tokens = w
             .ours

@@ -30,10 +30,8 @@ pub(crate) fn gelu_erf(x: f32) -> f32 {
 }
 
 #[inline(always)]
-pub(crate) fn gelu_erf_grad(x: f32) -> f32 {
-    let cdf = 0.5 * (1.0 + crate::kernels::fast_erf(x * INV_SQRT_2));
-    let pdf = INV_SQRT_2PI * crate::kernels::fast_exp(-0.5 * x * x);
-    cdf + x * pdf
+fn gelu_erf_grad(x: f32) -> f32 {
+    gelu_erf_and_grad(x).1
 }
 
 #[inline(always)]
@@ -43,10 +41,8 @@ pub(crate) fn gelu_tanh(x: f32) -> f32 {
 }
 
 #[inline(always)]
-pub(crate) fn gelu_tanh_grad(x: f32) -> f32 {
-    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    let t = crate::kernels::fast_tanh(u);
-    0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x)
+fn gelu_tanh_grad(x: f32) -> f32 {
+    gelu_tanh_and_grad(x).1
 }
 
 /// `(gelu(x), gelu'(x))` (exact form), sharing the erf.

@@ -97,7 +97,7 @@ impl MultiHeadAttention {
         rng: &mut Rng,
     ) -> Result<Self> {
         let c = &config;
-        if c.heads == 0 || c.qk_dim % c.heads != 0 || c.v_dim % c.heads != 0 {
+        if c.heads == 0 || !c.qk_dim.is_multiple_of(c.heads) || !c.v_dim.is_multiple_of(c.heads) {
             return Err(Error::invalid(
                 "MultiHeadAttention",
                 format!(

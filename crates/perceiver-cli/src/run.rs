@@ -196,7 +196,7 @@ pub fn to_train_batch(b: Batch, patch: usize) -> Result<TrainBatch> {
 /// `[B, H, W, C]` -> `[B, H/p, W/p, p*p*C]`, patch rows then columns then channels.
 pub fn space_to_depth(x: &perceiver_tensor::Tensor, p: usize) -> Result<perceiver_tensor::Tensor> {
     let s = x.shape();
-    if s.len() != 4 || s[1] % p != 0 || s[2] % p != 0 {
+    if s.len() != 4 || !s[1].is_multiple_of(p) || !s[2].is_multiple_of(p) {
         return Err(CliError::new(format!(
             "patches of {p}x{p} need [batch, H, W, C] images with H and W multiples of {p}, got {s:?}"
         )));

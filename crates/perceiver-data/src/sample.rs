@@ -147,7 +147,7 @@ impl Sample {
 
     /// Checks that the buffers agree with `channels`, `pos_dim` and `grid`.
     pub fn validate(&self) -> Result<()> {
-        if self.channels == 0 || self.values.len() % self.channels != 0 {
+        if self.channels == 0 || !self.values.len().is_multiple_of(self.channels) {
             return Err(DataError::invalid(format!(
                 "sample has {} values, not a multiple of {} channels",
                 self.values.len(),

@@ -144,7 +144,7 @@ pub fn row_map(
     f: impl Fn(f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
     assert!(
-        n > 0 && x.len() % n == 0 && row.len() == n,
+        n > 0 && x.len().is_multiple_of(n) && row.len() == n,
         "row_map: bad sizes"
     );
     // Chunks are whole numbers of rows.

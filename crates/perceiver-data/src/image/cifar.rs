@@ -41,7 +41,7 @@ pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
     if bytes.is_empty() {
         return Err(DataError::format(path, "record 0", 0, "file is empty"));
     }
-    if bytes.len() % RECORD != 0 {
+    if !bytes.len().is_multiple_of(RECORD) {
         let full = bytes.len() / RECORD;
         return Err(DataError::format(
             path,

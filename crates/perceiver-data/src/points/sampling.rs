@@ -158,7 +158,7 @@ impl Default for PointAugment {
 impl PointAugment {
     /// Augments `[N, 3]` coordinates in place.
     pub fn apply_to(&self, xyz: &mut [f32], rng: &mut Rng) -> Result<()> {
-        if xyz.len() % 3 != 0 || self.up_axis > 2 {
+        if !xyz.len().is_multiple_of(3) || self.up_axis > 2 {
             return Err(DataError::invalid(
                 "point augmentation needs [N, 3] points and up_axis < 3",
             ));

@@ -53,7 +53,7 @@ impl Tensor {
                 .filter(|&(j, _)| j != i)
                 .map(|(_, &d)| d)
                 .product();
-            if known == 0 || self.numel() % known != 0 {
+            if known == 0 || !self.numel().is_multiple_of(known) {
                 return Err(Error::shape(
                     "reshape",
                     "cannot infer a dimension",

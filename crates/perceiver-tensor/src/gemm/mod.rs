@@ -1,11 +1,13 @@
-//! Single-precision GEMM: one safe wrapper over `matrixmultiply::sgemm`.
+//! Single-precision GEMM: our AVX-512 kernel ([`avx512`]) where the CPU has it, else
+//! `matrixmultiply::sgemm`.
 //!
 //! # Design
 //! - Operands are strided views ([`MatRef`]): a transposed operand is passed through its strides
-//!   and never copied.
-//! - Threading: `matrixmultiply`'s own threading scales poorly on two cores, so above
-//!   [`PAR_MIN_FMAS`] multiply-adds the output is cut into one block of rows (or columns) per
-//!   rayon thread, and each block runs one single-threaded GEMM. Inside a rayon task (for example
+//!   and never copied (the kernels pack what they read).
+//! - Threading: above [`PAR_MIN_FMAS`] multiply-adds the output is cut into one block of rows
+//!   (or columns) per rayon thread, and each block runs one single-threaded GEMM. The split is
+//!   the one that packs fewer floats per thread (a row split packs all of `B` in every thread, a
+//!   column split all of `A`). Inside a rayon task (for example
 //!   a batched product that already parallelises over the batch) the blocks are ordinary
 //!   fork-join jobs: when every worker is busy the forking thread runs them itself, so nesting
 //!   costs a queue push, and callers may run whole programs inside a pool (as the CLI does).
@@ -13,6 +15,9 @@
 //!   write outside them.
 
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Work (m·k·n multiply-adds) below which a GEMM stays on one thread.
 pub const PAR_MIN_FMAS: usize = 1 << 18;
@@ -154,7 +159,7 @@ unsafe fn gemm_raw(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: *mut 
         return;
     }
     let ptr = SendPtr(c);
-    if m >= n || m >= 64 * threads {
+    if split_rows(m, k, n, threads) {
         let rows = m.div_ceil(threads);
         (0..threads).into_par_iter().for_each(|t| {
             let r0 = t * rows;
@@ -166,7 +171,7 @@ unsafe fn gemm_raw(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: *mut 
             }
         });
     } else {
-        let cols = n.div_ceil(threads).next_multiple_of(16).min(n);
+        let cols = n.div_ceil(threads).next_multiple_of(32).min(n);
         let blocks = n.div_ceil(cols);
         (0..blocks).into_par_iter().for_each(|t| {
             let c0 = t * cols;
@@ -175,6 +180,43 @@ unsafe fn gemm_raw(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: *mut 
             // SAFETY: column blocks are disjoint and inside the caller's output.
             unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, 0, m, c0, c1) };
         });
+    }
+}
+
+/// Whether to cut an `m x k · k x n` product into row blocks (else column blocks).
+fn split_rows(m: usize, k: usize, n: usize, threads: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if Backend::detect() == Backend::Avx512 {
+        return avx512::pack_cost(m, k, n, threads, true)
+            <= avx512::pack_cost(m, k, n, threads, false);
+    }
+    m >= n || m >= 64 * threads
+}
+
+/// The GEMM implementation a call uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Our packed AVX-512 kernel (x86-64 CPUs with AVX-512F).
+    Avx512,
+    /// `matrixmultiply::sgemm` (every other CPU).
+    MatrixMultiply,
+}
+
+impl Backend {
+    /// The backend of this CPU: AVX-512 when available, unless the environment variable
+    /// `PERCEIVER_GEMM=matrixmultiply` asks for the portable one (for comparisons).
+    pub fn detect() -> Backend {
+        use std::sync::OnceLock;
+        static CHOSEN: OnceLock<Backend> = OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if avx512::available()
+                && std::env::var("PERCEIVER_GEMM").as_deref() != Ok("matrixmultiply")
+            {
+                return Backend::Avx512;
+            }
+            Backend::MatrixMultiply
+        })
     }
 }
 
@@ -194,6 +236,32 @@ impl SendPtr {
 /// # Safety
 /// The views must be in bounds and the block of `c` valid for writes and not aliased.
 unsafe fn gemm_block(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if Backend::detect() == Backend::Avx512 {
+        // SAFETY: the CPU has AVX-512F (detected); the rest is forwarded from the caller.
+        unsafe { avx512::gemm_block(alpha, a, b, beta, c, ldc, r0, r1, c0, c1) };
+        return;
+    }
+    // SAFETY: forwarded from the caller.
+    unsafe { mm_block(alpha, a, b, beta, c, ldc, r0, r1, c0, c1) }
+}
+
+/// [`gemm_block`] through `matrixmultiply::sgemm`.
+///
+/// # Safety
+/// As [`gemm_block`].
+unsafe fn mm_block(
     alpha: f32,
     a: MatRef<'_>,
     b: MatRef<'_>,
@@ -281,6 +349,109 @@ mod tests {
                 "beta=1 {m}x{k}x{n}"
             );
         }
+    }
+
+    type Block =
+        unsafe fn(f32, MatRef<'_>, MatRef<'_>, f32, *mut f32, usize, usize, usize, usize, usize);
+
+    /// One backend on a sub-block (rows 1.., columns 2.. when large enough) against the naive
+    /// product: row-major or transposed operands, alpha and beta, an output row stride wider
+    /// than the product, NaN in C when beta = 0, and nothing written outside the block.
+    fn check_backend(block: Block, m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32) {
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        let want = naive(m, k, n, &a, &b);
+        let at: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
+        let bt: Vec<f32> = (0..k * n).map(|i| b[(i % k) * n + i / k]).collect();
+        let av = if ta {
+            MatRef::row_major(&at, k, m).t()
+        } else {
+            MatRef::row_major(&a, m, k)
+        };
+        let bv = if tb {
+            MatRef::row_major(&bt, n, k).t()
+        } else {
+            MatRef::row_major(&b, k, n)
+        };
+        let ldc = n + 3;
+        let (r0, c0) = (m.min(1), n.min(2));
+        let init = |i: usize, j: usize| (i * 3 + j) as f32 * 0.01;
+        let mut c: Vec<f32> = (0..m * ldc)
+            .map(|x| {
+                let (i, j) = (x / ldc, x % ldc);
+                let inside = i >= r0 && j >= c0 && j < n;
+                if inside && beta == 0.0 {
+                    f32::NAN
+                } else {
+                    init(i, j)
+                }
+            })
+            .collect();
+        let alpha = 0.5;
+        // SAFETY: the views are in bounds and the block is inside `c`.
+        unsafe { block(alpha, av, bv, beta, c.as_mut_ptr(), ldc, r0, m, c0, n) };
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if i >= r0 && j >= c0 && j < n {
+                    let w = alpha * want[i * n + j] + beta * init(i, j);
+                    assert!(
+                        (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                        "{m}x{k}x{n} ta={ta} tb={tb} beta={beta} at ({i},{j}): {got} vs {w}"
+                    );
+                } else {
+                    assert_eq!(
+                        got,
+                        init(i, j),
+                        "{m}x{k}x{n}: wrote outside the block at ({i},{j})"
+                    );
+                }
+            }
+        }
+    }
+
+    const SHAPES: &[(usize, usize, usize)] = &[
+        (1, 1, 1),
+        (2, 1, 3),
+        (15, 1, 33),
+        (14, 7, 32),
+        (29, 257, 65),
+        (13, 3, 31),
+        (230, 300, 70),
+        (3, 40, 2100),
+        (300, 520, 40),
+    ];
+
+    fn check_all(block: Block) {
+        for &(m, k, n) in SHAPES {
+            for (ta, tb, beta) in [
+                (false, false, 0.0),
+                (true, false, 1.0),
+                (false, true, 0.5),
+                (true, true, 0.0),
+            ] {
+                check_backend(block, m, k, n, ta, tb, beta);
+            }
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn avx512_kernel_matches_the_naive_product() {
+        if !avx512::available() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        check_all(avx512::gemm_block);
+    }
+
+    #[test]
+    fn matrixmultiply_path_matches_the_naive_product() {
+        check_all(mm_block);
     }
 
     #[test]

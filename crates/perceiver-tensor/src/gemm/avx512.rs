@@ -1,0 +1,285 @@
+//! AVX-512 single-precision GEMM: packed panels and a 14 x 32 register-tile micro-kernel.
+//!
+//! # Design (the Goto/BLIS loop nest)
+//! - `B` is packed per block of [`KC`] rows x [`NC`] columns into panels of [`NR`] = 32 columns
+//!   (two 16-lane vectors per row of the panel), `A` per block of [`MC`] x [`KC`] into panels of
+//!   [`MR`] = 14 rows. Edges are padded with zeros in the packed copies, so the micro-kernel
+//!   always runs a full tile and only its stores are masked.
+//! - The micro-kernel keeps a 14 x 32 tile of `C` in 28 of the 32 vector registers; each step of
+//!   `k` loads two vectors of `B`, broadcasts 14 values of `A` and issues 28 FMAs. The `B` panel
+//!   (`KC x NR` = 32 KiB) stays in L1 while the kernel walks the `A` panels of a block (L2).
+//! - `C = alpha * A·B + beta * C`: the first `KC` block applies the caller's `beta` (with
+//!   `beta = 0`, `C` is written and never read, so it may be uninitialised); later blocks
+//!   accumulate.
+//! - Packing buffers are per thread and reused across calls (64-byte aligned).
+//!
+//! Each call is single-threaded; [`super`] cuts large products into one block per thread.
+
+use super::MatRef;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Rows of the register tile.
+pub(super) const MR: usize = 14;
+/// Columns of the register tile (two 16-lane vectors).
+pub(super) const NR: usize = 32;
+/// Depth of a packed block: the `B` panel (`KC x NR` floats) fits in L1.
+const KC: usize = 256;
+/// Rows of a packed `A` block (`MC x KC` floats, 224 KiB, in L2).
+const MC: usize = MR * 16;
+/// Columns of a packed `B` block (`KC x NC` floats, 2 MiB).
+const NC: usize = NR * 64;
+
+/// Whether this CPU has the instructions of this kernel.
+pub(super) fn available() -> bool {
+    is_x86_feature_detected!("avx512f")
+}
+
+thread_local! {
+    /// Packed `A` and `B` blocks of this thread (vectors of `__m512` for 64-byte alignment).
+    static PACKS: RefCell<(Vec<__m512>, Vec<__m512>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// A buffer of at least `floats` elements, 64-byte aligned, contents unspecified.
+fn reserve(buf: &mut Vec<__m512>, floats: usize) -> *mut f32 {
+    let vecs = floats.div_ceil(16);
+    if buf.len() < vecs {
+        buf.resize(vecs, unsafe_zero());
+    }
+    buf.as_mut_ptr().cast()
+}
+
+fn unsafe_zero() -> __m512 {
+    // SAFETY: an all-zero bit pattern is a valid __m512 (no instructions are executed).
+    unsafe { std::mem::zeroed() }
+}
+
+/// Estimated floats packed by one thread when `threads` threads split an `m x k · k x n`
+/// product by rows (`rows = true`) or by columns; used to choose the split.
+pub(super) fn pack_cost(m: usize, k: usize, n: usize, threads: usize, rows: bool) -> usize {
+    if rows {
+        k * n + m.div_ceil(threads) * k * n.div_ceil(NC)
+    } else {
+        let nt = n.div_ceil(threads);
+        k * nt + m * k * nt.div_ceil(NC)
+    }
+}
+
+/// Rows `r0..r1`, columns `c0..c1` of `alpha * A·B + beta * C` into `c` (row stride `ldc`).
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]); the views must be in bounds with `k = a.cols
+/// > 0`, and the block of `c` valid for writes (and reads when `beta != 0`) and not aliased.
+pub(super) unsafe fn gemm_block(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+) {
+    PACKS.with(|packs| match packs.try_borrow_mut() {
+        Ok(mut p) => {
+            let (pa, pb) = &mut *p;
+            // SAFETY: forwarded from the caller.
+            unsafe { run(alpha, a, b, beta, c, ldc, r0, r1, c0, c1, pa, pb) }
+        }
+        // Re-entered on this thread (not expected: the kernel calls nothing that could): use
+        // fresh buffers rather than fail.
+        Err(_) => {
+            let (mut pa, mut pb) = (Vec::new(), Vec::new());
+            // SAFETY: forwarded from the caller.
+            unsafe { run(alpha, a, b, beta, c, ldc, r0, r1, c0, c1, &mut pa, &mut pb) }
+        }
+    })
+}
+
+/// The loop nest of [`gemm_block`] with the packing buffers.
+///
+/// # Safety
+/// As [`gemm_block`].
+#[target_feature(enable = "avx512f")]
+unsafe fn run(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: *mut f32,
+    ldc: usize,
+    r0: usize,
+    r1: usize,
+    c0: usize,
+    c1: usize,
+    pa: &mut Vec<__m512>,
+    pb: &mut Vec<__m512>,
+) {
+    let (m, n, k) = (r1 - r0, c1 - c0, a.cols);
+    let pb_ptr = reserve(pb, KC * NC.min(n.next_multiple_of(NR)));
+    let pa_ptr = reserve(pa, KC * MC.min(m.next_multiple_of(MR)));
+    for jc in (0..n).step_by(NC) {
+        let nc = NC.min(n - jc);
+        for pc in (0..k).step_by(KC) {
+            let kc = KC.min(k - pc);
+            // SAFETY: the buffer holds KC x round_up(nc, NR) floats; the view is in bounds.
+            unsafe { pack_b(b, pc, kc, c0 + jc, nc, pb_ptr) };
+            let beta_k = if pc == 0 { beta } else { 1.0 };
+            for ic in (0..m).step_by(MC) {
+                let mc = MC.min(m - ic);
+                // SAFETY: as above for A.
+                unsafe { pack_a(a, r0 + ic, mc, pc, kc, pa_ptr) };
+                for jr in (0..nc).step_by(NR) {
+                    let nr = NR.min(nc - jr);
+                    let bp = pb_ptr.wrapping_add(jr * kc);
+                    for ir in (0..mc).step_by(MR) {
+                        let mr = MR.min(mc - ir);
+                        let ap = pa_ptr.wrapping_add(ir * kc);
+                        let cp = c.wrapping_add((r0 + ic + ir) * ldc + c0 + jc + jr);
+                        // SAFETY: the panels hold kc full steps; the tile's mr x nr valid part
+                        // is inside the caller's block of C.
+                        unsafe { kernel(kc, ap, bp, cp, ldc, mr, nr, alpha, beta_k) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `pc..pc+kc`, columns `col..col+nc` of `b` into panels of [`NR`] columns: panel
+/// `j` holds `dst[j·kc·NR + p·NR + q] = b[pc + p, col + j·NR + q]`, zero past the last column.
+///
+/// # Safety
+/// `dst` must hold `kc · round_up(nc, NR)` floats and the view must be in bounds.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, col: usize, nc: usize, dst: *mut f32) {
+    let src = b.data.as_ptr().wrapping_add(b.offset);
+    let (rs, cs) = (b.row_stride, b.col_stride);
+    for jr in (0..nc).step_by(NR) {
+        let w = NR.min(nc - jr);
+        // SAFETY: panel jr/NR of the destination (kc·NR floats).
+        let panel = unsafe { dst.add(jr * kc) };
+        for p in 0..kc {
+            // SAFETY: row p of the panel; the source indices are inside the view.
+            unsafe {
+                let d = panel.add(p * NR);
+                let s = src.add((pc + p) * rs + (col + jr) * cs);
+                if cs == 1 && w == NR {
+                    _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+                    _mm512_storeu_ps(d.add(16), _mm512_loadu_ps(s.add(16)));
+                } else if cs == 1 {
+                    let m0 = lanes(w.min(16));
+                    let m1 = lanes(w.saturating_sub(16));
+                    _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, s));
+                    _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(m1, s.add(16)));
+                } else {
+                    for q in 0..NR {
+                        *d.add(q) = if q < w { *s.add(q * cs) } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs rows `row..row+mc`, columns `pc..pc+kc` of `a` into panels of [`MR`] rows: panel `i`
+/// holds `dst[i·kc·MR + p·MR + r] = a[row + i·MR + r, pc + p]`, zero past the last row.
+///
+/// # Safety
+/// `dst` must hold `kc · round_up(mc, MR)` floats and the view must be in bounds.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst: *mut f32) {
+    let src = a.data.as_ptr().wrapping_add(a.offset);
+    let (rs, cs) = (a.row_stride, a.col_stride);
+    for ir in (0..mc).step_by(MR) {
+        let h = MR.min(mc - ir);
+        // SAFETY: panel ir/MR of the destination (kc·MR floats).
+        let panel = unsafe { dst.add(ir * kc) };
+        for r in 0..MR {
+            if r < h {
+                // SAFETY: row `row + ir + r` of the view, columns pc..pc+kc.
+                unsafe {
+                    let s = src.add((row + ir + r) * rs + pc * cs);
+                    for p in 0..kc {
+                        *panel.add(p * MR + r) = *s.add(p * cs);
+                    }
+                }
+            } else {
+                for p in 0..kc {
+                    // SAFETY: inside the panel.
+                    unsafe { *panel.add(p * MR + r) = 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// A mask of the first `n <= 16` lanes.
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xffff
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
+/// One `MR x NR` tile: `C[..mr, ..nr] = alpha · Ap·Bp + beta · C` over `kc` packed steps.
+///
+/// # Safety
+/// `a` and `b` must hold `kc` packed steps; `c` must be valid for the `mr x nr` block (row
+/// stride `ldc`), read only when `beta != 0`.
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    mr: usize,
+    nr: usize,
+    alpha: f32,
+    beta: f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let (mut a, mut b) = (a, b);
+    for _ in 0..kc {
+        // SAFETY: inside the packed panels.
+        unsafe {
+            let b0 = _mm512_loadu_ps(b);
+            let b1 = _mm512_loadu_ps(b.add(16));
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*a.add(i));
+                acc[0] = _mm512_fmadd_ps(ai, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(ai, b1, acc[1]);
+            }
+            a = a.add(MR);
+            b = b.add(NR);
+        }
+    }
+    let masks = [lanes(nr.min(16)), lanes(nr.saturating_sub(16))];
+    let va = _mm512_set1_ps(alpha);
+    let vb = _mm512_set1_ps(beta);
+    for (i, acc) in acc.iter().enumerate() {
+        if i >= mr {
+            break;
+        }
+        for h in 0..2 {
+            if masks[h] == 0 {
+                continue;
+            }
+            // SAFETY: the masked lanes are inside the caller's block; masked-off lanes are
+            // neither read nor written.
+            unsafe {
+                let p = c.add(i * ldc + 16 * h);
+                let mut v = _mm512_mul_ps(acc[h], va);
+                if beta != 0.0 {
+                    v = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(masks[h], p), vb, v);
+                }
+                _mm512_mask_storeu_ps(p, masks[h], v);
+            }
+        }
+    }
+}

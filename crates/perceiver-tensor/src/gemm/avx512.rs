@@ -25,8 +25,12 @@ pub(super) const MR: usize = 14;
 pub(super) const NR: usize = 32;
 /// Depth of a packed block: the `B` panel (`KC x NR` floats) fits in L1.
 const KC: usize = 256;
+/// Deepest single block (a depth up to this is not split: `KC_MAX x NR` is 40 KiB).
+const KC_MAX: usize = KC + KC / 4;
 /// Rows of a packed `A` block (`MC x KC` floats, 224 KiB, in L2).
 const MC: usize = MR * 16;
+/// Widest `B` block for which a row-major `A` is read in place rather than packed.
+const DIRECT_MAX_N: usize = 4 * NR;
 /// Columns of a packed `B` block (`KC x NC` floats, 2 MiB).
 const NC: usize = NR * 64;
 
@@ -118,29 +122,76 @@ unsafe fn run(
     pb: &mut Vec<__m512>,
 ) {
     let (m, n, k) = (r1 - r0, c1 - c0, a.cols);
-    let pb_ptr = reserve(pb, KC * NC.min(n.next_multiple_of(NR)));
-    let pa_ptr = reserve(pa, KC * MC.min(m.next_multiple_of(MR)));
+    // Depth blocks of at most KC, or one block up to KC_MAX (no thin last block: each block is
+    // one pass over C).
+    let kstep = if k <= KC_MAX {
+        k
+    } else {
+        k.div_ceil(k.div_ceil(KC))
+    };
+    let pb_ptr = reserve(pb, kstep * NC.min(n.next_multiple_of(NR)));
+    let pa_ptr = reserve(pa, kstep * MC.min(m.next_multiple_of(MR)));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        for pc in (0..k).step_by(KC) {
-            let kc = KC.min(k - pc);
-            // SAFETY: the buffer holds KC x round_up(nc, NR) floats; the view is in bounds.
+        for pc in (0..k).step_by(kstep) {
+            let kc = kstep.min(k - pc);
+            // SAFETY: the buffer holds kstep x round_up(nc, NR) floats; the view is in bounds.
             unsafe { pack_b(b, pc, kc, c0 + jc, nc, pb_ptr) };
             let beta_k = if pc == 0 { beta } else { 1.0 };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                // SAFETY: as above for A.
-                unsafe { pack_a(a, r0 + ic, mc, pc, kc, pa_ptr) };
-                for jr in (0..nc).step_by(NR) {
-                    let nr = NR.min(nc - jr);
+                // With few B panels to reuse them, full panels of a row-major A are read in
+                // place (packing would cost about as much as the product); the rest is packed.
+                let in_place = a.col_stride == 1 && nc <= DIRECT_MAX_N;
+                let direct = if in_place { mc / MR * MR } else { 0 };
+                if direct < mc {
+                    // SAFETY: as above for A.
+                    unsafe { pack_a(a, r0 + ic + direct, mc - direct, pc, kc, pa_ptr) };
+                }
+                let tile = |ir: usize, jr: usize| {
+                    let (mr, nr) = (MR.min(mc - ir), NR.min(nc - jr));
                     let bp = pb_ptr.wrapping_add(jr * kc);
+                    let cp = c.wrapping_add((r0 + ic + ir) * ldc + c0 + jc + jr);
+                    // SAFETY: the panels hold kc full steps (in place: MR rows of the view,
+                    // columns pc..pc+kc); the tile's mr x nr valid part is inside the caller's
+                    // block of C.
+                    unsafe {
+                        if ir < direct {
+                            let row = a.offset + (r0 + ic + ir) * a.row_stride + pc;
+                            let ap = a.data.as_ptr().wrapping_add(row);
+                            let lda = a.row_stride;
+                            kernel::<true>(kc, ap, lda, bp, cp, ldc, mr, nr, alpha, beta_k)
+                        } else {
+                            let ap = pa_ptr.wrapping_add((ir - direct) * kc);
+                            kernel::<false>(kc, ap, 0, bp, cp, ldc, mr, nr, alpha, beta_k)
+                        }
+                    }
+                };
+                if in_place {
+                    // Each in-place A panel (read from memory once) meets every B panel
+                    // while it is in L1.
                     for ir in (0..mc).step_by(MR) {
-                        let mr = MR.min(mc - ir);
-                        let ap = pa_ptr.wrapping_add(ir * kc);
-                        let cp = c.wrapping_add((r0 + ic + ir) * ldc + c0 + jc + jr);
-                        // SAFETY: the panels hold kc full steps; the tile's mr x nr valid part
-                        // is inside the caller's block of C.
-                        unsafe { kernel(kc, ap, bp, cp, ldc, mr, nr, alpha, beta_k) };
+                        if ir + 2 * MR <= direct {
+                            // Start fetching the next panel's rows (prefetches never fault).
+                            let next = a.offset + (r0 + ic + ir + MR) * a.row_stride + pc;
+                            for r in 0..MR {
+                                let row = a.data.as_ptr().wrapping_add(next + r * a.row_stride);
+                                for x in (0..kc).step_by(16) {
+                                    let line = row.wrapping_add(x).cast::<i8>();
+                                    _mm_prefetch::<_MM_HINT_T0>(line);
+                                }
+                            }
+                        }
+                        for jr in (0..nc).step_by(NR) {
+                            tile(ir, jr);
+                        }
+                    }
+                } else {
+                    // Each B panel stays in L1 while the packed A block streams from L2.
+                    for jr in (0..nc).step_by(NR) {
+                        for ir in (0..mc).step_by(MR) {
+                            tile(ir, jr);
+                        }
                     }
                 }
             }
@@ -197,6 +248,21 @@ unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst
         let h = MR.min(mc - ir);
         // SAFETY: panel ir/MR of the destination (kc·MR floats).
         let panel = unsafe { dst.add(ir * kc) };
+        if h == MR && cs == 1 {
+            // Full panel of a row-major A: walk the 14 rows together, writing each step's
+            // column contiguously.
+            // SAFETY: rows row+ir .. row+ir+MR of the view, columns pc..pc+kc.
+            unsafe {
+                let s0 = src.add((row + ir) * rs + pc);
+                for p in 0..kc {
+                    let d = panel.add(p * MR);
+                    for r in 0..MR {
+                        *d.add(r) = *s0.add(r * rs + p);
+                    }
+                }
+            }
+            continue;
+        }
         for r in 0..MR {
             if r < h {
                 // SAFETY: row `row + ir + r` of the view, columns pc..pc+kc.
@@ -226,15 +292,18 @@ fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// One `MR x NR` tile: `C[..mr, ..nr] = alpha · Ap·Bp + beta · C` over `kc` packed steps.
+/// One `MR x NR` tile: `C[..mr, ..nr] = alpha · A·Bp + beta · C` over `kc` steps of a packed
+/// `B` panel. `A` is a packed panel (`DIRECT = false`: `a[p·MR + i]`) or `MR` rows read in
+/// place (`DIRECT = true`: `a[i·lda + p]`).
 ///
 /// # Safety
-/// `a` and `b` must hold `kc` packed steps; `c` must be valid for the `mr x nr` block (row
-/// stride `ldc`), read only when `beta != 0`.
+/// `a` and `b` must hold `kc` steps; `c` must be valid for the `mr x nr` block (row stride
+/// `ldc`), read only when `beta != 0`.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel(
+unsafe fn kernel<const DIRECT: bool>(
     kc: usize,
     a: *const f32,
+    lda: usize,
     b: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -244,18 +313,29 @@ unsafe fn kernel(
     beta: f32,
 ) {
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    let (mut a, mut b) = (a, b);
-    for _ in 0..kc {
-        // SAFETY: inside the packed panels.
+    // Bring the tile of C towards L1 while the products run (it is read or overwritten at the
+    // end; prefetches never fault, even past the valid rows).
+    for i in 0..MR {
+        let row = c.wrapping_add(i * ldc).cast::<i8>();
+        _mm_prefetch::<_MM_HINT_T0>(row);
+        _mm_prefetch::<_MM_HINT_T0>(row.wrapping_add(64));
+    }
+    let mut b = b;
+    for p in 0..kc {
+        // SAFETY: inside the panels.
         unsafe {
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
             for (i, acc) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*a.add(i));
+                let x = if DIRECT {
+                    *a.add(i * lda + p)
+                } else {
+                    *a.add(p * MR + i)
+                };
+                let ai = _mm512_set1_ps(x);
                 acc[0] = _mm512_fmadd_ps(ai, b0, acc[0]);
                 acc[1] = _mm512_fmadd_ps(ai, b1, acc[1]);
             }
-            a = a.add(MR);
             b = b.add(NR);
         }
     }

@@ -225,6 +225,16 @@ unsafe fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, col: usize, nc: usize, dst
                     let m1 = lanes(w.saturating_sub(16));
                     _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, s));
                     _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(m1, s.add(16)));
+                } else if let Some(idx) = gather_index(cs) {
+                    // Column-major B (for example the transposed weight of a Linear layer):
+                    // gather each step's 32 values, 16 columns at a time.
+                    let m0 = lanes(w.min(16));
+                    let m1 = lanes(w.saturating_sub(16));
+                    let z = _mm512_setzero_ps();
+                    let g0 = _mm512_mask_i32gather_ps::<4>(z, m0, idx, s.cast());
+                    let g1 = _mm512_mask_i32gather_ps::<4>(z, m1, idx, s.add(16 * cs).cast());
+                    _mm512_storeu_ps(d, g0);
+                    _mm512_storeu_ps(d.add(16), g1);
                 } else {
                     for q in 0..NR {
                         *d.add(q) = if q < w { *s.add(q * cs) } else { 0.0 };
@@ -280,6 +290,37 @@ unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst
             }
         }
     }
+}
+
+/// Offsets `0, cs, 2·cs, ..., 15·cs` for a 16-lane gather, when they (and the second half's
+/// base `16·cs`) fit in 32 bits.
+#[inline(always)]
+fn gather_index(cs: usize) -> Option<__m512i> {
+    if cs == 0 || cs > (i32::MAX as usize) / 32 {
+        return None;
+    }
+    let c = cs as i32;
+    // SAFETY: AVX-512F is enabled in every caller (target_feature functions inline this).
+    Some(unsafe {
+        _mm512_setr_epi32(
+            0,
+            c,
+            2 * c,
+            3 * c,
+            4 * c,
+            5 * c,
+            6 * c,
+            7 * c,
+            8 * c,
+            9 * c,
+            10 * c,
+            11 * c,
+            12 * c,
+            13 * c,
+            14 * c,
+            15 * c,
+        )
+    })
 }
 
 /// A mask of the first `n <= 16` lanes.

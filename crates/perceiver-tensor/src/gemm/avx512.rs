@@ -212,6 +212,29 @@ unsafe fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, col: usize, nc: usize, dst
         let w = NR.min(nc - jr);
         // SAFETY: panel jr/NR of the destination (kc·NR floats).
         let panel = unsafe { dst.add(jr * kc) };
+        if rs == 1 && cs != 1 {
+            // Column-major B (the transposed weight of a Linear layer): 16 x 16 blocks
+            // transposed in registers.
+            for q0 in [0, 16] {
+                let lines = w.saturating_sub(q0).min(16);
+                for p0 in (0..kc).step_by(16) {
+                    // SAFETY: columns col+jr+q0 .. +lines, rows pc+p0 .. +16 (masked) of the
+                    // view; the block of the panel at row p0, lanes q0..q0+16.
+                    unsafe {
+                        let s = src.add(pc + p0 + (col + jr + q0) * cs);
+                        let len = (kc - p0).min(16);
+                        // Weights usually come from memory, not cache: ask for the same
+                        // block of the next panel's columns (prefetches never fault).
+                        for l in 0..16 {
+                            let ahead = s.wrapping_add((l + NR) * cs).cast::<i8>();
+                            _mm_prefetch::<_MM_HINT_T0>(ahead);
+                        }
+                        transpose_block(s, cs, lines, len, panel.add(p0 * NR + q0), NR, 0xffff);
+                    }
+                }
+            }
+            continue;
+        }
         for p in 0..kc {
             // SAFETY: row p of the panel; the source indices are inside the view.
             unsafe {
@@ -258,17 +281,27 @@ unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst
         let h = MR.min(mc - ir);
         // SAFETY: panel ir/MR of the destination (kc·MR floats).
         let panel = unsafe { dst.add(ir * kc) };
-        if h == MR && cs == 1 {
-            // Full panel of a row-major A: walk the 14 rows together, writing each step's
-            // column contiguously.
-            // SAFETY: rows row+ir .. row+ir+MR of the view, columns pc..pc+kc.
-            unsafe {
-                let s0 = src.add((row + ir) * rs + pc);
-                for p in 0..kc {
-                    let d = panel.add(p * MR);
-                    for r in 0..MR {
-                        *d.add(r) = *s0.add(r * rs + p);
-                    }
+        if cs == 1 {
+            // Row-major A: 14 rows x 16 steps at a time, transposed in registers (rows past
+            // the last are zeros).
+            for p0 in (0..kc).step_by(16) {
+                // SAFETY: rows row+ir .. +h, columns pc+p0 .. +16 (masked) of the view; the
+                // block of the panel at step p0 (MR lanes per step).
+                unsafe {
+                    let s = src.add((row + ir) * rs + pc + p0);
+                    let len = (kc - p0).min(16);
+                    transpose_block(s, rs, h, len, panel.add(p0 * MR), MR, lanes(MR));
+                }
+            }
+            continue;
+        }
+        if rs == 1 {
+            // Column-major A (a transposed operand): each step's rows are contiguous.
+            for p in 0..kc {
+                // SAFETY: rows row+ir .. +h (masked) of column pc+p; MR lanes of the panel.
+                unsafe {
+                    let v = _mm512_maskz_loadu_ps(lanes(h), src.add(row + ir + (pc + p) * cs));
+                    _mm512_mask_storeu_ps(panel.add(p * MR), lanes(MR), v);
                 }
             }
             continue;
@@ -290,6 +323,76 @@ unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst
             }
         }
     }
+}
+
+/// Transposes a block of `lines <= 16` source lines (`stride` apart) of `len <= 16` floats
+/// into `len` destination rows (`dst_stride` apart): destination row `j`, lane `l` is element
+/// `j` of line `l`, zero for `l >= lines`; only the lanes of `out_mask` are written.
+///
+/// # Safety
+/// The `lines x len` source block and the `len` masked destination rows must be valid.
+#[inline(always)]
+unsafe fn transpose_block(
+    src: *const f32,
+    stride: usize,
+    lines: usize,
+    len: usize,
+    dst: *mut f32,
+    dst_stride: usize,
+    out_mask: __mmask16,
+) {
+    // SAFETY: AVX-512F is enabled in every caller (target_feature functions inline this);
+    // the loads and stores are masked to the valid block.
+    unsafe {
+        let load = lanes(len);
+        let mut r = [_mm512_setzero_ps(); 16];
+        for (l, v) in r.iter_mut().enumerate().take(lines) {
+            *v = _mm512_maskz_loadu_ps(load, src.add(l * stride));
+        }
+        // Recursive block transpose: at distance b, rows i and i+b swap their off-diagonal
+        // b x b blocks (b = 8, 4, 2, 1).
+        for (b, lo, hi) in TRANSPOSE_STEPS {
+            let (lo, hi) = (
+                _mm512_loadu_si512(lo.as_ptr().cast()),
+                _mm512_loadu_si512(hi.as_ptr().cast()),
+            );
+            for i in 0..16 {
+                if i & b == 0 {
+                    let (x, y) = (r[i], r[i | b]);
+                    r[i] = _mm512_permutex2var_ps(x, lo, y);
+                    r[i | b] = _mm512_permutex2var_ps(x, hi, y);
+                }
+            }
+        }
+        for (j, v) in r.iter().enumerate().take(len) {
+            _mm512_mask_storeu_ps(dst.add(j * dst_stride), out_mask, *v);
+        }
+    }
+}
+
+/// Lane indices of the block-transpose steps: `(b, lo, hi)` with `lo[l] = l` or `16 + l - b`
+/// and `hi[l] = l + b` or `16 + l` (second operand), by bit `b` of `l`.
+const TRANSPOSE_STEPS: [(usize, [i32; 16], [i32; 16]); 4] = [
+    transpose_step(8),
+    transpose_step(4),
+    transpose_step(2),
+    transpose_step(1),
+];
+
+const fn transpose_step(b: usize) -> (usize, [i32; 16], [i32; 16]) {
+    let (mut lo, mut hi) = ([0i32; 16], [0i32; 16]);
+    let mut l = 0;
+    while l < 16 {
+        if l & b == 0 {
+            lo[l] = l as i32;
+            hi[l] = (l + b) as i32;
+        } else {
+            lo[l] = (16 + l - b) as i32;
+            hi[l] = (16 + l) as i32;
+        }
+        l += 1;
+    }
+    (b, lo, hi)
 }
 
 /// Offsets `0, cs, 2·cs, ..., 15·cs` for a 16-lane gather, when they (and the second half's

@@ -129,14 +129,37 @@ unsafe fn run(
     } else {
         k.div_ceil(k.div_ceil(KC))
     };
-    let pb_ptr = reserve(pb, kstep * NC.min(n.next_multiple_of(NR)));
+    // A column-major B (the transposed weight of a Linear layer, usually read from memory) is
+    // packed whole for each column block, panel by panel, so that each of its columns (a
+    // weight row) is read from start to end in one stream; other layouts are packed per depth
+    // block.
+    let whole_b = b.row_stride == 1 && b.col_stride != 1;
+    let b_depth = if whole_b { k } else { kstep };
+    let pb_ptr = reserve(pb, b_depth * NC.min(n.next_multiple_of(NR)));
     let pa_ptr = reserve(pa, kstep * MC.min(m.next_multiple_of(MR)));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
+        let ncr = nc.next_multiple_of(NR);
+        if whole_b {
+            for jr in (0..nc).step_by(NR) {
+                for pc in (0..k).step_by(kstep) {
+                    let kc = kstep.min(k - pc);
+                    let panel = pb_ptr.wrapping_add(pc * ncr + jr * kc);
+                    // SAFETY: depth block pc/kstep starts at pc·ncr (every block before it
+                    // is kstep deep) and holds kc·ncr floats, inside k·ncr.
+                    unsafe { pack_b_panel(b, pc, kc, c0 + jc + jr, NR.min(nc - jr), panel) };
+                }
+            }
+        }
         for pc in (0..k).step_by(kstep) {
             let kc = kstep.min(k - pc);
-            // SAFETY: the buffer holds kstep x round_up(nc, NR) floats; the view is in bounds.
-            unsafe { pack_b(b, pc, kc, c0 + jc, nc, pb_ptr) };
+            let pb_ptr = if whole_b {
+                pb_ptr.wrapping_add(pc * ncr)
+            } else {
+                // SAFETY: the buffer holds kstep x ncr floats; the view is in bounds.
+                unsafe { pack_b(b, pc, kc, c0 + jc, nc, pb_ptr) };
+                pb_ptr
+            };
             let beta_k = if pc == 0 { beta } else { 1.0 };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
@@ -206,62 +229,63 @@ unsafe fn run(
 /// `dst` must hold `kc · round_up(nc, NR)` floats and the view must be in bounds.
 #[target_feature(enable = "avx512f")]
 unsafe fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, col: usize, nc: usize, dst: *mut f32) {
+    for jr in (0..nc).step_by(NR) {
+        // SAFETY: panel jr/NR of the destination (kc·NR floats), columns inside the view.
+        unsafe { pack_b_panel(b, pc, kc, col + jr, NR.min(nc - jr), dst.add(jr * kc)) };
+    }
+}
+
+/// Packs rows `pc..pc+kc`, columns `col..col+w` (`w <= NR`) of `b` into one panel:
+/// `panel[p·NR + q] = b[pc + p, col + q]`, zero for `q >= w`.
+///
+/// # Safety
+/// `panel` must hold `kc · NR` floats and the view must be in bounds.
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_b_panel(b: MatRef<'_>, pc: usize, kc: usize, col: usize, w: usize, panel: *mut f32) {
     let src = b.data.as_ptr().wrapping_add(b.offset);
     let (rs, cs) = (b.row_stride, b.col_stride);
-    for jr in (0..nc).step_by(NR) {
-        let w = NR.min(nc - jr);
-        // SAFETY: panel jr/NR of the destination (kc·NR floats).
-        let panel = unsafe { dst.add(jr * kc) };
-        if rs == 1 && cs != 1 {
-            // Column-major B (the transposed weight of a Linear layer): 16 x 16 blocks
-            // transposed in registers.
-            for q0 in [0, 16] {
-                let lines = w.saturating_sub(q0).min(16);
-                for p0 in (0..kc).step_by(16) {
-                    // SAFETY: columns col+jr+q0 .. +lines, rows pc+p0 .. +16 (masked) of the
-                    // view; the block of the panel at row p0, lanes q0..q0+16.
-                    unsafe {
-                        let s = src.add(pc + p0 + (col + jr + q0) * cs);
-                        let len = (kc - p0).min(16);
-                        // Weights usually come from memory, not cache: ask for the same
-                        // block of the next panel's columns (prefetches never fault).
-                        for l in 0..16 {
-                            let ahead = s.wrapping_add((l + NR) * cs).cast::<i8>();
-                            _mm_prefetch::<_MM_HINT_T0>(ahead);
-                        }
-                        transpose_block(s, cs, lines, len, panel.add(p0 * NR + q0), NR, 0xffff);
-                    }
+    if rs == 1 && cs != 1 {
+        // Column-major B (the transposed weight of a Linear layer): 16 x 16 blocks
+        // transposed in registers.
+        for q0 in [0, 16] {
+            let lines = w.saturating_sub(q0).min(16);
+            for p0 in (0..kc).step_by(16) {
+                // SAFETY: columns col+q0 .. +lines, rows pc+p0 .. +16 (masked) of the
+                // view; the block of the panel at row p0, lanes q0..q0+16.
+                unsafe {
+                    let s = src.add(pc + p0 + (col + q0) * cs);
+                    let len = (kc - p0).min(16);
+                    transpose_block(s, cs, lines, len, panel.add(p0 * NR + q0), NR, 0xffff);
                 }
             }
-            continue;
         }
-        for p in 0..kc {
-            // SAFETY: row p of the panel; the source indices are inside the view.
-            unsafe {
-                let d = panel.add(p * NR);
-                let s = src.add((pc + p) * rs + (col + jr) * cs);
-                if cs == 1 && w == NR {
-                    _mm512_storeu_ps(d, _mm512_loadu_ps(s));
-                    _mm512_storeu_ps(d.add(16), _mm512_loadu_ps(s.add(16)));
-                } else if cs == 1 {
-                    let m0 = lanes(w.min(16));
-                    let m1 = lanes(w.saturating_sub(16));
-                    _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, s));
-                    _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(m1, s.add(16)));
-                } else if let Some(idx) = gather_index(cs) {
-                    // Column-major B (for example the transposed weight of a Linear layer):
-                    // gather each step's 32 values, 16 columns at a time.
-                    let m0 = lanes(w.min(16));
-                    let m1 = lanes(w.saturating_sub(16));
-                    let z = _mm512_setzero_ps();
-                    let g0 = _mm512_mask_i32gather_ps::<4>(z, m0, idx, s.cast());
-                    let g1 = _mm512_mask_i32gather_ps::<4>(z, m1, idx, s.add(16 * cs).cast());
-                    _mm512_storeu_ps(d, g0);
-                    _mm512_storeu_ps(d.add(16), g1);
-                } else {
-                    for q in 0..NR {
-                        *d.add(q) = if q < w { *s.add(q * cs) } else { 0.0 };
-                    }
+        return;
+    }
+    for p in 0..kc {
+        // SAFETY: row p of the panel; the source indices are inside the view.
+        unsafe {
+            let d = panel.add(p * NR);
+            let s = src.add((pc + p) * rs + col * cs);
+            if cs == 1 && w == NR {
+                _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+                _mm512_storeu_ps(d.add(16), _mm512_loadu_ps(s.add(16)));
+            } else if cs == 1 {
+                let m0 = lanes(w.min(16));
+                let m1 = lanes(w.saturating_sub(16));
+                _mm512_storeu_ps(d, _mm512_maskz_loadu_ps(m0, s));
+                _mm512_storeu_ps(d.add(16), _mm512_maskz_loadu_ps(m1, s.add(16)));
+            } else if let Some(idx) = gather_index(cs) {
+                // Strided in both directions: gather each step's 32 values.
+                let m0 = lanes(w.min(16));
+                let m1 = lanes(w.saturating_sub(16));
+                let z = _mm512_setzero_ps();
+                let g0 = _mm512_mask_i32gather_ps::<4>(z, m0, idx, s.cast());
+                let g1 = _mm512_mask_i32gather_ps::<4>(z, m1, idx, s.add(16 * cs).cast());
+                _mm512_storeu_ps(d, g0);
+                _mm512_storeu_ps(d.add(16), g1);
+            } else {
+                for q in 0..NR {
+                    *d.add(q) = if q < w { *s.add(q * cs) } else { 0.0 };
                 }
             }
         }

@@ -439,6 +439,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Random small shapes, layouts and beta on both backends.
+        #[test]
+        fn both_backends_match_the_naive_product_on_random_shapes(
+            m in 1usize..40, k in 1usize..70, n in 1usize..80,
+            ta: bool, tb: bool, half_beta: bool,
+        ) {
+            let beta = if half_beta { 0.5 } else { 0.0 };
+            check_backend(mm_block, m, k, n, ta, tb, beta);
+            #[cfg(target_arch = "x86_64")]
+            if avx512::available() {
+                check_backend(avx512::gemm_block, m, k, n, ta, tb, beta);
+            }
+        }
+    }
+
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn avx512_kernel_matches_the_naive_product() {

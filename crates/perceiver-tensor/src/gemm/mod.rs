@@ -248,7 +248,7 @@ unsafe fn gemm_block(
     c1: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if Backend::detect() == Backend::Avx512 {
+    if Backend::detect() == Backend::Avx512 && avx512::suits(r1 - r0, a.cols, c1 - c0) {
         // SAFETY: the CPU has AVX-512F (detected); the rest is forwarded from the caller.
         unsafe { avx512::gemm_block(alpha, a, b, beta, c, ldc, r0, r1, c0, c1) };
         return;

@@ -138,37 +138,14 @@ unsafe fn run(
     } else {
         k.div_ceil(k.div_ceil(KC))
     };
-    // A column-major B (the transposed weight of a Linear layer, usually read from memory) is
-    // packed whole for each column block, panel by panel, so that each of its columns (a
-    // weight row) is read from start to end in one stream; other layouts are packed per depth
-    // block.
-    let whole_b = b.row_stride == 1 && b.col_stride != 1;
-    let b_depth = if whole_b { k } else { kstep };
-    let pb_ptr = reserve(pb, b_depth * NC.min(n.next_multiple_of(NR)));
+    let pb_ptr = reserve(pb, kstep * NC.min(n.next_multiple_of(NR)));
     let pa_ptr = reserve(pa, kstep * MC.min(m.next_multiple_of(MR)));
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
-        let ncr = nc.next_multiple_of(NR);
-        if whole_b {
-            for jr in (0..nc).step_by(NR) {
-                for pc in (0..k).step_by(kstep) {
-                    let kc = kstep.min(k - pc);
-                    let panel = pb_ptr.wrapping_add(pc * ncr + jr * kc);
-                    // SAFETY: depth block pc/kstep starts at pc·ncr (every block before it
-                    // is kstep deep) and holds kc·ncr floats, inside k·ncr.
-                    unsafe { pack_b_panel(b, pc, kc, c0 + jc + jr, NR.min(nc - jr), panel) };
-                }
-            }
-        }
         for pc in (0..k).step_by(kstep) {
             let kc = kstep.min(k - pc);
-            let pb_ptr = if whole_b {
-                pb_ptr.wrapping_add(pc * ncr)
-            } else {
-                // SAFETY: the buffer holds kstep x ncr floats; the view is in bounds.
-                unsafe { pack_b(b, pc, kc, c0 + jc, nc, pb_ptr) };
-                pb_ptr
-            };
+            // SAFETY: the buffer holds kstep x round_up(nc, NR) floats; the view is in bounds.
+            unsafe { pack_b(b, pc, kc, c0 + jc, nc, pb_ptr) };
             let beta_k = if pc == 0 { beta } else { 1.0 };
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);

@@ -238,7 +238,8 @@ pub fn run(
     );
     for w in workloads(quick) {
         if let Some(f) = filter {
-            let hay = format!("{} {}", w.name, w.ours.1).to_lowercase();
+            // Group, workload and point, as `cargo xtask bench --filter` matches them.
+            let hay = format!("{}/{} {}", w.ours.0, w.name, w.ours.1).to_lowercase();
             if !hay.contains(&f.to_lowercase()) {
                 continue;
             }

@@ -1,4 +1,4 @@
-//! Single-precision GEMM: our AVX-512 kernel ([`avx512`]) where the CPU has it, else
+//! Single-precision GEMM: our AVX-512 kernel (module `avx512`) where the CPU has it, else
 //! `matrixmultiply::sgemm`.
 //!
 //! # Design

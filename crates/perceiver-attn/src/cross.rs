@@ -25,12 +25,13 @@
 
 use crate::check::scale_of;
 use perceiver_tensor::gemm::{gemm, gemm_ldc, MatRef};
-use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, max as kmax, sum};
+use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, layer_norm_row, max as kmax, sum};
 use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// Input tokens per block for `queries` query rows: the score buffer (`queries x block`) stays
-/// near 2 MiB (the L2 of one core; measured on config B: 256 KiB blocks took 4.1 s, 2 MiB 3.7 s), and blocks hold 128 to 1024 tokens (larger blocks mean fewer, larger GEMMs,
+/// near 2 MiB (the L2 of one core; config B's forward took 4.1 s with 256 KiB blocks, 3.7 s
+/// with 2 MiB), and blocks hold 128 to 1024 tokens (larger blocks mean fewer, larger GEMMs,
 /// which matters when the channels are few).
 pub fn block_tokens(queries: usize) -> usize {
     (524_288 / queries.max(1)).clamp(128, 1024) / 16 * 16
@@ -124,31 +125,11 @@ impl FusedCross {
             }
             let xn = &mut blk.xn[r * c..(r + 1) * c];
             if let Some(eps) = self.eps {
-                let mu = sum(row) / c as f32;
-                perceiver_tensor::simd!(row.iter_mut().for_each(|v| *v -= mu));
-                let rs = 1.0 / (dot(row, row) / c as f32 + eps).sqrt();
+                let (w, bb) = (p[0].as_deref(), p[1].as_deref());
+                let (mu, rs) = perceiver_tensor::simd!(layer_norm_row(row, xn, w, bb, eps));
                 blk.rstd[r] = rs;
-                perceiver_tensor::simd!({
-                    row.iter_mut().for_each(|v| *v *= rs);
-                    match (&p[0], &p[1]) {
-                        (Some(w), Some(bb)) => {
-                            for (((y, x), w), bb) in xn.iter_mut().zip(&*row).zip(w).zip(bb) {
-                                *y = x * w + bb;
-                            }
-                        }
-                        (Some(w), None) => {
-                            for ((y, x), w) in xn.iter_mut().zip(&*row).zip(w) {
-                                *y = x * w;
-                            }
-                        }
-                        (None, Some(bb)) => {
-                            for ((y, x), bb) in xn.iter_mut().zip(&*row).zip(bb) {
-                                *y = x + bb;
-                            }
-                        }
-                        (None, None) => xn.copy_from_slice(row),
-                    }
-                });
+                // The normalised row before the affine, kept for the backward.
+                perceiver_tensor::simd!(row.iter_mut().for_each(|v| *v = (*v - mu) * rs));
             } else {
                 blk.rstd[r] = 1.0;
                 xn.copy_from_slice(row);

@@ -211,6 +211,45 @@ pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
     s
 }
 
+/// LayerNorm of one row into `y` (`(x - mean) · rstd`, then the optional scale `w` and offset
+/// `b`); returns the mean and the reciprocal standard deviation. Shared by `Tensor::layer_norm`
+/// and the fused cross-attention.
+#[inline(always)]
+pub fn layer_norm_row(
+    x: &[f32],
+    y: &mut [f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    eps: f32,
+) -> (f32, f32) {
+    let inv_d = 1.0 / x.len() as f32;
+    let mu = sum(x) * inv_d;
+    let rs = 1.0 / (sum_sq_dev(x, mu) * inv_d + eps).sqrt();
+    match (w, b) {
+        (Some(w), Some(b)) => {
+            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
+                *y = (x - mu) * rs * w + b;
+            }
+        }
+        (Some(w), None) => {
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y = (x - mu) * rs * w;
+            }
+        }
+        (None, Some(b)) => {
+            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
+                *y = (x - mu) * rs + b;
+            }
+        }
+        (None, None) => {
+            for (y, &x) in y.iter_mut().zip(x) {
+                *y = (x - mu) * rs;
+            }
+        }
+    }
+    (mu, rs)
+}
+
 /// Dot product with eight accumulators.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -15,9 +15,10 @@
 //!
 //! Each call is single-threaded; [`super`] cuts large products into one block per thread.
 
-use super::MatRef;
+use super::{MatRef, Product};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// Rows of the register tile.
 pub(super) const MR: usize = 14;
@@ -78,35 +79,24 @@ pub(super) fn pack_cost(m: usize, k: usize, n: usize, threads: usize, rows: bool
     }
 }
 
-/// Rows `r0..r1`, columns `c0..c1` of `alpha * A·B + beta * C` into `c` (row stride `ldc`).
+/// Rows `rows`, columns `cols` of the product.
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]); the views must be in bounds with `k = a.cols
 /// > 0`, and the block of `c` valid for writes (and reads when `beta != 0`) and not aliased.
-pub(super) unsafe fn gemm_block(
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    c1: usize,
-) {
+pub(super) unsafe fn gemm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
     PACKS.with(|packs| match packs.try_borrow_mut() {
-        Ok(mut p) => {
-            let (pa, pb) = &mut *p;
+        Ok(mut bufs) => {
+            let (pa, pb) = &mut *bufs;
             // SAFETY: forwarded from the caller.
-            unsafe { run(alpha, a, b, beta, c, ldc, r0, r1, c0, c1, pa, pb) }
+            unsafe { run(p, rows, cols, pa, pb) }
         }
         // Re-entered on this thread (not expected: the kernel calls nothing that could): use
         // fresh buffers rather than fail.
         Err(_) => {
             let (mut pa, mut pb) = (Vec::new(), Vec::new());
             // SAFETY: forwarded from the caller.
-            unsafe { run(alpha, a, b, beta, c, ldc, r0, r1, c0, c1, &mut pa, &mut pb) }
+            unsafe { run(p, rows, cols, &mut pa, &mut pb) }
         }
     })
 }
@@ -117,20 +107,22 @@ pub(super) unsafe fn gemm_block(
 /// As [`gemm_block`].
 #[target_feature(enable = "avx512f")]
 unsafe fn run(
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    c1: usize,
+    p: &Product<'_>,
+    rows: Range<usize>,
+    cols: Range<usize>,
     pa: &mut Vec<__m512>,
     pb: &mut Vec<__m512>,
 ) {
-    let (m, n, k) = (r1 - r0, c1 - c0, a.cols);
+    let Product {
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        ldc,
+    } = *p;
+    let (r0, c0) = (rows.start, cols.start);
+    let (m, n, k) = (rows.len(), cols.len(), a.cols);
     // Depth blocks of at most KC, or one block up to KC_MAX (no thin last block: each block is
     // one pass over C).
     let kstep = if k <= KC_MAX {

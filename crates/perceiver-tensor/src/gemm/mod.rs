@@ -15,6 +15,7 @@
 //!   write outside them.
 
 use rayon::prelude::*;
+use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
@@ -105,7 +106,16 @@ pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f3
     }
     assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
     // SAFETY: the views were checked by `check` and the output is large enough.
-    unsafe { gemm_raw(alpha, a, b, beta, c.as_mut_ptr(), ldc) };
+    unsafe {
+        gemm_raw(Product {
+            alpha,
+            a,
+            b,
+            beta,
+            c: c.as_mut_ptr(),
+            ldc,
+        })
+    };
 }
 
 /// `A·B` into a new row-major vector of `m·n` elements, `alpha`-scaled. The output is not
@@ -118,7 +128,16 @@ pub fn gemm_new(alpha: f32, a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
         // SAFETY: the views were checked; the buffer holds m·n elements, written (never read)
         // through the raw pointer since beta = 0 (matrixmultiply: "if β is zero, then C does
         // not need to be initialized"; the k = 0 path writes zeros).
-        unsafe { gemm_raw(alpha, a, b, 0.0, out.as_mut_ptr(), n) };
+        unsafe {
+            gemm_raw(Product {
+                alpha,
+                a,
+                b,
+                beta: 0.0,
+                c: out.as_mut_ptr(),
+                ldc: n,
+            })
+        };
     }
     // SAFETY: every one of the m·n elements was written above.
     unsafe { out.set_len(m * n) };
@@ -133,20 +152,36 @@ fn check(a: MatRef<'_>, b: MatRef<'_>) {
     );
 }
 
-/// The product into `c` (row stride `ldc`), threaded above [`PAR_MIN_FMAS`].
+/// One product `C = alpha·A·B + beta·C` into a raw output whose rows are `ldc` apart, as the
+/// block kernels receive it.
+#[derive(Clone, Copy)]
+pub(crate) struct Product<'a> {
+    pub(crate) alpha: f32,
+    pub(crate) a: MatRef<'a>,
+    pub(crate) b: MatRef<'a>,
+    pub(crate) beta: f32,
+    pub(crate) c: *mut f32,
+    pub(crate) ldc: usize,
+}
+
+// SAFETY: a product is shared between rayon tasks only to write disjoint blocks of `c`.
+unsafe impl Send for Product<'_> {}
+unsafe impl Sync for Product<'_> {}
+
+/// The product, threaded above [`PAR_MIN_FMAS`].
 ///
 /// # Safety
 /// The views must be in bounds, `m, n > 0`, and `c` valid for writes of the `m x n` block with
 /// row stride `ldc >= n` (read too when `beta != 0`).
-unsafe fn gemm_raw(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: *mut f32, ldc: usize) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
+unsafe fn gemm_raw(p: Product<'_>) {
+    let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
     if k == 0 {
         for i in 0..m {
             for j in 0..n {
                 // SAFETY: inside the block the caller vouched for.
                 unsafe {
-                    let p = c.add(i * ldc + j);
-                    *p = if beta == 0.0 { 0.0 } else { *p * beta };
+                    let x = p.c.add(i * p.ldc + j);
+                    *x = if p.beta == 0.0 { 0.0 } else { *x * p.beta };
                 }
             }
         }
@@ -155,30 +190,24 @@ unsafe fn gemm_raw(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: *mut 
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * k * n < PAR_MIN_FMAS {
         // SAFETY: forwarded from the caller.
-        unsafe { gemm_block(alpha, a, b, beta, c, ldc, 0, m, 0, n) };
+        unsafe { gemm_block(&p, 0..m, 0..n) };
         return;
     }
-    let ptr = SendPtr(c);
     if split_rows(m, k, n, threads) {
         let rows = m.div_ceil(threads);
         (0..threads).into_par_iter().for_each(|t| {
-            let r0 = t * rows;
-            let r1 = ((t + 1) * rows).min(m);
+            let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
             if r0 < r1 {
-                let p = ptr;
                 // SAFETY: row blocks are disjoint and inside the caller's output.
-                unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, r0, r1, 0, n) };
+                unsafe { gemm_block(&p, r0..r1, 0..n) };
             }
         });
     } else {
         let cols = n.div_ceil(threads).next_multiple_of(32).min(n);
-        let blocks = n.div_ceil(cols);
-        (0..blocks).into_par_iter().for_each(|t| {
-            let c0 = t * cols;
-            let c1 = ((t + 1) * cols).min(n);
-            let p = ptr;
+        (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
+            let (c0, c1) = (t * cols, ((t + 1) * cols).min(n));
             // SAFETY: column blocks are disjoint and inside the caller's output.
-            unsafe { gemm_block(alpha, a, b, beta, p.get(), ldc, 0, m, c0, c1) };
+            unsafe { gemm_block(&p, 0..m, c0..c1) };
         });
     }
 }
@@ -220,79 +249,52 @@ impl Backend {
     }
 }
 
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to hand disjoint output blocks to rayon tasks.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-/// Rows `r0..r1`, columns `c0..c1` of the product into `c` (row stride `ldc`).
+/// Rows `rows`, columns `cols` of the product.
 ///
 /// # Safety
 /// The views must be in bounds and the block of `c` valid for writes and not aliased.
-unsafe fn gemm_block(
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    c1: usize,
-) {
+unsafe fn gemm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
-    if Backend::detect() == Backend::Avx512 && avx512::suits(r1 - r0, a.cols, c1 - c0) {
+    if Backend::detect() == Backend::Avx512 && avx512::suits(rows.len(), p.a.cols, cols.len()) {
         // SAFETY: the CPU has AVX-512F (detected); the rest is forwarded from the caller.
-        unsafe { avx512::gemm_block(alpha, a, b, beta, c, ldc, r0, r1, c0, c1) };
+        unsafe { avx512::gemm_block(p, rows, cols) };
         return;
     }
     // SAFETY: forwarded from the caller.
-    unsafe { mm_block(alpha, a, b, beta, c, ldc, r0, r1, c0, c1) }
+    unsafe { mm_block(p, rows, cols) }
 }
 
 /// [`gemm_block`] through `matrixmultiply::sgemm`.
 ///
 /// # Safety
 /// As [`gemm_block`].
-unsafe fn mm_block(
-    alpha: f32,
-    a: MatRef<'_>,
-    b: MatRef<'_>,
-    beta: f32,
-    c: *mut f32,
-    ldc: usize,
-    r0: usize,
-    r1: usize,
-    c0: usize,
-    c1: usize,
-) {
-    let k = a.cols;
-    let a_ptr = a.data.as_ptr().wrapping_add(a.offset + r0 * a.row_stride);
-    let b_ptr = b.data.as_ptr().wrapping_add(b.offset + c0 * b.col_stride);
-    let c_ptr = c.wrapping_add(r0 * ldc + c0);
+unsafe fn mm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
+    let (a, b) = (p.a, p.b);
+    let a_ptr = a
+        .data
+        .as_ptr()
+        .wrapping_add(a.offset + rows.start * a.row_stride);
+    let b_ptr = b
+        .data
+        .as_ptr()
+        .wrapping_add(b.offset + cols.start * b.col_stride);
+    let c_ptr = p.c.wrapping_add(rows.start * p.ldc + cols.start);
     // SAFETY: forwarded from the caller; strides describe in-bounds views.
     unsafe {
         matrixmultiply::sgemm(
-            r1 - r0,
-            k,
-            c1 - c0,
-            alpha,
+            rows.len(),
+            a.cols,
+            cols.len(),
+            p.alpha,
             a_ptr,
             a.row_stride as isize,
             a.col_stride as isize,
             b_ptr,
             b.row_stride as isize,
             b.col_stride as isize,
-            beta,
+            p.beta,
             c_ptr,
-            ldc as isize,
+            p.ldc as isize,
             1,
         );
     }
@@ -351,8 +353,7 @@ mod tests {
         }
     }
 
-    type Block =
-        unsafe fn(f32, MatRef<'_>, MatRef<'_>, f32, *mut f32, usize, usize, usize, usize, usize);
+    type Block = unsafe fn(&Product<'_>, Range<usize>, Range<usize>);
 
     /// One backend on a sub-block (rows 1.., columns 2.. when large enough) against the naive
     /// product: row-major or transposed operands, alpha and beta, an output row stride wider
@@ -393,7 +394,16 @@ mod tests {
             .collect();
         let alpha = 0.5;
         // SAFETY: the views are in bounds and the block is inside `c`.
-        unsafe { block(alpha, av, bv, beta, c.as_mut_ptr(), ldc, r0, m, c0, n) };
+        let p = Product {
+            alpha,
+            a: av,
+            b: bv,
+            beta,
+            c: c.as_mut_ptr(),
+            ldc,
+        };
+        // SAFETY: as above.
+        unsafe { block(&p, r0..m, c0..n) };
         for i in 0..m {
             for j in 0..ldc {
                 let got = c[i * ldc + j];
@@ -464,11 +474,55 @@ mod tests {
             return;
         }
         check_all(avx512::gemm_block);
+        check_doubly_strided(avx512::gemm_block);
+    }
+
+    /// Operands strided in both directions (every other column of a wider row): the general
+    /// packing paths.
+    fn check_doubly_strided(block: Block) {
+        let (m, k, n) = (17, 23, 45);
+        let (lda, ldb) = (2 * k + 1, 2 * n + 3);
+        let abuf: Vec<f32> = (0..m * lda)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+            .collect();
+        let bbuf: Vec<f32> = (0..k * ldb)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        let a: Vec<f32> = (0..m * k)
+            .map(|i| abuf[(i / k) * lda + 2 * (i % k)])
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| bbuf[(i / n) * ldb + 2 * (i % n)])
+            .collect();
+        let want = naive(m, k, n, &a, &b);
+        let view = |data, rows, cols, row_stride| MatRef {
+            data,
+            offset: 0,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 2,
+        };
+        let mut c = vec![f32::NAN; m * n];
+        let p = Product {
+            alpha: 1.0,
+            a: view(&abuf, m, k, lda),
+            b: view(&bbuf, k, n, ldb),
+            beta: 0.0,
+            c: c.as_mut_ptr(),
+            ldc: n,
+        };
+        // SAFETY: the views are in bounds and `c` holds the m x n product.
+        unsafe { block(&p, 0..m, 0..n) };
+        for (x, y) in c.iter().zip(&want) {
+            assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
+        }
     }
 
     #[test]
     fn matrixmultiply_path_matches_the_naive_product() {
         check_all(mm_block);
+        check_doubly_strided(mm_block);
     }
 
     #[test]

@@ -130,37 +130,6 @@ impl Backward for LayerNormBackward {
     }
 }
 
-/// Normalises one row into `y`; returns its mean and reciprocal standard deviation.
-#[inline(always)]
-fn ln_row(x: &[f32], y: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>, eps: f32) -> (f32, f32) {
-    let inv_d = 1.0 / x.len() as f32;
-    let mu = kernels::sum(x) * inv_d;
-    let rs = 1.0 / (kernels::sum_sq_dev(x, mu) * inv_d + eps).sqrt();
-    match (w, b) {
-        (Some(w), Some(b)) => {
-            for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = (x - mu) * rs * w + b;
-            }
-        }
-        (Some(w), None) => {
-            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y = (x - mu) * rs * w;
-            }
-        }
-        (None, Some(b)) => {
-            for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                *y = (x - mu) * rs + b;
-            }
-        }
-        (None, None) => {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x - mu) * rs;
-            }
-        }
-    }
-    (mu, rs)
-}
-
 impl Tensor {
     /// Layer normalisation over the last axis with optional scale `weight` and offset `bias`
     /// (each of shape `[last]`) and `eps` added to the variance.
@@ -213,7 +182,7 @@ impl Tensor {
                     .zip(mean.iter_mut())
                     .zip(rstd.iter_mut())
                 {
-                    (*m, *r) = ln_row(xr, yr, w, b, eps);
+                    (*m, *r) = kernels::layer_norm_row(xr, yr, w, b, eps);
                 })
             };
             if x.len() >= kernels::PAR_THRESHOLD {

@@ -1,7 +1,9 @@
 //! Rough timing of a preset's forward and forward + backward on random data.
 //!
 //! `cargo run --release -p perceiver-model --example model_timing -- mnist-small 32 5`
-//! (preset, batch, iterations). Prints medians; for real benchmarks see `cargo xtask bench`.
+//! (preset, batch, iterations; a fourth argument `forward` skips the backward). Prints medians;
+//! for real benchmarks see `cargo xtask bench`. With `PERCEIVER_PROFILE=1` it also prints the
+//! time per op and per GEMM shape (of the last pass timed).
 
 use perceiver_model::{preset, Perceiver};
 use perceiver_tensor::{no_grad, Rng, Tensor};
@@ -25,6 +27,7 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let name = args.first().map(String::as_str).unwrap_or("mnist-small");
     let batch: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(32);
     let iters: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
+    let forward_only = args.get(3).is_some_and(|a| a == "forward");
     let config = preset(name)?;
     let mut shape = vec![batch];
     shape.extend(&config.input_axes);
@@ -36,9 +39,15 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let labels: Vec<usize> = (0..batch).map(|i| i % classes).collect();
     let (mut fwd, mut step) = (Vec::new(), Vec::new());
     for _ in 0..iters {
+        perceiver_tensor::autograd::profile::reset();
+        perceiver_tensor::autograd::profile::mark();
         let t = Instant::now();
         no_grad(|| model.forward(&x, None))?;
         fwd.push(t.elapsed().as_secs_f64());
+        if forward_only {
+            continue;
+        }
+        perceiver_tensor::autograd::profile::reset();
         let t = Instant::now();
         perceiver_tensor::autograd::profile::mark();
         let out = model.forward(&x, None)?;
@@ -46,7 +55,19 @@ fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let _grads = loss.backward()?;
         step.push(t.elapsed().as_secs_f64());
     }
-    let (f, s) = (median(fwd), median(step));
+    let f = median(fwd);
+    if forward_only {
+        if std::env::var("PERCEIVER_PROFILE").is_ok() {
+            eprintln!("{}", perceiver_tensor::autograd::profile::report());
+        }
+        println!(
+            "{name}, batch {batch}: forward {:.1} ms ({:.0} examples/s)",
+            f * 1e3,
+            batch as f64 / f
+        );
+        return Ok(());
+    }
+    let s = median(step);
     if std::env::var("PERCEIVER_PROFILE").is_ok() {
         eprintln!("{}", perceiver_tensor::autograd::profile::report());
     }

@@ -4,8 +4,9 @@
 //! Backward rules are timed exactly. Forward ops are timed by the gap between consecutive
 //! recorded ops on the same thread (ops are recorded right after they compute), which
 //! attributes to each op its own time plus any untracked work just before it: accurate for a
-//! model's forward pass, where nearly everything is tracked. [`report`] returns the table and
-//! [`reset`] clears it.
+//! model's forward pass, where nearly everything is tracked. Every GEMM is also timed, by shape
+//! and operand layout (`r` row-major, `c` column-major, `s` strided otherwise), wherever it is
+//! called from (ops, fused kernels). [`report`] returns both tables and [`reset`] clears them.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -21,6 +22,8 @@ pub fn enabled() -> bool {
 struct Table {
     /// (phase, op) -> (calls, seconds)
     rows: HashMap<(&'static str, &'static str), (u64, f64)>,
+    /// (m, k, n, A layout, B layout) -> (calls, seconds)
+    gemms: HashMap<(usize, usize, usize, char, char), (u64, f64)>,
 }
 
 fn table() -> &'static Mutex<Table> {
@@ -49,6 +52,18 @@ pub(crate) fn forward_op(op: &'static str) {
     }
 }
 
+/// Records one GEMM of `m x k · k x n` with the given operand layouts.
+pub(crate) fn gemm_call(shape: (usize, usize, usize), layouts: (char, char), started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    let mut t = table().lock().expect("profile lock");
+    let e = t
+        .gemms
+        .entry((shape.0, shape.1, shape.2, layouts.0, layouts.1))
+        .or_insert((0, 0.0));
+    e.0 += 1;
+    e.1 += secs;
+}
+
 pub(crate) fn start() -> Option<Instant> {
     enabled().then(Instant::now)
 }
@@ -69,7 +84,9 @@ pub fn mark() {
 
 /// Clears the table.
 pub fn reset() {
-    table().lock().expect("profile lock").rows.clear();
+    let mut t = table().lock().expect("profile lock");
+    t.rows.clear();
+    t.gemms.clear();
 }
 
 /// The table as text, slowest first: phase, op, calls, total ms, share of the total.
@@ -88,6 +105,28 @@ pub fn report() -> String {
             secs * 1e3,
             100.0 * secs / total.max(1e-12)
         ));
+    }
+    if !t.gemms.is_empty() {
+        let mut g: Vec<_> = t.gemms.iter().collect();
+        g.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+        let gemm_total: f64 = g.iter().map(|r| r.1 .1).sum();
+        s.push_str(&format!(
+            "\nGEMM by shape (m x k x n, A/B layout; {:.2} ms in all, inside the ops above)\n",
+            gemm_total * 1e3
+        ));
+        s.push_str(&format!(
+            "{:<24} {:>7} {:>10} {:>8}\n",
+            "shape", "calls", "ms", "GFLOP/s"
+        ));
+        for ((m, k, n, la, lb), (calls, secs)) in g.into_iter().take(30) {
+            let flops = 2.0 * (*m * *k * *n) as f64 * *calls as f64;
+            let shape = format!("{m}x{k}x{n} {la}{lb}");
+            s.push_str(&format!(
+                "{shape:<24} {calls:>7} {:>10.2} {:>8.1}\n",
+                secs * 1e3,
+                flops / secs.max(1e-12) / 1e9
+            ));
+        }
     }
     s
 }

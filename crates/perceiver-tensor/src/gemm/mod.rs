@@ -79,6 +79,17 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// `'r'` row-major (unit column stride), `'c'` column-major, `'s'` otherwise (profiling).
+    fn layout(&self) -> char {
+        if self.col_stride == 1 || self.cols <= 1 {
+            'r'
+        } else if self.row_stride == 1 || self.rows <= 1 {
+            'c'
+        } else {
+            's'
+        }
+    }
+
     fn in_bounds(&self) -> bool {
         self.rows == 0
             || self.cols == 0
@@ -174,6 +185,20 @@ unsafe impl Sync for Product<'_> {}
 /// The views must be in bounds, `m, n > 0`, and `c` valid for writes of the `m x n` block with
 /// row stride `ldc >= n` (read too when `beta != 0`).
 unsafe fn gemm_raw(p: Product<'_>) {
+    let started = crate::autograd::profile::start();
+    // SAFETY: forwarded from the caller.
+    unsafe { gemm_threaded(&p) };
+    if let Some(t0) = started {
+        let shape = (p.a.rows, p.a.cols, p.b.cols);
+        crate::autograd::profile::gemm_call(shape, (p.a.layout(), p.b.layout()), t0);
+    }
+}
+
+/// [`gemm_raw`] without the profiling.
+///
+/// # Safety
+/// As [`gemm_raw`].
+unsafe fn gemm_threaded(p: &Product<'_>) {
     let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
     if k == 0 {
         for i in 0..m {
@@ -190,7 +215,7 @@ unsafe fn gemm_raw(p: Product<'_>) {
     let threads = rayon::current_num_threads();
     if threads <= 1 || m * k * n < PAR_MIN_FMAS {
         // SAFETY: forwarded from the caller.
-        unsafe { gemm_block(&p, 0..m, 0..n) };
+        unsafe { gemm_block(p, 0..m, 0..n) };
         return;
     }
     if split_rows(m, k, n, threads) {
@@ -199,7 +224,7 @@ unsafe fn gemm_raw(p: Product<'_>) {
             let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
             if r0 < r1 {
                 // SAFETY: row blocks are disjoint and inside the caller's output.
-                unsafe { gemm_block(&p, r0..r1, 0..n) };
+                unsafe { gemm_block(p, r0..r1, 0..n) };
             }
         });
     } else {
@@ -207,7 +232,7 @@ unsafe fn gemm_raw(p: Product<'_>) {
         (0..n.div_ceil(cols)).into_par_iter().for_each(|t| {
             let (c0, c1) = (t * cols, ((t + 1) * cols).min(n));
             // SAFETY: column blocks are disjoint and inside the caller's output.
-            unsafe { gemm_block(&p, 0..m, c0..c1) };
+            unsafe { gemm_block(p, 0..m, c0..c1) };
         });
     }
 }

@@ -120,6 +120,7 @@ unsafe fn run(
         beta,
         c,
         ldc,
+        ..
     } = *p;
     let (r0, c0) = (rows.start, cols.start);
     let (m, n, k) = (rows.len(), cols.len(), a.cols);
@@ -168,6 +169,9 @@ unsafe fn run(
                         }
                     }
                 };
+                // After the last depth block, finished strips go to the epilogue while hot.
+                let last = pc + kc == k;
+                let (rows_at, cols_at) = (r0 + ic, c0 + jc);
                 if in_place {
                     // Each in-place A panel (read from memory once) meets every B panel
                     // while it is in L1.
@@ -186,6 +190,12 @@ unsafe fn run(
                         for jr in (0..nc).step_by(NR) {
                             tile(ir, jr);
                         }
+                        if last {
+                            let rows = rows_at + ir..rows_at + (ir + MR).min(mc);
+                            // SAFETY: these rows of the caller's block are final and only
+                            // this thread touches them.
+                            unsafe { p.finish(rows, cols_at..cols_at + nc) };
+                        }
                     }
                 } else {
                     // Each B panel stays in L1 while the packed A block streams from L2.
@@ -193,6 +203,13 @@ unsafe fn run(
                         for ir in (0..mc).step_by(MR) {
                             tile(ir, jr);
                         }
+                    }
+                    if last {
+                        // The whole mc x nc block (in L2): rows of 32 columns would be too
+                        // short for the epilogue's vector loops (measured slower than a
+                        // separate pass).
+                        // SAFETY: as above, for this block.
+                        unsafe { p.finish(rows_at..rows_at + mc, cols_at..cols_at + nc) };
                     }
                 }
             }

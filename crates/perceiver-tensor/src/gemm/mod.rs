@@ -13,6 +13,9 @@
 //!   costs a queue push, and callers may run whole programs inside a pool (as the CLI does).
 //! - Bounds are checked once per call against the slices, so the `unsafe` call cannot read or
 //!   write outside them.
+//! - An [`Epilogue`] (bias, activation...) can run on each finished block of the output while
+//!   the block is still in cache ([`gemm_new_then`]), instead of a separate pass over the
+//!   whole output after the product.
 
 use rayon::prelude::*;
 use std::ops::Range;
@@ -125,6 +128,7 @@ pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f3
             beta,
             c: c.as_mut_ptr(),
             ldc,
+            epi: None,
         })
     };
 }
@@ -132,6 +136,32 @@ pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f3
 /// `A·B` into a new row-major vector of `m·n` elements, `alpha`-scaled. The output is not
 /// zero-filled first: with `beta = 0` the GEMM writes every element without reading it.
 pub fn gemm_new(alpha: f32, a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
+    gemm_new_inner(alpha, a, b, None)
+}
+
+/// Work applied to each finished block of a product's output (see [`OutBlock`]).
+pub type Epilogue<'a> = &'a (dyn Fn(&mut OutBlock<'_>) + Sync);
+
+/// [`gemm_new`], then `epilogue` on the output block by block, each block as soon as its
+/// final values are written (while it is in cache). The blocks tile the output exactly: every
+/// element is handed over once. Blocks may be processed on different threads at once.
+///
+/// ```
+/// use perceiver_tensor::gemm::{gemm_new_then, MatRef};
+/// let (a, b) = (vec![1.0, 2.0, 3.0, 4.0], vec![1.0, 0.0, 0.0, 1.0]);
+/// let relu_plus_one = |blk: &mut perceiver_tensor::gemm::OutBlock<'_>| {
+///     for i in blk.rows() {
+///         blk.row_mut(i).iter_mut().for_each(|v| *v = v.max(0.0) + 1.0);
+///     }
+/// };
+/// let c = gemm_new_then(1.0, MatRef::row_major(&a, 2, 2), MatRef::row_major(&b, 2, 2), &relu_plus_one);
+/// assert_eq!(c, vec![2.0, 3.0, 4.0, 5.0]);
+/// ```
+pub fn gemm_new_then(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, epilogue: Epilogue<'_>) -> Vec<f32> {
+    gemm_new_inner(alpha, a, b, Some(epilogue))
+}
+
+fn gemm_new_inner(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, epi: Option<Epilogue<'_>>) -> Vec<f32> {
     let (m, n) = (a.rows, b.cols);
     check(a, b);
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
@@ -147,6 +177,7 @@ pub fn gemm_new(alpha: f32, a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
                 beta: 0.0,
                 c: out.as_mut_ptr(),
                 ldc: n,
+                epi,
             })
         };
     }
@@ -163,8 +194,48 @@ fn check(a: MatRef<'_>, b: MatRef<'_>) {
     );
 }
 
+/// A finished block of a product's output, as an [`Epilogue`] receives it: rows
+/// [`OutBlock::rows`] and columns [`OutBlock::cols`] of the `m x n` output, in the output's
+/// coordinates.
+pub struct OutBlock<'a> {
+    c: *mut f32,
+    ldc: usize,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    _out: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+impl OutBlock<'_> {
+    /// The output rows of the block.
+    pub fn rows(&self) -> Range<usize> {
+        self.rows.clone()
+    }
+
+    /// The output columns of the block.
+    pub fn cols(&self) -> Range<usize> {
+        self.cols.clone()
+    }
+
+    /// The block's part of output row `i` (columns [`OutBlock::cols`]). Panics if `i` is not
+    /// one of the block's rows.
+    pub fn row_mut(&mut self, i: usize) -> &mut [f32] {
+        assert!(
+            self.rows.contains(&i),
+            "OutBlock: row {i} outside the block"
+        );
+        // SAFETY: the block's rows and columns are inside the output, and the GEMM hands each
+        // block to one epilogue call at a time, so nothing else accesses them meanwhile.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.c.add(i * self.ldc + self.cols.start),
+                self.cols.len(),
+            )
+        }
+    }
+}
+
 /// One product `C = alpha·A·B + beta·C` into a raw output whose rows are `ldc` apart, as the
-/// block kernels receive it.
+/// block kernels receive it, with the epilogue to run on finished blocks.
 #[derive(Clone, Copy)]
 pub(crate) struct Product<'a> {
     pub(crate) alpha: f32,
@@ -173,6 +244,25 @@ pub(crate) struct Product<'a> {
     pub(crate) beta: f32,
     pub(crate) c: *mut f32,
     pub(crate) ldc: usize,
+    pub(crate) epi: Option<Epilogue<'a>>,
+}
+
+impl Product<'_> {
+    /// Runs the epilogue (if any) on rows `rows`, columns `cols` of the output.
+    ///
+    /// # Safety
+    /// The block must be inside the output, final, and accessed by nothing else meanwhile.
+    pub(crate) unsafe fn finish(&self, rows: Range<usize>, cols: Range<usize>) {
+        if let Some(f) = self.epi {
+            f(&mut OutBlock {
+                c: self.c,
+                ldc: self.ldc,
+                rows,
+                cols,
+                _out: std::marker::PhantomData,
+            });
+        }
+    }
 }
 
 // SAFETY: a product is shared between rayon tasks only to write disjoint blocks of `c`.
@@ -210,6 +300,8 @@ unsafe fn gemm_threaded(p: &Product<'_>) {
                 }
             }
         }
+        // SAFETY: the whole output is final.
+        unsafe { p.finish(0..m, 0..n) };
         return;
     }
     let threads = rayon::current_num_threads();
@@ -322,6 +414,8 @@ unsafe fn mm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
             p.ldc as isize,
             1,
         );
+        // The block is final (matrixmultiply computes it at once).
+        p.finish(rows, cols);
     }
 }
 
@@ -382,7 +476,8 @@ mod tests {
 
     /// One backend on a sub-block (rows 1.., columns 2.. when large enough) against the naive
     /// product: row-major or transposed operands, alpha and beta, an output row stride wider
-    /// than the product, NaN in C when beta = 0, and nothing written outside the block.
+    /// than the product, NaN in C when beta = 0, and nothing written outside the block. An
+    /// epilogue `v -> 2v - 1` must see every element of the block once, with its final value.
     fn check_backend(block: Block, m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32) {
         let a: Vec<f32> = (0..m * k)
             .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
@@ -418,6 +513,17 @@ mod tests {
             })
             .collect();
         let alpha = 0.5;
+        let seen: Vec<std::sync::atomic::AtomicU32> =
+            (0..m * n).map(|_| Default::default()).collect();
+        let epi = |blk: &mut OutBlock<'_>| {
+            let cols = blk.cols();
+            for i in blk.rows() {
+                for (j, v) in cols.clone().zip(blk.row_mut(i)) {
+                    seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    *v = 2.0 * *v - 1.0;
+                }
+            }
+        };
         // SAFETY: the views are in bounds and the block is inside `c`.
         let p = Product {
             alpha,
@@ -426,6 +532,7 @@ mod tests {
             beta,
             c: c.as_mut_ptr(),
             ldc,
+            epi: Some(&epi),
         };
         // SAFETY: as above.
         unsafe { block(&p, r0..m, c0..n) };
@@ -433,7 +540,9 @@ mod tests {
             for j in 0..ldc {
                 let got = c[i * ldc + j];
                 if i >= r0 && j >= c0 && j < n {
-                    let w = alpha * want[i * n + j] + beta * init(i, j);
+                    let visits = seen[i * n + j].load(std::sync::atomic::Ordering::Relaxed);
+                    assert_eq!(visits, 1, "{m}x{k}x{n}: epilogue visits of ({i},{j})");
+                    let w = 2.0 * (alpha * want[i * n + j] + beta * init(i, j)) - 1.0;
                     assert!(
                         (got - w).abs() <= 1e-4 * (1.0 + w.abs()),
                         "{m}x{k}x{n} ta={ta} tb={tb} beta={beta} at ({i},{j}): {got} vs {w}"
@@ -536,6 +645,7 @@ mod tests {
             beta: 0.0,
             c: c.as_mut_ptr(),
             ldc: n,
+            epi: None,
         };
         // SAFETY: the views are in bounds and `c` holds the m x n product.
         unsafe { block(&p, 0..m, 0..n) };
@@ -594,6 +704,41 @@ mod tests {
             }
         }
         assert_eq!(&c[..2], &[-1.0, -1.0]);
+    }
+
+    #[test]
+    fn epilogue_sees_final_values_once_when_threaded() {
+        // Threaded splits and several depth blocks (k > KC_MAX on the AVX-512 path).
+        for &(m, k, n) in &[(300, 700, 40), (20, 128, 300), (129, 65, 131), (7, 0, 5)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 9.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect();
+            let want = naive(m, k, n, &a, &b);
+            let seen: Vec<std::sync::atomic::AtomicU32> =
+                (0..m * n).map(|_| Default::default()).collect();
+            let epi = |blk: &mut OutBlock<'_>| {
+                let cols = blk.cols();
+                for i in blk.rows() {
+                    for (j, v) in cols.clone().zip(blk.row_mut(i)) {
+                        seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        *v = v.max(0.0);
+                    }
+                }
+            };
+            let c = gemm_new_then(
+                1.0,
+                MatRef::row_major(&a, m, k),
+                MatRef::row_major(&b, k, n),
+                &epi,
+            );
+            for (idx, (got, w)) in c.iter().zip(&want).enumerate() {
+                assert!(
+                    (got - w.max(0.0)).abs() <= 1e-4 * (1.0 + w.abs()),
+                    "{m}x{k}x{n}"
+                );
+                let visits = seen[idx].load(std::sync::atomic::Ordering::Relaxed);
+                assert_eq!(visits, 1, "{m}x{k}x{n}: element {idx}");
+            }
+        }
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! `linear`: `act(x·Wᵀ + b)` over the last axis, fused.
 //!
 //! One GEMM over all rows (threaded by [`crate::gemm::gemm`]; the transposed weight is a strided
-//! view), then a single parallel pass adds the bias and applies the activation in place, instead
-//! of separate passes for the bias and the activation with a new tensor each. (Per-panel GEMMs
-//! with the epilogue applied while the panel is in cache were measured slower: each panel
-//! repacks the whole weight.) With an activation and a graph being recorded, the same pass
-//! also computes the activation's derivative `act'(h)` (sharing its erf or tanh) and keeps it
-//! for the backward, which then needs one multiplication instead of an erf and an exp.
+//! view) whose epilogue ([`crate::gemm::gemm_new_then`]) adds the bias and applies the
+//! activation to each block of the output as soon as the GEMM finishes it, while it is in cache:
+//! no separate pass over the output, no tensor per step. (Earlier versions ran one parallel pass
+//! after the GEMM; per-panel GEMMs with the epilogue were slower still, as each panel repacked
+//! the whole weight.) With an activation and a graph being recorded, the epilogue also computes
+//! the activation's derivative `act'(h)` (sharing its erf or tanh) and keeps it for the
+//! backward, which then needs one multiplication instead of an erf and an exp.
 //!
 //! Backward, with `dh = g ⊙ act'(h)` (or `g` without an activation):
 //! `dx = dh·W`, `dW = dhᵀ·x`, `db = Σ_rows dh`.
@@ -14,11 +15,22 @@
 use super::gelu::{gelu_erf, gelu_erf_and_grad, gelu_tanh, gelu_tanh_and_grad};
 use super::GeluKind;
 use crate::autograd::{record, Backward};
-use crate::gemm::{gemm_new, MatRef};
+use crate::gemm::{gemm_new, gemm_new_then, MatRef, OutBlock};
 use crate::kernels;
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
-use rayon::prelude::*;
+
+/// A raw output pointer shared by the epilogue calls, which write disjoint blocks.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to write disjoint blocks of one buffer from the GEMM's threads.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 struct LinearBackward {
     x: Option<Tensor>,
@@ -72,6 +84,33 @@ impl Backward for LinearBackward {
     }
 }
 
+/// `y = act(y + b)` on one row segment; with `(kind, true)` also `d = act'(y + b)`.
+#[inline(always)]
+fn bias_act_row(y: &mut [f32], d: &mut [f32], bias: Option<&[f32]>, act: Option<(GeluKind, bool)>) {
+    if let Some(b) = bias {
+        y.iter_mut().zip(b).for_each(|(v, bb)| *v += bb);
+    }
+    match act {
+        Some((GeluKind::Erf, true)) => {
+            for (y, d) in y.iter_mut().zip(d) {
+                let (v, dv) = gelu_erf_and_grad(*y);
+                *y = v;
+                *d = dv;
+            }
+        }
+        Some((GeluKind::Tanh, true)) => {
+            for (y, d) in y.iter_mut().zip(d) {
+                let (v, dv) = gelu_tanh_and_grad(*y);
+                *y = v;
+                *d = dv;
+            }
+        }
+        Some((GeluKind::Erf, false)) => y.iter_mut().for_each(|y| *y = gelu_erf(*y)),
+        Some((GeluKind::Tanh, false)) => y.iter_mut().for_each(|y| *y = gelu_tanh(*y)),
+        None => {}
+    }
+}
+
 impl Tensor {
     /// `act(x·Wᵀ + b)` for `x: [..., in]`, `weight: [out, in]` (PyTorch's layout), `bias:
     /// [out]`, and an optional GELU, as one fused op (see the module docs).
@@ -118,55 +157,43 @@ impl Tensor {
         let mut y = Vec::new();
         let mut dact: Vec<f32> = Vec::with_capacity(if keep_dact { rows * out } else { 0 });
         if out > 0 && rows > 0 {
-            // One GEMM over all rows (threaded by `gemm`), then one parallel pass that adds the
-            // bias and applies the activation (measured faster than per-panel GEMMs, which
-            // repack the weight for every panel). Neither buffer is zero-filled first.
-            y = gemm_new(1.0, MatRef::of(&x2), MatRef::of(weight).t());
-            let chunk = 64 * out;
-            let epilogue = |yp: &mut [f32], dp: &mut [std::mem::MaybeUninit<f32>]| {
-                crate::simd!({
-                    if let Some(b) = &bvec {
-                        for row in yp.chunks_mut(out) {
-                            for (v, bb) in row.iter_mut().zip(b) {
-                                *v += bb;
-                            }
-                        }
-                    }
-                    match (act, keep_dact) {
-                        (Some(GeluKind::Erf), true) => {
-                            for (y, d) in yp.iter_mut().zip(dp.iter_mut()) {
-                                let (v, dv) = gelu_erf_and_grad(*y);
-                                *y = v;
-                                d.write(dv);
-                            }
-                        }
-                        (Some(GeluKind::Tanh), true) => {
-                            for (y, d) in yp.iter_mut().zip(dp.iter_mut()) {
-                                let (v, dv) = gelu_tanh_and_grad(*y);
-                                *y = v;
-                                d.write(dv);
-                            }
-                        }
-                        (Some(GeluKind::Erf), false) => {
-                            yp.iter_mut().for_each(|y| *y = gelu_erf(*y))
-                        }
-                        (Some(GeluKind::Tanh), false) => {
-                            yp.iter_mut().for_each(|y| *y = gelu_tanh(*y))
-                        }
-                        (None, _) => {}
-                    }
-                })
-            };
-            if bvec.is_some() || act.is_some() {
-                if keep_dact {
-                    y.par_chunks_mut(chunk)
-                        .zip(dact.spare_capacity_mut()[..rows * out].par_chunks_mut(chunk))
-                        .for_each(|(yp, dp)| epilogue(yp, dp));
-                    // SAFETY: the epilogue wrote every element of `dact` (same chunks as `y`).
-                    unsafe { dact.set_len(rows * out) };
-                } else {
-                    y.par_chunks_mut(chunk).for_each(|yp| epilogue(yp, &mut []));
+            // The bias and activation run on each block of the output as the GEMM finishes it
+            // (still in cache), writing `act'(h)` at the same positions of `dact`. Neither
+            // buffer is zero-filled first.
+            let dact_out = SendPtr(dact.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+            let dact_row = |i: usize, cols: &std::ops::Range<usize>| -> &mut [f32] {
+                // SAFETY: `dact` has capacity rows x out; the GEMM hands each output block to
+                // one epilogue call, so these elements are written by that call alone.
+                unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dact_out.get().add(i * out + cols.start),
+                        cols.len(),
+                    )
                 }
+            };
+            let kind = act.map(|a| (a, keep_dact));
+            let epilogue = |blk: &mut OutBlock<'_>| {
+                let cols = blk.cols();
+                let bias = bvec.as_deref().map(|b| &b[cols.clone()]);
+                for i in blk.rows() {
+                    let dr = if keep_dact {
+                        dact_row(i, &cols)
+                    } else {
+                        &mut [][..]
+                    };
+                    // One call per row keeps the vectorised body inlined into the AVX-512 copy.
+                    crate::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
+                }
+            };
+            let (xm, wt) = (MatRef::of(&x2), MatRef::of(weight).t());
+            y = if bvec.is_some() || act.is_some() {
+                gemm_new_then(1.0, xm, wt, &epilogue)
+            } else {
+                gemm_new(1.0, xm, wt)
+            };
+            if keep_dact {
+                // SAFETY: the epilogue wrote every element of `dact` (each output block once).
+                unsafe { dact.set_len(rows * out) };
             }
         }
         let mut shape: Shape = self.shape()[..self.rank() - 1].into();

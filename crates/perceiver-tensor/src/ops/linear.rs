@@ -19,15 +19,16 @@ use crate::gemm::{gemm_new, gemm_new_then, MatRef, OutBlock};
 use crate::kernels;
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
+use std::mem::MaybeUninit;
 
 /// A raw output pointer shared by the epilogue calls, which write disjoint blocks.
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
+struct SendPtr(*mut MaybeUninit<f32>);
 // SAFETY: only used to write disjoint blocks of one buffer from the GEMM's threads.
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    fn get(self) -> *mut f32 {
+    fn get(self) -> *mut MaybeUninit<f32> {
         self.0
     }
 }
@@ -86,7 +87,12 @@ impl Backward for LinearBackward {
 
 /// `y = act(y + b)` on one row segment; with `(kind, true)` also `d = act'(y + b)`.
 #[inline(always)]
-fn bias_act_row(y: &mut [f32], d: &mut [f32], bias: Option<&[f32]>, act: Option<(GeluKind, bool)>) {
+fn bias_act_row(
+    y: &mut [f32],
+    d: &mut [MaybeUninit<f32>],
+    bias: Option<&[f32]>,
+    act: Option<(GeluKind, bool)>,
+) {
     if let Some(b) = bias {
         y.iter_mut().zip(b).for_each(|(v, bb)| *v += bb);
     }
@@ -95,14 +101,14 @@ fn bias_act_row(y: &mut [f32], d: &mut [f32], bias: Option<&[f32]>, act: Option<
             for (y, d) in y.iter_mut().zip(d) {
                 let (v, dv) = gelu_erf_and_grad(*y);
                 *y = v;
-                *d = dv;
+                d.write(dv);
             }
         }
         Some((GeluKind::Tanh, true)) => {
             for (y, d) in y.iter_mut().zip(d) {
                 let (v, dv) = gelu_tanh_and_grad(*y);
                 *y = v;
-                *d = dv;
+                d.write(dv);
             }
         }
         Some((GeluKind::Erf, false)) => y.iter_mut().for_each(|y| *y = gelu_erf(*y)),
@@ -160,8 +166,8 @@ impl Tensor {
             // The bias and activation run on each block of the output as the GEMM finishes it
             // (still in cache), writing `act'(h)` at the same positions of `dact`. Neither
             // buffer is zero-filled first.
-            let dact_out = SendPtr(dact.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-            let dact_row = |i: usize, cols: &std::ops::Range<usize>| -> &mut [f32] {
+            let dact_out = SendPtr(dact.spare_capacity_mut().as_mut_ptr());
+            let dact_row = |i: usize, cols: &std::ops::Range<usize>| -> &mut [MaybeUninit<f32>] {
                 // SAFETY: `dact` has capacity rows x out; the GEMM hands each output block to
                 // one epilogue call, so these elements are written by that call alone.
                 unsafe {

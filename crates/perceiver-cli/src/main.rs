@@ -32,10 +32,11 @@ const TRAIN_AFTER_HELP: &str = "Task presets (defaults of each --dataset; every 
   shared by shapes, mnist, fashion-mnist, fsdd and points: 32x64 latents; 2 blocks of 2
                  self-attention layers (4 heads); a cross-attend with 4 heads (total width 64)
                  in both blocks; LAMB, 20 warm-up steps, cosine, weight decay 0.01, clip 1.0,
-                 batch 32; lr 5e-3 on images, 1e-2 on fsdd and points
+                 batch 32; lr 5e-3 on shapes, 2e-3 on mnist and fashion-mnist, 1e-2 on
+                 fsdd and points
   shapes         32x32 grey as 4x4 patches (8x8 tokens of 16 values), 12 classes,
                  30,000/2,000 generated; 4 bands; 10 epochs
-  mnist          28x28 pixels (784 tokens); 8 bands; 10 epochs
+  mnist          28x28 pixels (784 tokens); 8 bands; random crops (padding 3); 20 epochs
   fashion-mnist  as mnist
   fsdd           log-mel 97x40 (or --audio-features raw: 125x64); 16 bands; 30 epochs
   points         1,024 xyz points, 10,000/1,000 generated; 3-D Fourier features; 15 epochs

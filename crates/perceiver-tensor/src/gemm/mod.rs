@@ -422,6 +422,7 @@ unsafe fn mm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
@@ -474,6 +475,29 @@ mod tests {
 
     type Block = unsafe fn(&Product<'_>, Range<usize>, Range<usize>);
 
+    /// One visit counter per output element.
+    fn visits(len: usize) -> Vec<AtomicU32> {
+        (0..len).map(|_| AtomicU32::new(0)).collect()
+    }
+
+    /// An epilogue applying `f` to each element it is handed, counting the visits of element
+    /// `(i, j)` in `seen[i·n + j]`.
+    fn counting_epilogue<'a>(
+        seen: &'a [AtomicU32],
+        n: usize,
+        f: impl Fn(f32) -> f32 + Sync + 'a,
+    ) -> impl Fn(&mut OutBlock<'_>) + Sync + 'a {
+        move |blk: &mut OutBlock<'_>| {
+            let cols = blk.cols();
+            for i in blk.rows() {
+                for (j, v) in cols.clone().zip(blk.row_mut(i)) {
+                    seen[i * n + j].fetch_add(1, Ordering::Relaxed);
+                    *v = f(*v);
+                }
+            }
+        }
+    }
+
     /// One backend on a sub-block (rows 1.., columns 2.. when large enough) against the naive
     /// product: row-major or transposed operands, alpha and beta, an output row stride wider
     /// than the product, NaN in C when beta = 0, and nothing written outside the block. An
@@ -513,17 +537,8 @@ mod tests {
             })
             .collect();
         let alpha = 0.5;
-        let seen: Vec<std::sync::atomic::AtomicU32> =
-            (0..m * n).map(|_| Default::default()).collect();
-        let epi = |blk: &mut OutBlock<'_>| {
-            let cols = blk.cols();
-            for i in blk.rows() {
-                for (j, v) in cols.clone().zip(blk.row_mut(i)) {
-                    seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    *v = 2.0 * *v - 1.0;
-                }
-            }
-        };
+        let seen = visits(m * n);
+        let epi = counting_epilogue(&seen, n, |v| 2.0 * v - 1.0);
         // SAFETY: the views are in bounds and the block is inside `c`.
         let p = Product {
             alpha,
@@ -540,7 +555,7 @@ mod tests {
             for j in 0..ldc {
                 let got = c[i * ldc + j];
                 if i >= r0 && j >= c0 && j < n {
-                    let visits = seen[i * n + j].load(std::sync::atomic::Ordering::Relaxed);
+                    let visits = seen[i * n + j].load(Ordering::Relaxed);
                     assert_eq!(visits, 1, "{m}x{k}x{n}: epilogue visits of ({i},{j})");
                     let w = 2.0 * (alpha * want[i * n + j] + beta * init(i, j)) - 1.0;
                     assert!(
@@ -713,17 +728,8 @@ mod tests {
             let a: Vec<f32> = (0..m * k).map(|i| ((i % 17) as f32 - 8.0) / 9.0).collect();
             let b: Vec<f32> = (0..k * n).map(|i| ((i % 7) as f32 - 3.0) / 4.0).collect();
             let want = naive(m, k, n, &a, &b);
-            let seen: Vec<std::sync::atomic::AtomicU32> =
-                (0..m * n).map(|_| Default::default()).collect();
-            let epi = |blk: &mut OutBlock<'_>| {
-                let cols = blk.cols();
-                for i in blk.rows() {
-                    for (j, v) in cols.clone().zip(blk.row_mut(i)) {
-                        seen[i * n + j].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        *v = v.max(0.0);
-                    }
-                }
-            };
+            let seen = visits(m * n);
+            let epi = counting_epilogue(&seen, n, |v| v.max(0.0));
             let c = gemm_new_then(
                 1.0,
                 MatRef::row_major(&a, m, k),
@@ -735,7 +741,7 @@ mod tests {
                     (got - w.max(0.0)).abs() <= 1e-4 * (1.0 + w.abs()),
                     "{m}x{k}x{n}"
                 );
-                let visits = seen[idx].load(std::sync::atomic::Ordering::Relaxed);
+                let visits = seen[idx].load(Ordering::Relaxed);
                 assert_eq!(visits, 1, "{m}x{k}x{n}: element {idx}");
             }
         }

@@ -2,7 +2,8 @@
 //!
 //! # Forward
 //! Work is split into tasks of (batch, head, block of [`BLOCK_Q`] queries) under rayon. Each
-//! task walks the keys in blocks of [`BLOCK_K`]: `S = scale·Q_i·K_jᵀ` (one GEMM into a
+//! task walks the keys in blocks of [`BLOCK_K`] (up to [`FULL_KEYS`] keys: all in one block,
+//! with larger query blocks): `S = scale·Q_i·K_jᵀ` (one GEMM into a
 //! `BLOCK_Q x BLOCK_K` buffer that stays in cache), masked columns set to `-∞`, then the online
 //! softmax: with the running row maximum `m` and sum `l`,
 //! `m' = max(m, rowmax S)`, `P = exp(S - m')`, `l' = l·e^(m-m') + rowsum P`,
@@ -33,6 +34,27 @@ use rayon::prelude::*;
 pub const BLOCK_Q: usize = 64;
 /// Keys per block (the score buffer is `BLOCK_Q x BLOCK_K` floats: 32 KiB, inside L2).
 pub const BLOCK_K: usize = 128;
+/// Up to this many keys the forward takes them all in one block, with up to [`FULL_ROWS`]
+/// queries per task: larger GEMMs that pack each operand once per task instead of thin ones
+/// that repack them per block, and no online rescaling (config B's 512-latent self-attention:
+/// 64 x 64 x 128 products ran at about 55 GFLOP/s, a whole head's 512 x 64 x 512 at 140 per
+/// core).
+pub const FULL_KEYS: usize = 512;
+/// Most queries per forward task when all keys fit one block (a score buffer of at most
+/// `FULL_ROWS x FULL_KEYS` floats, 1 MiB, inside L2).
+pub const FULL_ROWS: usize = 512;
+
+/// Queries and keys per forward block for `tasks_bh` (batch, head) pairs of `n` queries and
+/// `m` keys: see [`FULL_KEYS`]. Query blocks stay small enough for two tasks per thread.
+fn forward_blocks(tasks_bh: usize, n: usize, m: usize) -> (usize, usize) {
+    if m > FULL_KEYS {
+        return (BLOCK_Q, BLOCK_K);
+    }
+    let want = 2 * rayon::current_num_threads().max(1);
+    let per_bh = want.div_ceil(tasks_bh.max(1)).max(1);
+    let rows = n.div_ceil(per_bh).clamp(BLOCK_Q, FULL_ROWS);
+    (rows, m.max(1))
+}
 
 /// The fused attention op (see the module docs). Build it through [`flash_attention`].
 #[derive(Clone, Debug)]
@@ -114,19 +136,20 @@ impl FlashAttention {
             );
         }
         let scale = self.scale;
-        let blocks_per_bh = n.div_ceil(BLOCK_Q);
+        let (block_q, block_k) = forward_blocks(b_ * h_, n, m);
+        let blocks_per_bh = n.div_ceil(block_q);
         let task = |idx: usize, o: &mut [f32], l_out: &mut [f32]| {
             let bh = idx / blocks_per_bh;
             let (b, h) = (bh / h_, bh % h_);
-            let i0 = (idx % blocks_per_bh) * BLOCK_Q;
+            let i0 = (idx % blocks_per_bh) * block_q;
             let br = l_out.len();
             let qi = qo.rows(b, h, i0, br, dk);
-            let mut s = vec![0.0f32; br * BLOCK_K.min(m)];
+            let mut s = vec![0.0f32; br * block_k.min(m)];
             let mut mx = vec![f32::NEG_INFINITY; br];
             let mut sum = vec![0.0f32; br];
             let mask = self.mask_row(b, m);
-            for j0 in (0..m).step_by(BLOCK_K) {
-                let bc = BLOCK_K.min(m - j0);
+            for j0 in (0..m).step_by(block_k) {
+                let bc = block_k.min(m - j0);
                 let sb = &mut s[..br * bc];
                 gemm(scale, qi, ko.rows(b, h, j0, bc, dk).t(), 0.0, sb);
                 masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
@@ -173,7 +196,7 @@ impl FlashAttention {
             let mut o_rest = o_bh;
             let mut l_rest = l_bh;
             for blk in 0..blocks_per_bh {
-                let rows = BLOCK_Q.min(n - blk * BLOCK_Q);
+                let rows = block_q.min(n - blk * block_q);
                 let (o_head, o_tail) = o_rest.split_at_mut(rows * dv);
                 let (l_head, l_tail) = l_rest.split_at_mut(rows);
                 chunks.push((bh * blocks_per_bh + blk, o_head, l_head));

@@ -39,7 +39,7 @@ mod mha;
 mod reference;
 
 pub use cross::{block_tokens, fused_cross_attention, KvProjection};
-pub use flash::{flash_attention, FlashAttention};
+pub use flash::{flash_attention, FlashAttention, BLOCK_K, BLOCK_Q, FULL_KEYS, FULL_ROWS};
 pub use mha::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
 pub use reference::attention_reference;
 

@@ -161,6 +161,35 @@ fn large_key_counts_span_many_blocks() {
 }
 
 #[test]
+fn all_keys_in_one_block_with_wide_query_blocks() {
+    // Up to FULL_KEYS keys the forward takes them all at once, with query blocks wider than
+    // BLOCK_Q when there are few (batch, head) pairs; one key more falls back to key blocks.
+    use perceiver_attn::{BLOCK_Q, FULL_KEYS};
+    compare(
+        1,
+        1,
+        5 * BLOCK_Q + 3,
+        FULL_KEYS,
+        16,
+        8,
+        Some(false),
+        false,
+        600,
+    );
+    compare(
+        1,
+        2,
+        3 * BLOCK_Q,
+        FULL_KEYS + 1,
+        8,
+        16,
+        Some(true),
+        true,
+        601,
+    );
+}
+
+#[test]
 fn fused_kernel_passes_a_finite_difference_check() {
     let mut rng = Rng::new(7);
     let q = Tensor::randn(&[1, 2, 3, 4], &mut rng);

@@ -1,0 +1,46 @@
+//! GEMM throughput with the weight operand hot in cache and cold (cycling through more weight
+//! matrices than the caches hold, as a deep model's forward does).
+//!
+//! `cargo run --release -p perceiver-tensor --example gemm_cold -- M K N [COPIES] [ITERS]`
+//! times `x[M,K] · W[N,K]ᵀ` (a Linear layer's product) with 1 weight copy and with COPIES.
+use perceiver_tensor::gemm::{gemm_new, MatRef};
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("numbers: M K N [COPIES] [ITERS]"))
+        .collect();
+    let (m, k, n) = (args[0], args[1], args[2]);
+    let copies = args.get(3).copied().unwrap_or(40);
+    let iters = args.get(4).copied().unwrap_or(80);
+    let x: Vec<f32> = (0..m * k).map(|i| (i % 17) as f32 * 0.01).collect();
+    let ws: Vec<Vec<f32>> = (0..copies)
+        .map(|c| (0..n * k).map(|i| ((i + c) % 13) as f32 * 0.01).collect())
+        .collect();
+    for used in [1, copies] {
+        let mut times = Vec::new();
+        for it in 0..iters + 4 {
+            let w = &ws[it % used];
+            let t = Instant::now();
+            let out = gemm_new(
+                1.0,
+                MatRef::row_major(&x, m, k),
+                MatRef::row_major(w, n, k).t(),
+            );
+            let dt = t.elapsed().as_secs_f64();
+            std::hint::black_box(out);
+            if it >= 4 {
+                times.push(dt);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        println!(
+            "{m}x{k}x{n} weights {}: median {:.3} ms, {:.1} GFLOP/s",
+            if used == 1 { "hot " } else { "cold" },
+            med * 1e3,
+            2.0 * (m * k * n) as f64 / med / 1e9
+        );
+    }
+}

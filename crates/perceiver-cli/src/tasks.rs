@@ -169,7 +169,7 @@ pub struct DataSpec {
     /// Images are fed as `patch x patch` patches (space-to-depth; 1 = pixels).
     #[serde(default = "one")]
     pub patch: usize,
-    /// Random-crop / point augmentation during training.
+    /// Augmentation during training (crops, flips or point transforms; see `train_transform`).
     pub augment: bool,
     /// Per-channel normalisation `(mean, std)` (fitted on the training split when not fixed).
     pub normalize: Option<(Vec<f32>, Vec<f32>)>,

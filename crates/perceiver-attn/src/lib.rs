@@ -38,7 +38,10 @@ mod flash;
 mod mha;
 mod reference;
 
-pub use cross::{block_tokens, fused_cross_attention, KvProjection};
+pub use cross::{
+    block_tokens, folded_is_cheaper, fused_cross_attention, fused_cross_attention_with,
+    CrossKernel, KvProjection,
+};
 pub use flash::{flash_attention, FlashAttention, BLOCK_K, BLOCK_Q, FULL_KEYS, FULL_ROWS};
 pub use mha::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
 pub use reference::attention_reference;

@@ -1,6 +1,9 @@
 //! The fused LayerNorm + K/V projection + attention kernel against the composition of plain ops.
 
-use perceiver_attn::{attention_reference, fused_cross_attention, AttentionOptions, KvProjection};
+use perceiver_attn::{
+    attention_reference, fused_cross_attention, fused_cross_attention_with, AttentionOptions,
+    CrossKernel, KvProjection,
+};
 use perceiver_tensor::{Result, Rng, Tensor};
 
 mod common;
@@ -20,7 +23,13 @@ struct Case {
     strided_x: bool,
 }
 
+/// Both kernels against the composition.
 fn run(case: &Case, seed: u64) -> Result<()> {
+    run_kernel(case, seed, CrossKernel::Projected)?;
+    run_kernel(case, seed, CrossKernel::Folded)
+}
+
+fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel) -> Result<()> {
     let Case {
         b,
         heads,
@@ -58,7 +67,7 @@ fn run(case: &Case, seed: u64) -> Result<()> {
         .map(|t| t.requires_grad())
         .collect();
     let [q_, x_, lnw_, lnb_, wk_, wv_, bk_, bv_] = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| &leaves[i]);
-    let fused = fused_cross_attention(
+    let fused = fused_cross_attention_with(
         q_,
         x_,
         KvProjection {
@@ -71,6 +80,7 @@ fn run(case: &Case, seed: u64) -> Result<()> {
         heads,
         mask.as_ref(),
         None,
+        kernel,
     )?;
     let xn = if case.norm {
         x_.layer_norm(Some(lnw_), Some(lnb_), 1e-5)?
@@ -94,7 +104,7 @@ fn run(case: &Case, seed: u64) -> Result<()> {
         None,
     )?;
     let ctx = format!(
-        "case b={b} h={heads} n={n} m={m} c={c} dh={dh} dv={dv} norm={} bias={} mask={} strided={}",
+        "{kernel:?} case b={b} h={heads} n={n} m={m} c={c} dh={dh} dv={dv} norm={} bias={} mask={} strided={}",
         case.norm, case.biases, case.mask, case.strided_x
     );
     let e = rel_err(&fused, &reference, 1e-6);
@@ -254,4 +264,40 @@ fn fused_cross_rejects_bad_shapes() {
         None
     )
     .is_err());
+}
+
+#[test]
+fn auto_picks_the_cheaper_kernel() -> Result<()> {
+    use perceiver_attn::folded_is_cheaper;
+    // Config A's cross-attend (1 head, 64 latents, 67 channels, widths 64): folded; config B's
+    // (512 latents, 261 channels) and the MNIST preset's (4 heads, 32 latents, 35 channels):
+    // projected.
+    assert!(folded_is_cheaper(1, 64, 67, 64, 64));
+    assert!(!folded_is_cheaper(1, 512, 261, 64, 64));
+    assert!(!folded_is_cheaper(4, 32, 35, 64, 64));
+    let mut rng = Rng::new(11);
+    for (n, c, folded) in [(64, 67, true), (128, 200, false)] {
+        let q = Tensor::randn(&[2, 1, n, 64], &mut rng);
+        let x = Tensor::randn(&[2, 50, c], &mut rng);
+        let wk = Tensor::randn(&[64, c], &mut rng).mul_scalar(0.1);
+        let wv = Tensor::randn(&[64, c], &mut rng).mul_scalar(0.1);
+        let proj = KvProjection {
+            norm: Some((None, None, 1e-5)),
+            wk: &wk,
+            bk: None,
+            wv: &wv,
+            bv: None,
+        };
+        let run =
+            |k| fused_cross_attention_with(&q, &x, proj, 1, None, None, k).map(|t| t.to_vec());
+        let (auto, f, p) = (
+            run(CrossKernel::Auto)?,
+            run(CrossKernel::Folded)?,
+            run(CrossKernel::Projected)?,
+        );
+        // The two kernels round differently, so Auto matches exactly the one it picked.
+        assert_ne!(f, p);
+        assert_eq!(auto, if folded { f } else { p }, "n={n} c={c}");
+    }
+    Ok(())
 }

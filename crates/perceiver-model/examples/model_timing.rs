@@ -15,7 +15,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    // Run inside the pool, as `perceiver train` and the benchmarks do.
+    // Run inside the pool and keep freed memory in the heap, as `perceiver train` and the
+    // benchmarks do.
+    perceiver_tensor::memory::retain_freed_memory();
     rayon::ThreadPoolBuilder::new()
         .start_handler(|_| perceiver_tensor::kernels::flush_denormals())
         .build()?

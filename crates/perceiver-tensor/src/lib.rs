@@ -25,6 +25,7 @@ pub mod gemm;
 pub mod io;
 pub mod kernels;
 pub mod layout;
+pub mod memory;
 pub mod nn;
 pub mod ops;
 pub mod optim;

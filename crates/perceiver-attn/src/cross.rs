@@ -124,7 +124,7 @@ impl FusedCross {
         blk: &mut Block,
     ) {
         self.normalize(inputs, p, b, j0, bc, blk);
-        self.project_kv(p, inputs, bc, blk);
+        self.project_kv(inputs, p, bc, blk);
     }
 
     /// Normalises tokens `j0..j0+bc` of example `b` into `blk` (`xhat`, `xn`, `rstd`).
@@ -165,7 +165,7 @@ impl FusedCross {
     }
 
     /// The key and value projections of the normalised block.
-    fn project_kv(&self, p: &[Option<Vec<f32>>; 6], inputs: &[Tensor], bc: usize, blk: &mut Block) {
+    fn project_kv(&self, inputs: &[Tensor], p: &[Option<Vec<f32>>; 6], bc: usize, blk: &mut Block) {
         let c = self.channels;
         let xn = MatRef::row_major(&blk.xn[..bc * c], bc, c);
         gemm(
@@ -239,7 +239,6 @@ impl FusedCross {
 
     /// The LayerNorm backward of a block: `dxb` is the gradient of its `bc` normalised rows;
     /// accumulates `dγ`, `dβ` (when given) and writes `dx` (when `dx` is not empty).
-    #[allow(clippy::too_many_arguments)]
     fn ln_backward(
         &self,
         p: &[Option<Vec<f32>>; 6],

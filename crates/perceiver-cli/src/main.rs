@@ -37,7 +37,8 @@ const TRAIN_AFTER_HELP: &str = "Task presets (defaults of each --dataset; every 
   shapes         32x32 grey as 4x4 patches (8x8 tokens of 16 values), 12 classes,
                  30,000/2,000 generated; 4 bands; 10 epochs
   mnist          28x28 pixels (784 tokens); 8 bands; random crops (padding 3); 20 epochs
-  fashion-mnist  as mnist, with horizontal flips instead of crops
+  fashion-mnist  28x28 as 2x2 patches (14x14 tokens of 4 values); latent width 128; 8 bands;
+                 horizontal flips; 20 epochs
   fsdd           log-mel 97x40 (or --audio-features raw: 125x64); 16 bands; 30 epochs
   points         1,024 xyz points, 10,000/1,000 generated; 3-D Fourier features; 15 epochs
   cifar10, image-folder, modelnet, video: see docs/RESULTS.md

@@ -33,8 +33,9 @@
 mod folded;
 
 use crate::check::scale_of;
+use crate::flash::{online_softmax, row_dots};
 use perceiver_tensor::gemm::{gemm, gemm_ldc, MatRef};
-use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, layer_norm_row, max as kmax, sum};
+use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, layer_norm_row, sum};
 use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -237,35 +238,31 @@ impl FusedCross {
         }
     }
 
-    /// The LayerNorm backward of a block: `dxb` is the gradient of its `bc` normalised rows;
-    /// accumulates `dγ`, `dβ` (when given) and writes `dx` (when `dx` is not empty).
+    /// The LayerNorm backward of a block: `dxb` is the gradient of its `bc` normalised rows.
+    /// Accumulates `dγ` and `dβ` into `dlnw`, `dlnb` and writes the block's `dx` into rows
+    /// `row0..row0 + bc` of `dx_rows`; an empty slice means that gradient is not needed.
     fn ln_backward(
         &self,
         p: &[Option<Vec<f32>>; 6],
         blk: &Block,
         dxb: &[f32],
         bc: usize,
-        (dlnw, dlnb): (Option<&mut [f32]>, Option<&mut [f32]>),
-        dx: &mut [f32],
+        (dlnw, dlnb): (&mut [f32], &mut [f32]),
+        (dx_rows, row0): (&mut [f32], usize),
         ghat: &mut [f32],
     ) {
         let c = self.channels;
-        if let Some(dlnw) = dlnw {
-            for r in 0..bc {
-                let (gr, xh) = (&dxb[r * c..(r + 1) * c], &blk.xhat[r * c..(r + 1) * c]);
-                dlnw.iter_mut()
-                    .zip(gr.iter().zip(xh))
-                    .for_each(|(a, (g, x))| *a += g * x);
-            }
+        for r in 0..bc {
+            let (gr, xh) = (&dxb[r * c..(r + 1) * c], &blk.xhat[r * c..(r + 1) * c]);
+            dlnw.iter_mut()
+                .zip(gr.iter().zip(xh))
+                .for_each(|(a, (g, x))| *a += g * x);
+            dlnb.iter_mut().zip(gr).for_each(|(a, g)| *a += g);
         }
-        if let Some(dlnb) = dlnb {
-            for gr in dxb[..bc * c].chunks(c) {
-                dlnb.iter_mut().zip(gr).for_each(|(a, g)| *a += g);
-            }
-        }
-        if dx.is_empty() {
+        if dx_rows.is_empty() {
             return;
         }
+        let dx = &mut dx_rows[row0 * c..(row0 + bc) * c];
         for r in 0..bc {
             let (gr, xh) = (&dxb[r * c..(r + 1) * c], &blk.xhat[r * c..(r + 1) * c]);
             let out = &mut dx[r * c..(r + 1) * c];
@@ -364,28 +361,14 @@ impl FusedCross {
         let p = Self::vecs(inputs, self.has);
         let go = g.contiguous();
         let gd = go.as_slice().expect("contiguous");
-        let drow: Vec<f32> = gd
-            .chunks(dv.max(1))
-            .zip(saved.out.chunks(dv.max(1)))
-            .map(|(a, b)| dot(a, b))
-            .collect();
+        let drow = row_dots(gd, &saved.out, dv);
         let need_x = needs[1];
         let need_w = needs[4] || needs[5] || needs[6] || needs[7];
         let need_ln = needs[2] || needs[3];
         let need_xn_grad = need_x || need_ln;
         let tasks = self.ranges(batch, m);
         let mut dx = vec![0.0f32; if need_x { batch * m * c } else { 0 }];
-        // Hand each task its disjoint rows of dx.
-        let mut work: Vec<((usize, usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
-        {
-            let mut rest: &mut [f32] = &mut dx;
-            for &(b, ja, jb) in &tasks {
-                let len = if need_x { (jb - ja) * c } else { 0 };
-                let (head, tail) = rest.split_at_mut(len);
-                work.push(((b, ja, jb), head));
-                rest = tail;
-            }
-        }
+        let work = task_rows(&mut dx, &tasks, c);
         struct Acc {
             b: usize,
             dq: Vec<f32>,
@@ -504,16 +487,9 @@ impl FusedCross {
                     let dxb = &mut dxn[..bc * c];
                     gemm(1.0, dkm, MatRef::of(&inputs[4]), 0.0, dxb);
                     gemm(1.0, dvm, MatRef::of(&inputs[5]), 1.0, dxb);
-                    let dx_blk = if need_x {
-                        &mut dx_rows[(j0 - ja) * c..(j0 - ja + bc) * c]
-                    } else {
-                        &mut []
-                    };
-                    let ln_acc = (
-                        needs[2].then_some(&mut acc.dlnw[..]),
-                        needs[3].then_some(&mut acc.dlnb[..]),
-                    );
-                    self.ln_backward(&p, &blk, dxb, bc, ln_acc, dx_blk, &mut ghat);
+                    let dx_out = (&mut dx_rows[..], j0 - ja);
+                    let acc_ln = (&mut acc.dlnw[..], &mut acc.dlnb[..]);
+                    self.ln_backward(&p, &blk, dxb, bc, acc_ln, dx_out, &mut ghat);
                 }
                 acc
             })
@@ -562,35 +538,23 @@ impl FusedCross {
     }
 }
 
-/// One block of the online softmax for `mx.len()` query rows: `s` holds their logits over `bc`
-/// tokens and becomes `exp(s - m')`; the running maxima `mx`, sums `l` and accumulated outputs
-/// `o` (rows of `width`) are rescaled to the new maxima. Fully masked rows (all `-∞`) become 0.
-fn online_softmax(
-    s: &mut [f32],
-    bc: usize,
-    mx: &mut [f32],
-    l: &mut [f32],
-    o: &mut [f32],
-    width: usize,
-) {
-    for r in 0..mx.len() {
-        let row = &mut s[r * bc..(r + 1) * bc];
-        let rmax = kmax(row);
-        if rmax == f32::NEG_INFINITY {
-            row.fill(0.0);
-            continue;
-        }
-        let m_new = mx[r].max(rmax);
-        let alpha = fast_exp(mx[r] - m_new);
-        let acc = exp_shift_sum(row, m_new);
-        l[r] = l[r] * alpha + acc;
-        if alpha != 1.0 {
-            o[r * width..(r + 1) * width]
-                .iter_mut()
-                .for_each(|x| *x *= alpha);
-        }
-        mx[r] = m_new;
+/// Hands each backward task `(example, first token, end token)` its disjoint rows of `dx`
+/// (`channels` floats per token; empty slices when `dx` is empty, i.e. not needed).
+fn task_rows<'a>(
+    dx: &'a mut [f32],
+    tasks: &[(usize, usize, usize)],
+    channels: usize,
+) -> Vec<((usize, usize, usize), &'a mut [f32])> {
+    let need_x = !dx.is_empty();
+    let mut work = Vec::with_capacity(tasks.len());
+    let mut rest = dx;
+    for &(b, ja, jb) in tasks {
+        let len = if need_x { (jb - ja) * channels } else { 0 };
+        let (head, tail) = rest.split_at_mut(len);
+        work.push(((b, ja, jb), head));
+        rest = tail;
     }
+    work
 }
 
 /// A task's unnormalised partial result: `(example, outputs, row maxima, row sums)`.

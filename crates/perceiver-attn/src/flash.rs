@@ -56,6 +56,47 @@ fn forward_blocks(tasks_bh: usize, n: usize, m: usize) -> (usize, usize) {
     (rows, m.max(1))
 }
 
+/// One key block of the online softmax for `mx.len()` query rows: `s` holds their logits over
+/// `bc` keys and becomes `exp(s - m')`; the running maxima `mx`, sums `l` and accumulated
+/// outputs `o` (rows of `width`) are rescaled to the new maxima. Fully masked rows (all `-∞`)
+/// become 0. Shared with the fused cross-attention kernels.
+pub(crate) fn online_softmax(
+    s: &mut [f32],
+    bc: usize,
+    mx: &mut [f32],
+    l: &mut [f32],
+    o: &mut [f32],
+    width: usize,
+) {
+    for r in 0..mx.len() {
+        let row = &mut s[r * bc..(r + 1) * bc];
+        let rmax = kmax(row);
+        if rmax == f32::NEG_INFINITY {
+            row.fill(0.0);
+            continue;
+        }
+        let m_new = mx[r].max(rmax);
+        let alpha = fast_exp(mx[r] - m_new);
+        let acc = exp_shift_sum(row, m_new);
+        l[r] = l[r] * alpha + acc;
+        if alpha != 1.0 {
+            o[r * width..(r + 1) * width]
+                .iter_mut()
+                .for_each(|x| *x *= alpha);
+        }
+        mx[r] = m_new;
+    }
+}
+
+/// `rowsum(a ⊙ b)` for two matrices with rows of `width` (one value per row; none when
+/// `width` is 0).
+pub(crate) fn row_dots(a: &[f32], b: &[f32], width: usize) -> Vec<f32> {
+    a.chunks(width.max(1))
+        .zip(b.chunks(width.max(1)))
+        .map(|(x, y)| perceiver_tensor::kernels::dot(x, y))
+        .collect()
+}
+
 /// The fused attention op (see the module docs). Build it through [`flash_attention`].
 #[derive(Clone, Debug)]
 pub struct FlashAttention {
@@ -153,22 +194,7 @@ impl FlashAttention {
                 let sb = &mut s[..br * bc];
                 gemm(scale, qi, ko.rows(b, h, j0, bc, dk).t(), 0.0, sb);
                 masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
-                for r in 0..br {
-                    let row = &mut sb[r * bc..(r + 1) * bc];
-                    let rmax = kmax(row);
-                    if rmax == f32::NEG_INFINITY {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    let m_new = mx[r].max(rmax);
-                    let alpha = fast_exp(mx[r] - m_new);
-                    let acc = exp_shift_sum(row, m_new);
-                    sum[r] = sum[r] * alpha + acc;
-                    if alpha != 1.0 {
-                        o[r * dv..(r + 1) * dv].iter_mut().for_each(|x| *x *= alpha);
-                    }
-                    mx[r] = m_new;
-                }
+                online_softmax(sb, bc, &mut mx, &mut sum, o, dv);
                 gemm(
                     1.0,
                     MatRef::row_major(sb, br, bc),
@@ -228,11 +254,7 @@ impl FlashAttention {
         let gd = go.as_slice().expect("contiguous");
         let od = saved.out.as_slice().expect("saved output is contiguous");
         // D_i = rowsum(dO ⊙ O)
-        let drow: Vec<f32> = gd
-            .chunks(dv.max(1))
-            .zip(od.chunks(dv.max(1)))
-            .map(|(a, b)| perceiver_tensor::kernels::dot(a, b))
-            .collect();
+        let drow = row_dots(gd, od, dv);
         let go4 = Op4 {
             data: gd,
             offset: 0,

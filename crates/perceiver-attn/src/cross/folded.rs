@@ -20,9 +20,10 @@
 //! `dQ = s·dQ̃·W_kᵀ`, `dW_k = s·Qᵀ·dQ̃`, `dW_v = dOᵀ·U`, `db_v = Σ dO` over rows that attend to
 //! something, and `db_k = 0` (exactly: the softmax is invariant to it).
 
-use super::{merge_partials, online_softmax, CrossSaved, FusedCross, Partial};
+use super::{merge_partials, task_rows, CrossSaved, FusedCross, Partial};
+use crate::flash::{online_softmax, row_dots};
 use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::{dot, exp_shift_sum};
+use perceiver_tensor::kernels::exp_shift_sum;
 use perceiver_tensor::Tensor;
 use rayon::prelude::*;
 
@@ -147,27 +148,13 @@ impl FusedCross {
                 gemm(1.0, doh, head_rows(wv, bh % heads, dv, c), 0.0, dst);
             });
         }
-        let drow: Vec<f32> = du
-            .chunks(c)
-            .zip(u.chunks(c))
-            .map(|(a, b)| dot(a, b))
-            .collect();
+        let drow = row_dots(&du, u, c);
         let need_x = needs[1];
         let need_xn_grad = need_x || needs[2] || needs[3];
         let need_qt = needs[0] || needs[4];
         let tasks = self.ranges(batch, m);
         let mut dx = vec![0.0f32; if need_x { batch * m * c } else { 0 }];
-        // Hand each task its disjoint rows of dx.
-        let mut work: Vec<((usize, usize, usize), &mut [f32])> = Vec::with_capacity(tasks.len());
-        {
-            let mut rest: &mut [f32] = &mut dx;
-            for &(b, ja, jb) in &tasks {
-                let len = if need_x { (jb - ja) * c } else { 0 };
-                let (head, tail) = rest.split_at_mut(len);
-                work.push(((b, ja, jb), head));
-                rest = tail;
-            }
-        }
+        let work = task_rows(&mut dx, &tasks, c);
         struct Acc {
             b: usize,
             dqt: Vec<f32>,
@@ -220,16 +207,9 @@ impl FusedCross {
                         }
                     }
                     if need_xn_grad {
-                        let dx_blk = if need_x {
-                            &mut dx_rows[(j0 - ja) * c..(j0 - ja + bc) * c]
-                        } else {
-                            &mut []
-                        };
-                        let ln_acc = (
-                            needs[2].then_some(&mut acc.dlnw[..]),
-                            needs[3].then_some(&mut acc.dlnb[..]),
-                        );
-                        self.ln_backward(&p, &blk, &dxn[..bc * c], bc, ln_acc, dx_blk, &mut ghat);
+                        let dx_out = (&mut dx_rows[..], j0 - ja);
+                        let acc_ln = (&mut acc.dlnw[..], &mut acc.dlnb[..]);
+                        self.ln_backward(&p, &blk, &dxn[..bc * c], bc, acc_ln, dx_out, &mut ghat);
                     }
                 }
                 acc

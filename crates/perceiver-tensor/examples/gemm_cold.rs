@@ -7,10 +7,14 @@ use perceiver_tensor::gemm::{gemm_new, MatRef};
 use std::time::Instant;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("numbers: M K N [COPIES] [ITERS]"))
-        .collect();
+    let parsed: Result<Vec<usize>, _> = std::env::args().skip(1).map(|a| a.parse()).collect();
+    let args = match parsed {
+        Ok(a) if (3..=5).contains(&a.len()) && a[3..].iter().all(|&v| v > 0) => a,
+        _ => {
+            eprintln!("usage: gemm_cold M K N [COPIES >= 1] [ITERS >= 1] (whole numbers)");
+            std::process::exit(2);
+        }
+    };
     let (m, k, n) = (args[0], args[1], args[2]);
     let copies = args.get(3).copied().unwrap_or(40);
     let iters = args.get(4).copied().unwrap_or(80);

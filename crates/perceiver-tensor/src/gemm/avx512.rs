@@ -361,44 +361,69 @@ unsafe fn transpose_block(
     out_mask: __mmask16,
 ) {
     // SAFETY: AVX-512F is enabled in every caller (target_feature functions inline this);
-    // the loads and stores are masked to the valid block.
+    // the loads and stores are masked to the valid block (a zero mask touches no memory).
+    // Every loop has a constant trip count and no data-dependent branch, so it unrolls and the
+    // sixteen rows stay in registers (with `take(lines)` loops they were spilled to the stack
+    // and the transpose ran through memory: 20% of the packing's samples in an A step).
     unsafe {
         let load = lanes(len);
         let mut r = [_mm512_setzero_ps(); 16];
-        for (l, v) in r.iter_mut().enumerate().take(lines) {
-            *v = _mm512_maskz_loadu_ps(load, src.add(l * stride));
+        for (l, v) in r.iter_mut().enumerate() {
+            let m = if l < lines { load } else { 0 };
+            *v = _mm512_maskz_loadu_ps(m, src.wrapping_add(l * stride));
         }
         // Recursive block transpose: at distance b, rows i and i+b swap their off-diagonal
         // b x b blocks (b = 8, 4, 2, 1).
-        for (b, lo, hi) in TRANSPOSE_STEPS {
-            let (lo, hi) = (
-                _mm512_loadu_si512(lo.as_ptr().cast()),
-                _mm512_loadu_si512(hi.as_ptr().cast()),
-            );
-            for i in 0..16 {
-                if i & b == 0 {
-                    let (x, y) = (r[i], r[i | b]);
-                    r[i] = _mm512_permutex2var_ps(x, lo, y);
-                    r[i | b] = _mm512_permutex2var_ps(x, hi, y);
-                }
-            }
-        }
-        for (j, v) in r.iter().enumerate().take(len) {
-            _mm512_mask_storeu_ps(dst.add(j * dst_stride), out_mask, *v);
+        transpose_step::<8>(&mut r);
+        transpose_step::<4>(&mut r);
+        transpose_step::<2>(&mut r);
+        transpose_step::<1>(&mut r);
+        for (j, v) in r.iter().enumerate() {
+            let m = if j < len { out_mask } else { 0 };
+            _mm512_mask_storeu_ps(dst.wrapping_add(j * dst_stride), m, *v);
         }
     }
 }
 
-/// Lane indices of the block-transpose steps: `(b, lo, hi)` with `lo[l] = l` or `16 + l - b`
-/// and `hi[l] = l + b` or `16 + l` (second operand), by bit `b` of `l`.
-const TRANSPOSE_STEPS: [(usize, [i32; 16], [i32; 16]); 4] = [
-    transpose_step(8),
-    transpose_step(4),
-    transpose_step(2),
-    transpose_step(1),
+/// One step of [`transpose_block`]: rows `i` and `i + B` (bit `B` of `i` clear) swap their
+/// off-diagonal `B x B` blocks.
+#[inline(always)]
+fn transpose_step<const B: usize>(r: &mut [__m512; 16]) {
+    let (lo, hi) = transpose_lanes(B);
+    // SAFETY: AVX-512F is enabled in every caller (target_feature functions inline this); the
+    // index vectors are read from arrays of 16 lanes.
+    unsafe {
+        let lo = _mm512_loadu_si512(lo.as_ptr().cast());
+        let hi = _mm512_loadu_si512(hi.as_ptr().cast());
+        for i in 0..16 {
+            if i & B == 0 {
+                let (x, y) = (r[i], r[i | B]);
+                r[i] = _mm512_permutex2var_ps(x, lo, y);
+                r[i | B] = _mm512_permutex2var_ps(x, hi, y);
+            }
+        }
+    }
+}
+
+/// Lane indices of the block-transpose step at distance `b`: `(lo, hi)` with `lo[l] = l` or
+/// `16 + l - b` and `hi[l] = l + b` or `16 + l` (second operand), by bit `b` of `l`.
+const fn transpose_lanes(b: usize) -> ([i32; 16], [i32; 16]) {
+    match b {
+        8 => TRANSPOSE_LANES[0],
+        4 => TRANSPOSE_LANES[1],
+        2 => TRANSPOSE_LANES[2],
+        _ => TRANSPOSE_LANES[3],
+    }
+}
+
+const TRANSPOSE_LANES: [([i32; 16], [i32; 16]); 4] = [
+    transpose_indices(8),
+    transpose_indices(4),
+    transpose_indices(2),
+    transpose_indices(1),
 ];
 
-const fn transpose_step(b: usize) -> (usize, [i32; 16], [i32; 16]) {
+const fn transpose_indices(b: usize) -> ([i32; 16], [i32; 16]) {
     let (mut lo, mut hi) = ([0i32; 16], [0i32; 16]);
     let mut l = 0;
     while l < 16 {
@@ -411,7 +436,7 @@ const fn transpose_step(b: usize) -> (usize, [i32; 16], [i32; 16]) {
         }
         l += 1;
     }
-    (b, lo, hi)
+    (lo, hi)
 }
 
 /// Offsets `0, cs, 2·cs, ..., 15·cs` for a 16-lane gather, when they (and the second half's

@@ -211,6 +211,52 @@ pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
     s
 }
 
+/// `Σ x` with sixteen accumulators: one AVX-512 vector per step where [`sum`]'s eight take
+/// two half-width ones (LayerNorm rows: 67 to 261 channels).
+#[inline(always)]
+pub fn sum16(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            acc[i] += c[i];
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rem) {
+        *a += v;
+    }
+    reduce16(acc)
+}
+
+/// `Σ (x - mu)²` with sixteen accumulators (see [`sum16`]).
+#[inline(always)]
+pub fn sum_sq_dev16(x: &[f32], mu: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for i in 0..16 {
+            let d = c[i] - mu;
+            acc[i] += d * d;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rem) {
+        *a += (v - mu) * (v - mu);
+    }
+    reduce16(acc)
+}
+
+/// The sum of sixteen accumulators, pairwise.
+#[inline(always)]
+fn reduce16(a: [f32; 16]) -> f32 {
+    let mut h = [0.0f32; 8];
+    for i in 0..8 {
+        h[i] = a[i] + a[i + 8];
+    }
+    ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]))
+}
+
 /// LayerNorm of one row into `y` (`(x - mean) · rstd`, then the optional scale `w` and offset
 /// `b`); returns the mean and the reciprocal standard deviation. Shared by `Tensor::layer_norm`
 /// and the fused cross-attention.
@@ -223,8 +269,8 @@ pub fn layer_norm_row(
     eps: f32,
 ) -> (f32, f32) {
     let inv_d = 1.0 / x.len() as f32;
-    let mu = sum(x) * inv_d;
-    let rs = 1.0 / (sum_sq_dev(x, mu) * inv_d + eps).sqrt();
+    let mu = sum16(x) * inv_d;
+    let rs = 1.0 / (sum_sq_dev16(x, mu) * inv_d + eps).sqrt();
     match (w, b) {
         (Some(w), Some(b)) => {
             for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
@@ -503,6 +549,26 @@ pub fn max(x: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sixteen_lane_sums_match_f64() {
+        // Every remainder length, and the LayerNorm widths of the presets.
+        for n in (0..=40).chain([67, 128, 261]) {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37 + 5.0)
+                .collect();
+            let s64: f64 = x.iter().map(|&v| v as f64).sum();
+            let mu = if n == 0 { 0.0 } else { (s64 / n as f64) as f32 };
+            let d64: f64 = x.iter().map(|&v| ((v - mu) as f64).powi(2)).sum();
+            approx::assert_relative_eq!(sum16(&x) as f64, s64, epsilon = 1e-4, max_relative = 1e-6);
+            approx::assert_relative_eq!(
+                sum_sq_dev16(&x, mu) as f64,
+                d64,
+                epsilon = 1e-4,
+                max_relative = 1e-6
+            );
+        }
+    }
 
     #[test]
     fn fast_exp_matches_std() {

@@ -68,7 +68,7 @@ impl FusedCross {
             .ranges(batch, m)
             .into_par_iter()
             .map(|(b, ja, jb)| {
-                let mut blk = self.block();
+                let mut blk = self.block(false);
                 let mut u = vec![0.0f32; heads * n * c];
                 let mut mx = vec![f32::NEG_INFINITY; heads * n];
                 let mut l = vec![0.0f32; heads * n];
@@ -170,7 +170,7 @@ impl FusedCross {
                     dlnw: vec![0.0; if needs[2] { c } else { 0 }],
                     dlnb: vec![0.0; if needs[3] { c } else { 0 }],
                 };
-                let mut blk = self.block();
+                let mut blk = self.block(true);
                 let mut s = vec![0.0f32; n * self.bk];
                 let mut dp = vec![0.0f32; n * self.bk];
                 let mut dxn = vec![0.0f32; if need_xn_grad { self.bk * c } else { 0 }];

@@ -472,9 +472,21 @@ pub fn fast_exp(x: f32) -> f32 {
     }
 }
 
-/// `row[i] = e^(row[i] - shift)` for every element; returns the sum of the results.
+/// `row[i] = e^(row[i] - shift)` for every element; returns the sum of the results (with
+/// AVX-512 and FMA where the CPU has them: module `avx512`).
 #[inline(always)]
 pub fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { avx512::exp_shift_sum(row, shift) };
+    }
+    exp_shift_sum_portable(row, shift)
+}
+
+/// [`exp_shift_sum`] from [`fast_exp`], vectorised by the compiler.
+#[inline(always)]
+pub(crate) fn exp_shift_sum_portable(row: &mut [f32], shift: f32) -> f32 {
     crate::simd!({
         for x in row.iter_mut() {
             *x = fast_exp(*x - shift);
@@ -523,15 +535,15 @@ pub fn fast_erf(x: f32) -> f32 {
     (xc * p / q).clamp(-1.0, 1.0)
 }
 
-/// Largest element (`-inf` for an empty slice; NaN is ignored), with eight lanes so it
+/// Largest element (`-inf` for an empty slice; NaN is ignored), with sixteen lanes (one AVX-512 vector) so it
 /// vectorises.
 #[inline(always)]
 pub fn max(x: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; 8];
-    let chunks = x.chunks_exact(8);
+    let mut acc = [f32::NEG_INFINITY; 16];
+    let chunks = x.chunks_exact(16);
     let rem = chunks.remainder();
     for c in chunks {
-        for i in 0..8 {
+        for i in 0..16 {
             acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
         }
     }
@@ -545,6 +557,9 @@ pub fn max(x: &[f32]) -> f32 {
     }
     m
 }
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 
 #[cfg(test)]
 mod tests {

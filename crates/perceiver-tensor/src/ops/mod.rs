@@ -15,7 +15,7 @@ mod div;
 mod dropout;
 mod exp;
 mod gather;
-mod gelu;
+pub(crate) mod gelu;
 mod index_select;
 mod layer_norm;
 mod linear;

@@ -268,28 +268,45 @@ pub fn layer_norm_row(
     b: Option<&[f32]>,
     eps: f32,
 ) -> (f32, f32) {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the callee only writes
+    // initialised values through this view.
+    let y = unsafe { &mut *(y as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
+    layer_norm_row_uninit(x, y, w, b, eps)
+}
+
+/// [`layer_norm_row`] into a row that need not be initialised (every element is written), so
+/// an output buffer needs no zero-filling first.
+#[inline(always)]
+pub fn layer_norm_row_uninit(
+    x: &[f32],
+    y: &mut [std::mem::MaybeUninit<f32>],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    eps: f32,
+) -> (f32, f32) {
+    debug_assert_eq!(x.len(), y.len());
     let inv_d = 1.0 / x.len() as f32;
     let mu = sum16(x) * inv_d;
     let rs = 1.0 / (sum_sq_dev16(x, mu) * inv_d + eps).sqrt();
     match (w, b) {
         (Some(w), Some(b)) => {
             for (((y, &x), &w), &b) in y.iter_mut().zip(x).zip(w).zip(b) {
-                *y = (x - mu) * rs * w + b;
+                y.write((x - mu) * rs * w + b);
             }
         }
         (Some(w), None) => {
             for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
-                *y = (x - mu) * rs * w;
+                y.write((x - mu) * rs * w);
             }
         }
         (None, Some(b)) => {
             for ((y, &x), &b) in y.iter_mut().zip(x).zip(b) {
-                *y = (x - mu) * rs + b;
+                y.write((x - mu) * rs + b);
             }
         }
         (None, None) => {
             for (y, &x) in y.iter_mut().zip(x) {
-                *y = (x - mu) * rs;
+                y.write((x - mu) * rs);
             }
         }
     }
@@ -386,7 +403,21 @@ pub fn strided_map<const K: usize>(
 /// Writes the elements of `src` (any layout, row-major order) to the positions of `dst` given by
 /// `dst_layout` (which has `src`'s shape and must not alias itself).
 pub fn copy_into(dst: &mut [f32], dst_layout: &Layout, src: &crate::Tensor) {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and only initialised values are
+    // written through this view.
+    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
     let (sdata, slayout) = src.raw();
+    copy_into_uninit(dst, dst_layout, sdata, slayout);
+}
+
+/// [`copy_into`] from a raw source (`sdata` under `slayout`, the shape of `dst_layout`) into a
+/// buffer that need not be initialised: the positions of `dst_layout` are written.
+pub fn copy_into_uninit(
+    dst: &mut [std::mem::MaybeUninit<f32>],
+    dst_layout: &Layout,
+    sdata: &[f32],
+    slayout: &Layout,
+) {
     let shape = dst_layout.shape();
     let rank = shape.len();
     let ds = if rank == 0 {
@@ -405,10 +436,12 @@ pub fn copy_into(dst: &mut [f32], dst_layout: &Layout, src: &crate::Tensor) {
         [dst_layout.offset(), slayout.offset()],
         |[d, s], n| {
             if ds == 1 && ss == 1 {
-                dst[d..d + n].copy_from_slice(&sdata[s..s + n]);
+                for (o, &v) in dst[d..d + n].iter_mut().zip(&sdata[s..s + n]) {
+                    o.write(v);
+                }
             } else {
                 for i in 0..n {
-                    dst[d + i * ds] = sdata[s + i * ss];
+                    dst[d + i * ds].write(sdata[s + i * ss]);
                 }
             }
         },

@@ -5,6 +5,8 @@ use crate::autograd::{record, Backward};
 use crate::kernels;
 use crate::layout::{check_axis, Layout};
 use crate::{Error, Result, Tensor};
+use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 struct ConcatBackward {
     axis: usize,
@@ -57,14 +59,88 @@ impl Tensor {
         let sizes: Vec<usize> = tensors.iter().map(|t| t.shape()[axis]).collect();
         let mut shape = first.shape().to_vec();
         shape[axis] = sizes.iter().sum();
-        let full = Layout::contiguous(&shape);
-        let mut data = vec![0.0f32; full.numel()];
-        let mut start = 0;
-        for (t, &s) in tensors.iter().zip(&sizes) {
-            kernels::copy_into(&mut data, &full.narrow(axis, start, s), t);
-            start += s;
+        let numel = crate::layout::numel(&shape);
+        // The inputs' regions tile the output, so it is written in full and not zero-filled
+        // first; above the parallel threshold, one task per index of the first axis (the batch)
+        // when the concatenation is along another axis.
+        let mut data: Vec<f32> = Vec::with_capacity(numel);
+        let out = &mut data.spare_capacity_mut()[..numel];
+        let copy_all = |out: &mut [MaybeUninit<f32>], item: Option<usize>| {
+            let mut sub = shape.clone();
+            if item.is_some() {
+                sub[0] = 1;
+            }
+            let full = Layout::contiguous(&sub);
+            let mut start = 0;
+            for (t, &s) in tensors.iter().zip(&sizes) {
+                let (src, layout) = t.raw();
+                let layout = match item {
+                    Some(i) => layout.narrow(0, i, 1),
+                    None => layout.clone(),
+                };
+                kernels::copy_into_uninit(out, &full.narrow(axis, start, s), src, &layout);
+                start += s;
+            }
+        };
+        if axis > 0 && shape[0] > 1 && numel >= kernels::PAR_THRESHOLD {
+            out.par_chunks_mut(numel / shape[0])
+                .enumerate()
+                .for_each(|(i, chunk)| copy_all(chunk, Some(i)));
+        } else {
+            copy_all(out, None);
         }
+        // SAFETY: every element was written above (the inputs' regions cover the output).
+        unsafe { data.set_len(numel) };
         let out = Tensor::from_parts(data, &shape);
         Ok(record(out, tensors, |_| ConcatBackward { axis, sizes }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Tensor;
+
+    /// Element `[i, j, k]` of a `[a, b, c]` tensor given as a function.
+    fn build(shape: [usize; 3], f: impl Fn(usize, usize, usize) -> f32) -> Vec<f32> {
+        let mut v = Vec::new();
+        for i in 0..shape[0] {
+            for j in 0..shape[1] {
+                for k in 0..shape[2] {
+                    v.push(f(i, j, k));
+                }
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn values_along_each_axis_with_strided_and_broadcast_inputs() {
+        // Sizes above the parallel threshold (one task per batch item) and a small case.
+        for (b, n) in [(6, 4000), (2, 3)] {
+            let pix = |i: usize, j: usize| (i * 7919 + j) as f32 * 0.25;
+            let feat = |j: usize, k: usize| (j * 13 + k) as f32 - 0.5;
+            // [b, n, 1] contiguous; [b, n, 3] broadcast over the batch; [b, n, 2] permuted.
+            let x = Tensor::from_vec(build([b, n, 1], |i, j, _| pix(i, j)), &[b, n, 1]).unwrap();
+            let f = Tensor::from_vec(build([1, n, 3], |_, j, k| feat(j, k)), &[1, n, 3]).unwrap();
+            let f = f.broadcast_to(&[b, n, 3]).unwrap();
+            let p = Tensor::from_vec(build([b, 2, n], |i, k, j| pix(i, j) - k as f32), &[b, 2, n])
+                .unwrap()
+                .permute(&[0, 2, 1])
+                .unwrap();
+            let last = Tensor::concat(&[&x, &f, &p], 2).unwrap();
+            let want = build([b, n, 6], |i, j, k| match k {
+                0 => pix(i, j),
+                1..=3 => feat(j, k - 1),
+                _ => pix(i, j) - (k - 4) as f32,
+            });
+            assert_eq!(last.shape(), &[b, n, 6]);
+            assert_eq!(last.to_vec(), want);
+            let mid = Tensor::concat(&[&f, &f], 1).unwrap();
+            let want = build([b, 2 * n, 3], |_, j, k| feat(j % n, k));
+            assert_eq!(mid.to_vec(), want);
+            let first = Tensor::concat(&[&x, &x], 0).unwrap();
+            let want = build([2 * b, n, 1], |i, j, _| pix(i % b, j));
+            assert_eq!(first.to_vec(), want);
+        }
     }
 }

@@ -10,6 +10,7 @@ use crate::autograd::{record, Backward};
 use crate::kernels;
 use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 struct LayerNormBackward {
     x: Tensor,
@@ -171,20 +172,24 @@ impl Tensor {
         let b = bias.map(|b| b.to_vec());
         let mut mean = vec![0.0f32; rows];
         let mut rstd = vec![0.0f32; rows];
-        let mut y = vec![0.0f32; x.len()];
+        // Written in full below (every row), so not zero-filled first: with freed memory kept
+        // in the heap (`memory::retain_freed_memory`) a zeroed allocation is a memset.
+        let mut y: Vec<f32> = Vec::with_capacity(x.len());
         if let Some(rows_per) = 8192usize.checked_div(d) {
             let (w, b) = (w.as_deref(), b.as_deref());
             let rows_per = rows_per.max(1);
-            let body = |y: &mut [f32], x: &[f32], mean: &mut [f32], rstd: &mut [f32]| {
-                crate::simd!(for (((yr, xr), m), r) in y
-                    .chunks_mut(d)
-                    .zip(x.chunks(d))
-                    .zip(mean.iter_mut())
-                    .zip(rstd.iter_mut())
-                {
-                    (*m, *r) = kernels::layer_norm_row(xr, yr, w, b, eps);
-                })
-            };
+            let body =
+                |y: &mut [MaybeUninit<f32>], x: &[f32], mean: &mut [f32], rstd: &mut [f32]| {
+                    crate::simd!(for (((yr, xr), m), r) in y
+                        .chunks_mut(d)
+                        .zip(x.chunks(d))
+                        .zip(mean.iter_mut())
+                        .zip(rstd.iter_mut())
+                    {
+                        (*m, *r) = kernels::layer_norm_row_uninit(xr, yr, w, b, eps);
+                    })
+                };
+            let y = &mut y.spare_capacity_mut()[..x.len()];
             if x.len() >= kernels::PAR_THRESHOLD {
                 y.par_chunks_mut(rows_per * d)
                     .zip(x.par_chunks(rows_per * d))
@@ -194,9 +199,12 @@ impl Tensor {
                     )
                     .for_each(|((y, x), (m, r))| body(y, x, m, r));
             } else {
-                body(&mut y, &x, &mut mean, &mut rstd);
+                body(y, &x, &mut mean, &mut rstd);
             }
         }
+        // SAFETY: with d > 0 every row of `y` was written above (rows = len / d); with d = 0
+        // the length is 0.
+        unsafe { y.set_len(x.len()) };
         let out = Tensor::from_parts(y, self.shape());
         let none = Tensor::scalar(0.0);
         let wt = weight.unwrap_or(&none);

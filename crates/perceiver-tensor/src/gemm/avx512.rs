@@ -296,6 +296,24 @@ unsafe fn pack_b_panel(b: MatRef<'_>, pc: usize, kc: usize, col: usize, w: usize
 unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst: *mut f32) {
     let src = a.data.as_ptr().wrapping_add(a.offset);
     let (rs, cs) = (a.row_stride, a.col_stride);
+    if rs == 1 && cs != 1 {
+        // Column-major A (a transposed operand, such as `dhᵀ` in a weight gradient): each
+        // step's rows are contiguous. Step by step across all panels, so each source line is
+        // read once, in order (panel by panel, every panel restarted a walk down `kc` lines
+        // a whole row of the source apart, which the hardware prefetchers do not follow).
+        for p in 0..kc {
+            // SAFETY: rows row .. row+mc (masked per panel) of column pc+p; MR lanes of step p
+            // in each panel.
+            unsafe {
+                let s = src.add(row + (pc + p) * cs);
+                for ir in (0..mc).step_by(MR) {
+                    let v = _mm512_maskz_loadu_ps(lanes(mc - ir), s.add(ir));
+                    _mm512_mask_storeu_ps(dst.add(ir * kc + p * MR), lanes(MR), v);
+                }
+            }
+        }
+        return;
+    }
     for ir in (0..mc).step_by(MR) {
         let h = MR.min(mc - ir);
         // SAFETY: panel ir/MR of the destination (kc·MR floats).
@@ -310,17 +328,6 @@ unsafe fn pack_a(a: MatRef<'_>, row: usize, mc: usize, pc: usize, kc: usize, dst
                     let s = src.add((row + ir) * rs + pc + p0);
                     let len = (kc - p0).min(16);
                     transpose_block(s, rs, h, len, panel.add(p0 * MR), MR, lanes(MR));
-                }
-            }
-            continue;
-        }
-        if rs == 1 {
-            // Column-major A (a transposed operand): each step's rows are contiguous.
-            for p in 0..kc {
-                // SAFETY: rows row+ir .. +h (masked) of column pc+p; MR lanes of the panel.
-                unsafe {
-                    let v = _mm512_maskz_loadu_ps(lanes(h), src.add(row + ir + (pc + p) * cs));
-                    _mm512_mask_storeu_ps(panel.add(p * MR), lanes(MR), v);
                 }
             }
             continue;

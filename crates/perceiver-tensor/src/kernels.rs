@@ -73,18 +73,30 @@ pub fn add_assign(dst: &mut [f32], src: &[f32]) {
 /// for large `n`), without zero-initialising it first. `fill` must write every element of the
 /// chunk it is given.
 fn filled(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+    filled_chunks(n, CHUNK, fill)
+}
+
+/// [`filled`] with chunks of `chunk` elements (the last may be shorter); below
+/// [`PAR_THRESHOLD`] elements, one call with the whole vector. `fill` must write every element
+/// of the chunk it is given (the contract of this crate-private helper).
+pub(crate) fn filled_chunks(
+    n: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(n);
     let spare = &mut v.spare_capacity_mut()[..n];
     if n >= PAR_THRESHOLD {
+        let chunk = chunk.max(1);
         spare
-            .par_chunks_mut(CHUNK)
+            .par_chunks_mut(chunk)
             .enumerate()
-            .for_each(|(i, c)| fill(i * CHUNK, c));
+            .for_each(|(i, c)| fill(i * chunk, c));
     } else {
         fill(0, spare);
     }
-    // SAFETY: `fill` wrote all `n` elements (the contract of this private helper; every caller
-    // below writes each element of its chunk exactly once).
+    // SAFETY: `fill` wrote all `n` elements (the contract of this helper; every caller writes
+    // each element of its chunk exactly once).
     unsafe { v.set_len(n) };
     v
 }

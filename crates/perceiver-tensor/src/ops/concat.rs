@@ -5,7 +5,6 @@ use crate::autograd::{record, Backward};
 use crate::kernels;
 use crate::layout::{check_axis, Layout};
 use crate::{Error, Result, Tensor};
-use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 struct ConcatBackward {
@@ -63,8 +62,6 @@ impl Tensor {
         // The inputs' regions tile the output, so it is written in full and not zero-filled
         // first; above the parallel threshold, one task per index of the first axis (the batch)
         // when the concatenation is along another axis.
-        let mut data: Vec<f32> = Vec::with_capacity(numel);
-        let out = &mut data.spare_capacity_mut()[..numel];
         let copy_all = |out: &mut [MaybeUninit<f32>], item: Option<usize>| {
             let mut sub = shape.clone();
             if item.is_some() {
@@ -82,15 +79,15 @@ impl Tensor {
                 start += s;
             }
         };
-        if axis > 0 && shape[0] > 1 && numel >= kernels::PAR_THRESHOLD {
-            out.par_chunks_mut(numel / shape[0])
-                .enumerate()
-                .for_each(|(i, chunk)| copy_all(chunk, Some(i)));
+        let per = if axis > 0 && shape[0] > 1 {
+            numel / shape[0]
         } else {
-            copy_all(out, None);
-        }
-        // SAFETY: every element was written above (the inputs' regions cover the output).
-        unsafe { data.set_len(numel) };
+            numel
+        };
+        let data = kernels::filled_chunks(numel, per, |start, out| {
+            let item = (out.len() < numel).then(|| start / per.max(1));
+            copy_all(out, item)
+        });
         let out = Tensor::from_parts(data, &shape);
         Ok(record(out, tensors, |_| ConcatBackward { axis, sizes }))
     }

@@ -227,34 +227,28 @@ pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
 /// two half-width ones (LayerNorm rows: 67 to 261 channels).
 #[inline(always)]
 pub fn sum16(x: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for i in 0..16 {
-            acc[i] += c[i];
-        }
-    }
-    for (a, &v) in acc.iter_mut().zip(rem) {
-        *a += v;
-    }
-    reduce16(acc)
+    sum16_of(x, |v| v)
 }
 
 /// `Σ (x - mu)²` with sixteen accumulators (see [`sum16`]).
 #[inline(always)]
 pub fn sum_sq_dev16(x: &[f32], mu: f32) -> f32 {
+    sum16_of(x, |v| (v - mu) * (v - mu))
+}
+
+/// `Σ f(x)` with sixteen accumulators, the tail added lane by lane, reduced pairwise.
+#[inline(always)]
+fn sum16_of(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; 16];
     let chunks = x.chunks_exact(16);
     let rem = chunks.remainder();
     for c in chunks {
         for i in 0..16 {
-            let d = c[i] - mu;
-            acc[i] += d * d;
+            acc[i] += f(c[i]);
         }
     }
     for (a, &v) in acc.iter_mut().zip(rem) {
-        *a += (v - mu) * (v - mu);
+        *a += f(v);
     }
     reduce16(acc)
 }

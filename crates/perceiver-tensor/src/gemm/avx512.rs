@@ -16,6 +16,7 @@
 //! Each call is single-threaded; [`super`] cuts large products into one block per thread.
 
 use super::{MatRef, Product};
+use crate::kernels::avx512::lanes;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
@@ -475,16 +476,6 @@ fn gather_index(cs: usize) -> Option<__m512i> {
             15 * c,
         )
     })
-}
-
-/// A mask of the first `n <= 16` lanes.
-#[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
 }
 
 /// One `MR x NR` tile: `C[..mr, ..nr] = alpha · A·Bp + beta · C` over `kc` steps of a packed

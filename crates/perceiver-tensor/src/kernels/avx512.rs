@@ -16,9 +16,9 @@ pub(crate) fn available() -> bool {
     is_x86_feature_detected!("avx512f")
 }
 
-/// A mask of the first `n <= 16` lanes.
+/// A mask of the first `n` lanes (all sixteen for `n >= 16`); shared with the GEMM kernel.
 #[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
+pub(crate) fn lanes(n: usize) -> __mmask16 {
     if n >= 16 {
         0xffff
     } else {

@@ -281,7 +281,7 @@ pub fn layer_norm_row(
 }
 
 /// [`layer_norm_row`] into a row that need not be initialised (every element is written), so
-/// an output buffer needs no zero-filling first.
+/// an output buffer needs no zero-filling first. With AVX-512, module `avx512`.
 #[inline(always)]
 pub fn layer_norm_row_uninit(
     x: &[f32],
@@ -290,7 +290,29 @@ pub fn layer_norm_row_uninit(
     b: Option<&[f32]>,
     eps: f32,
 ) -> (f32, f32) {
-    debug_assert_eq!(x.len(), y.len());
+    assert!(
+        y.len() == x.len()
+            && w.is_none_or(|w| w.len() == x.len())
+            && b.is_none_or(|b| b.len() == x.len()),
+        "layer_norm_row: the row, its output, scale and offset must have one length"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: the CPU has AVX-512F; the lengths were checked above.
+        return unsafe { avx512::layer_norm_row(x, y, w, b, eps) };
+    }
+    layer_norm_row_portable(x, y, w, b, eps)
+}
+
+/// [`layer_norm_row_uninit`] in portable code (vectorised by the compiler inside `simd!`).
+#[inline(always)]
+pub(crate) fn layer_norm_row_portable(
+    x: &[f32],
+    y: &mut [std::mem::MaybeUninit<f32>],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    eps: f32,
+) -> (f32, f32) {
     let inv_d = 1.0 / x.len() as f32;
     let mu = sum16(x) * inv_d;
     let rs = 1.0 / (sum_sq_dev16(x, mu) * inv_d + eps).sqrt();

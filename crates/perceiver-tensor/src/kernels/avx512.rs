@@ -1,5 +1,8 @@
-//! AVX-512 forms of the two hottest elementwise loops: the exponentials of a softmax row
-//! ([`exp_shift_sum`]) and a Linear layer's bias + exact GELU epilogue ([`bias_gelu_erf`]).
+//! AVX-512 forms of the hottest elementwise loops: the exponentials of a softmax row
+//! ([`exp_shift_sum`]), a Linear layer's bias + exact GELU epilogue ([`bias_gelu_erf`]) and a
+//! LayerNorm row ([`layer_norm_row`]: rows of 67 to 261 channels, where the portable loops
+//! spent most of their time on per-row overhead and scalar tails; here the tail is a masked
+//! vector).
 //!
 //! Same formulas and constants as the portable [`fast_exp`](super::fast_exp) and
 //! [`fast_erf`](super::fast_erf), written with intrinsics so that every multiply-add is one FMA
@@ -174,6 +177,61 @@ pub(crate) unsafe fn bias_gelu_erf(
     }
 }
 
+/// [`super::layer_norm_row_uninit`]: `y = (x - mean)·rstd·w + b` (each of `w`, `b` optional);
+/// returns `(mean, rstd)`.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`available`]); `y`, `w` and `b` (when given) must be as
+/// long as `x`.
+#[target_feature(enable = "avx512f")]
+pub(crate) unsafe fn layer_norm_row(
+    x: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    eps: f32,
+) -> (f32, f32) {
+    let n = x.len();
+    debug_assert!(y.len() == n && w.is_none_or(|w| w.len() == n) && b.is_none_or(|b| b.len() == n));
+    let (xp, yp) = (x.as_ptr(), y.as_mut_ptr().cast::<f32>());
+    let inv_n = 1.0 / n as f32;
+    // SAFETY (all blocks below): the masked lanes are inside the slices, all of length n.
+    let mut acc = _mm512_setzero_ps();
+    for i in (0..n).step_by(16) {
+        acc = _mm512_add_ps(acc, unsafe {
+            _mm512_maskz_loadu_ps(lanes(n - i), xp.add(i))
+        });
+    }
+    let mu = _mm512_reduce_add_ps(acc) * inv_n;
+    let vmu = _mm512_set1_ps(mu);
+    let mut acc = _mm512_setzero_ps();
+    for i in (0..n).step_by(16) {
+        let m = lanes(n - i);
+        let d = _mm512_maskz_sub_ps(m, unsafe { _mm512_maskz_loadu_ps(m, xp.add(i)) }, vmu);
+        acc = _mm512_fmadd_ps(d, d, acc);
+    }
+    let rs = 1.0 / (_mm512_reduce_add_ps(acc) * inv_n + eps).sqrt();
+    let vrs = _mm512_set1_ps(rs);
+    for i in (0..n).step_by(16) {
+        let m = lanes(n - i);
+        unsafe {
+            let xhat = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, xp.add(i)), vmu), vrs);
+            let v = match (w, b) {
+                (Some(w), Some(b)) => _mm512_fmadd_ps(
+                    xhat,
+                    _mm512_maskz_loadu_ps(m, w.as_ptr().add(i)),
+                    _mm512_maskz_loadu_ps(m, b.as_ptr().add(i)),
+                ),
+                (Some(w), None) => _mm512_mul_ps(xhat, _mm512_maskz_loadu_ps(m, w.as_ptr().add(i))),
+                (None, Some(b)) => _mm512_add_ps(xhat, _mm512_maskz_loadu_ps(m, b.as_ptr().add(i))),
+                (None, None) => xhat,
+            };
+            _mm512_mask_storeu_ps(yp.add(i), m, v);
+        }
+    }
+    (mu, rs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,6 +272,44 @@ mod tests {
         unsafe { exp_shift_sum(&mut edge, 0.0) };
         assert!(edge[0].is_nan());
         assert_eq!(&edge[1..], &[0.0, 0.0, f32::INFINITY]);
+    }
+
+    #[test]
+    fn layer_norm_row_matches_the_portable_form() {
+        if !available() {
+            eprintln!("no AVX-512 on this CPU: nothing to compare");
+            return;
+        }
+        for n in (1..40).chain([67, 128, 261]) {
+            let x: Vec<f32> = (0..n)
+                .map(|i| ((i * 29 % 17) as f32 - 8.0) * 0.3 + 2.0)
+                .collect();
+            let w: Vec<f32> = (0..n).map(|i| 1.0 + (i % 5) as f32 * 0.1).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i % 3) as f32 * 0.2 - 0.2).collect();
+            for (wo, bo) in [
+                (None, None),
+                (Some(&w[..]), None),
+                (None, Some(&b[..])),
+                (Some(&w[..]), Some(&b[..])),
+            ] {
+                let mut want = vec![MaybeUninit::new(f32::NAN); n];
+                let mut got = vec![MaybeUninit::new(f32::NAN); n];
+                let (mu0, rs0) =
+                    crate::kernels::layer_norm_row_portable(&x, &mut want, wo, bo, 1e-5);
+                // SAFETY: AVX-512F checked above; slices of equal length.
+                let (mu1, rs1) = unsafe { layer_norm_row(&x, &mut got, wo, bo, 1e-5) };
+                approx::assert_relative_eq!(mu0, mu1, epsilon = 1e-6, max_relative = 1e-5);
+                approx::assert_relative_eq!(rs0, rs1, max_relative = 1e-5);
+                for i in 0..n {
+                    // SAFETY: both rows were written in full.
+                    let (p, q) = unsafe { (want[i].assume_init(), got[i].assume_init()) };
+                    assert!(
+                        (p - q).abs() <= 1e-5 * p.abs().max(1.0),
+                        "n {n}, element {i}: {p} vs {q}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -301,9 +301,6 @@ pub fn in_pool<T: Send>(n: Option<usize>, f: impl FnOnce() -> Result<T> + Send) 
     if n == Some(0) {
         return Err(CliError::new("--threads must be at least 1"));
     }
-    // Training steps reuse the same memory every step: keep it in the heap (see the docs of
-    // `perceiver_tensor::memory`).
-    perceiver_tensor::memory::retain_freed_memory();
     let mut b = rayon::ThreadPoolBuilder::new()
         .thread_name(|i| format!("compute-{i}"))
         .start_handler(|_| perceiver_tensor::kernels::flush_denormals());

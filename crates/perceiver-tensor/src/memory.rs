@@ -5,8 +5,10 @@
 //! and the top of the heap is trimmed, so every step faults its memory back in page by page and
 //! the kernel zeroes each page: on config A that was 8-15% of the step (`perf`: page faults,
 //! `clear_page`, `unmap_page_range`). [`retain_freed_memory`] keeps freed memory in the heap
-//! for reuse instead. Binaries call it once at start-up (the `perceiver` CLI, the benchmarks
-//! and the examples do); the library never changes process-wide settings by itself.
+//! for reuse instead. Programs on the system allocator call it once at start-up (the examples
+//! do); the library never changes process-wide settings by itself. The `perceiver` CLI and
+//! `cargo xtask` do not need it: their global allocator is mimalloc with purging disabled,
+//! which keeps freed memory the same way (and `mallopt` would not reach it).
 
 /// Keeps freed memory in the process's heap instead of returning it to the OS: blocks up to
 /// 32 MiB come from the heap (not `mmap`), the heap is trimmed only above 1 GiB of free space

@@ -310,8 +310,6 @@ fn ensure_release(command: &str, args: &[OsString]) -> Result<()> {
 }
 
 fn init_threads(threads: usize) -> Result<()> {
-    // As the `perceiver` CLI does (see `perceiver_tensor::memory`).
-    perceiver_tensor::memory::retain_freed_memory();
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .start_handler(|_| perceiver_tensor::kernels::flush_denormals())

@@ -172,8 +172,9 @@ impl Tensor {
         let b = bias.map(|b| b.to_vec());
         let mut mean = vec![0.0f32; rows];
         let mut rstd = vec![0.0f32; rows];
-        // Written in full below (every row), so not zero-filled first: with freed memory kept
-        // in the heap (`memory::retain_freed_memory`) a zeroed allocation is a memset.
+        // Written in full below (every row), so not zero-filled first: with freed memory reused
+        // (mimalloc in the binaries, `memory::retain_freed_memory` elsewhere) a zeroed
+        // allocation is a memset.
         let mut y: Vec<f32> = Vec::with_capacity(x.len());
         if let Some(rows_per) = 8192usize.checked_div(d) {
             let (w, b) = (w.as_deref(), b.as_deref());

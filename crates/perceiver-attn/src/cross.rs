@@ -33,9 +33,9 @@
 mod folded;
 
 use crate::check::scale_of;
-use crate::flash::{online_softmax, row_dots};
+use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
 use perceiver_tensor::gemm::{gemm, gemm_ldc, MatRef};
-use perceiver_tensor::kernels::{dot, exp_shift_sum, fast_exp, layer_norm_row, sum};
+use perceiver_tensor::kernels::{add_assign, dot, fast_exp, layer_norm_row, sum};
 use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -387,7 +387,6 @@ impl FusedCross {
         let gd = go.as_slice().expect("contiguous");
         let drow = row_dots(gd, &saved.out, dv);
         let need_x = needs[1];
-        let need_w = needs[4] || needs[5] || needs[6] || needs[7];
         let need_ln = needs[2] || needs[3];
         let need_xn_grad = need_x || need_ln;
         let tasks = self.ranges(batch, m);
@@ -444,36 +443,18 @@ impl FusedCross {
                             row_stride: hv,
                             col_stride: 1,
                         };
-                        let doh = MatRef {
-                            data: gd,
-                            offset: (b * heads + h) * n * dv,
-                            rows: n,
-                            cols: dv,
-                            row_stride: dv,
-                            col_stride: 1,
-                        };
+                        let bh = b * heads + h;
+                        let doh = slab(gd, bh, n, dv);
                         let sb = &mut s[..n * bc];
                         gemm(self.scale, qh, kh.t(), 0.0, sb);
                         self.masked(sb, n, bc, b, m, j0);
-                        let lrow = &saved.lse[(b * heads + h) * n..(b * heads + h + 1) * n];
-                        for r in 0..n {
-                            let l = lrow[r];
-                            exp_shift_sum(&mut sb[r * bc..(r + 1) * bc], l);
-                        }
+                        probs_from_lse(sb, bc, &saved.lse[bh * n..(bh + 1) * n]);
                         let pm = MatRef::row_major(sb, n, bc);
                         // dV_h = Pᵀ·dO_h, into the head's columns of the block's dV
                         gemm_ldc(1.0, pm.t(), doh, 0.0, &mut dvb[h * dv..], hv);
                         let dpb = &mut dp[..n * bc];
                         gemm(1.0, doh, vh.t(), 0.0, dpb);
-                        let drh = &drow[(b * heads + h) * n..(b * heads + h + 1) * n];
-                        for r in 0..n {
-                            let pr = &sb[r * bc..(r + 1) * bc];
-                            let dr = &mut dpb[r * bc..(r + 1) * bc];
-                            let d = drh[r];
-                            for i in 0..bc {
-                                dr[i] = pr[i] * (dr[i] - d);
-                            }
-                        }
+                        softmax_grad(dpb, sb, bc, &drow[bh * n..(bh + 1) * n]);
                         let dsm = MatRef::row_major(dpb, n, bc);
                         gemm_ldc(self.scale, dsm.t(), qh, 0.0, &mut dk[h * dh..], hk);
                         if needs[0] {
@@ -518,37 +499,36 @@ impl FusedCross {
                 acc
             })
             .collect();
-        let add =
-            |dst: &mut Vec<f32>, src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
         let mut dq = vec![0.0f32; if needs[0] { batch * heads * n * dh } else { 0 }];
         let (mut dlnw, mut dlnb) = (vec![0.0f32; c], vec![0.0f32; c]);
         let (mut dwk, mut dwv) = (vec![0.0f32; hk * c], vec![0.0f32; hv * c]);
         let (mut dbk, mut dbv) = (vec![0.0f32; hk], vec![0.0f32; hv]);
         for a in &accs {
             if needs[0] {
-                let dst = &mut dq[a.b * heads * n * dh..(a.b + 1) * heads * n * dh];
-                dst.iter_mut().zip(&a.dq).for_each(|(d, s)| *d += s);
+                add_assign(
+                    &mut dq[a.b * heads * n * dh..(a.b + 1) * heads * n * dh],
+                    &a.dq,
+                );
             }
             if needs[2] {
-                add(&mut dlnw, &a.dlnw);
+                add_assign(&mut dlnw, &a.dlnw);
             }
             if needs[3] {
-                add(&mut dlnb, &a.dlnb);
+                add_assign(&mut dlnb, &a.dlnb);
             }
             if needs[4] {
-                add(&mut dwk, &a.dwk);
+                add_assign(&mut dwk, &a.dwk);
             }
             if needs[5] {
-                add(&mut dwv, &a.dwv);
+                add_assign(&mut dwv, &a.dwv);
             }
             if needs[6] {
-                add(&mut dbk, &a.dbk);
+                add_assign(&mut dbk, &a.dbk);
             }
             if needs[7] {
-                add(&mut dbv, &a.dbv);
+                add_assign(&mut dbv, &a.dbv);
             }
         }
-        let _ = need_w;
         vec![
             needs[0].then_some(dq),
             needs[1].then_some(dx),
@@ -560,6 +540,11 @@ impl FusedCross {
             needs[7].then_some(dbv),
         ]
     }
+}
+
+/// Matrix `bh` of a contiguous `[.., rows, cols]` buffer.
+fn slab(buf: &[f32], bh: usize, rows: usize, cols: usize) -> MatRef<'_> {
+    MatRef::row_major(&buf[bh * rows * cols..(bh + 1) * rows * cols], rows, cols)
 }
 
 /// Hands each backward task `(example, first token, end token)` its disjoint rows of `dx`

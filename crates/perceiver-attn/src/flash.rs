@@ -89,6 +89,31 @@ pub(crate) fn online_softmax(
     })
 }
 
+/// `P = exp(S - L)` for a block's rows in a backward: `s` holds `lse.len()` rows of `bc` logits
+/// and becomes their probabilities, from the forward's log-sum-exp of each row. Shared with
+/// the fused cross-attention kernels.
+pub(crate) fn probs_from_lse(s: &mut [f32], bc: usize, lse: &[f32]) {
+    if bc == 0 {
+        return;
+    }
+    for (row, &l) in s.chunks_mut(bc).zip(lse) {
+        exp_shift_sum(row, l);
+    }
+}
+
+/// `dS = P ⊙ (dP - D)` in place of `dp`, for rows of `bc` with one `d` per row (the softmax
+/// backward). Used by the fused cross-attention kernels.
+pub(crate) fn softmax_grad(dp: &mut [f32], p: &[f32], bc: usize, d: &[f32]) {
+    if bc == 0 {
+        return;
+    }
+    perceiver_tensor::simd!(
+        for ((dr, pr), &d) in dp.chunks_mut(bc).zip(p.chunks(bc)).zip(d) {
+            dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - d));
+        }
+    )
+}
+
 /// `rowsum(a ⊙ b)` for two matrices with rows of `width` (one value per row; none when
 /// `width` is 0).
 pub(crate) fn row_dots(a: &[f32], b: &[f32], width: usize) -> Vec<f32> {
@@ -321,11 +346,7 @@ impl FlashAttention {
                         let sb = &mut s[..br * bc];
                         gemm(scale, qi, kj.t(), 0.0, sb);
                         masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
-                        let l_rows = &lse[bh * n + i0..bh * n + i0 + br];
-                        for r in 0..br {
-                            let l = l_rows[r];
-                            exp_shift_sum(&mut sb[r * bc..(r + 1) * bc], l);
-                        }
+                        probs_from_lse(sb, bc, &lse[bh * n + i0..bh * n + i0 + br]);
                         if needs[2] {
                             gemm(
                                 1.0,

@@ -20,21 +20,16 @@
 //! `dQ = s·dQ̃·W_kᵀ`, `dW_k = s·Qᵀ·dQ̃`, `dW_v = dOᵀ·U`, `db_v = Σ dO` over rows that attend to
 //! something, and `db_k = 0` (exactly: the softmax is invariant to it).
 
-use super::{merge_partials, task_rows, CrossSaved, FusedCross, Partial};
-use crate::flash::{online_softmax, row_dots};
+use super::{merge_partials, slab, task_rows, CrossSaved, FusedCross, Partial};
+use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
 use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::exp_shift_sum;
+use perceiver_tensor::kernels::add_assign;
 use perceiver_tensor::Tensor;
 use rayon::prelude::*;
 
 /// Rows `h·rows..(h+1)·rows` of a contiguous `[heads·rows, c]` weight.
 fn head_rows(w: &[f32], h: usize, rows: usize, c: usize) -> MatRef<'_> {
     MatRef::row_major(&w[h * rows * c..(h + 1) * rows * c], rows, c)
-}
-
-/// Matrix `bh` of a contiguous `[.., rows, cols]` buffer.
-fn slab(buf: &[f32], bh: usize, rows: usize, cols: usize) -> MatRef<'_> {
-    MatRef::row_major(&buf[bh * rows * cols..(bh + 1) * rows * cols], rows, cols)
 }
 
 impl FusedCross {
@@ -185,16 +180,10 @@ impl FusedCross {
                         let sb = &mut s[..n * bc];
                         gemm(1.0, qth, xn.t(), 0.0, sb);
                         self.masked(sb, n, bc, b, m, j0);
-                        for (r, &l) in lse[bh * n..(bh + 1) * n].iter().enumerate() {
-                            exp_shift_sum(&mut sb[r * bc..(r + 1) * bc], l);
-                        }
+                        probs_from_lse(sb, bc, &lse[bh * n..(bh + 1) * n]);
                         let dpb = &mut dp[..n * bc];
                         gemm(1.0, duh, xn.t(), 0.0, dpb);
-                        for (r, &d) in drow[bh * n..(bh + 1) * n].iter().enumerate() {
-                            let (pr, dr) =
-                                (&sb[r * bc..(r + 1) * bc], &mut dpb[r * bc..(r + 1) * bc]);
-                            dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - d));
-                        }
+                        softmax_grad(dpb, sb, bc, &drow[bh * n..(bh + 1) * n]);
                         let dsm = MatRef::row_major(dpb, n, bc);
                         if need_qt {
                             gemm(1.0, dsm, xn, 1.0, &mut acc.dqt[h * n * c..(h + 1) * n * c]);
@@ -215,21 +204,20 @@ impl FusedCross {
                 acc
             })
             .collect();
-        let add = |dst: &mut [f32], src: &[f32]| dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
         let mut dqt = vec![0.0f32; if need_qt { batch * heads * n * c } else { 0 }];
         let (mut dlnw, mut dlnb) = (vec![0.0f32; c], vec![0.0f32; c]);
         for a in &accs {
             if need_qt {
-                add(
+                add_assign(
                     &mut dqt[a.b * heads * n * c..(a.b + 1) * heads * n * c],
                     &a.dqt,
                 );
             }
             if needs[2] {
-                add(&mut dlnw, &a.dlnw);
+                add_assign(&mut dlnw, &a.dlnw);
             }
             if needs[3] {
-                add(&mut dlnb, &a.dlnb);
+                add_assign(&mut dlnb, &a.dlnb);
             }
         }
         // dQ_h = s·dQ̃_h·W_k,hᵀ.
@@ -267,7 +255,7 @@ impl FusedCross {
                 for r in 0..n {
                     if lse[bh * n + r] != f32::INFINITY {
                         let row = &gd[(bh * n + r) * dv..(bh * n + r + 1) * dv];
-                        add(&mut dbv[h * dv..(h + 1) * dv], row);
+                        add_assign(&mut dbv[h * dv..(h + 1) * dv], row);
                     }
                 }
             }

@@ -204,25 +204,6 @@ pub fn sum(x: &[f32]) -> f32 {
     s
 }
 
-/// `Σ (x - mu)²` with eight accumulators.
-#[inline(always)]
-pub fn sum_sq_dev(x: &[f32], mu: f32) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for i in 0..8 {
-            let d = c[i] - mu;
-            acc[i] += d * d;
-        }
-    }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for &v in rem {
-        s += (v - mu) * (v - mu);
-    }
-    s
-}
-
 /// `Σ x` with sixteen accumulators: one AVX-512 vector per step where [`sum`]'s eight take
 /// two half-width ones (LayerNorm rows: 67 to 261 channels).
 #[inline(always)]
@@ -263,6 +244,16 @@ fn reduce16(a: [f32; 16]) -> f32 {
     ((h[0] + h[4]) + (h[1] + h[5])) + ((h[2] + h[6]) + (h[3] + h[7]))
 }
 
+/// An initialised row seen as a row to write into, for the kernels that write through
+/// `MaybeUninit` (so they also serve buffers that are not zero-filled). Writing only
+/// initialised values through it keeps the row initialised.
+#[inline(always)]
+fn as_uninit(x: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the callers write only initialised
+    // values through the view (never `MaybeUninit::uninit()`).
+    unsafe { &mut *(x as *mut [f32] as *mut [MaybeUninit<f32>]) }
+}
+
 /// LayerNorm of one row into `y` (`(x - mean) · rstd`, then the optional scale `w` and offset
 /// `b`); returns the mean and the reciprocal standard deviation. Shared by `Tensor::layer_norm`
 /// and the fused cross-attention.
@@ -274,10 +265,7 @@ pub fn layer_norm_row(
     b: Option<&[f32]>,
     eps: f32,
 ) -> (f32, f32) {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and the callee only writes
-    // initialised values through this view.
-    let y = unsafe { &mut *(y as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
-    layer_norm_row_uninit(x, y, w, b, eps)
+    layer_norm_row_uninit(x, as_uninit(y), w, b, eps)
 }
 
 /// [`layer_norm_row`] into a row that need not be initialised (every element is written), so
@@ -285,7 +273,7 @@ pub fn layer_norm_row(
 #[inline(always)]
 pub fn layer_norm_row_uninit(
     x: &[f32],
-    y: &mut [std::mem::MaybeUninit<f32>],
+    y: &mut [MaybeUninit<f32>],
     w: Option<&[f32]>,
     b: Option<&[f32]>,
     eps: f32,
@@ -308,7 +296,7 @@ pub fn layer_norm_row_uninit(
 #[inline(always)]
 pub(crate) fn layer_norm_row_portable(
     x: &[f32],
-    y: &mut [std::mem::MaybeUninit<f32>],
+    y: &mut [MaybeUninit<f32>],
     w: Option<&[f32]>,
     b: Option<&[f32]>,
     eps: f32,
@@ -431,17 +419,14 @@ pub fn strided_map<const K: usize>(
 /// Writes the elements of `src` (any layout, row-major order) to the positions of `dst` given by
 /// `dst_layout` (which has `src`'s shape and must not alias itself).
 pub fn copy_into(dst: &mut [f32], dst_layout: &Layout, src: &crate::Tensor) {
-    // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and only initialised values are
-    // written through this view.
-    let dst = unsafe { &mut *(dst as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) };
     let (sdata, slayout) = src.raw();
-    copy_into_uninit(dst, dst_layout, sdata, slayout);
+    copy_into_uninit(as_uninit(dst), dst_layout, sdata, slayout);
 }
 
 /// [`copy_into`] from a raw source (`sdata` under `slayout`, the shape of `dst_layout`) into a
 /// buffer that need not be initialised: the positions of `dst_layout` are written.
 pub fn copy_into_uninit(
-    dst: &mut [std::mem::MaybeUninit<f32>],
+    dst: &mut [MaybeUninit<f32>],
     dst_layout: &Layout,
     sdata: &[f32],
     slayout: &Layout,

@@ -142,8 +142,8 @@ fn gelu_erf_v<const GRAD: bool>(x: __m512) -> (__m512, __m512) {
 /// is given (same length as `y`).
 ///
 /// # Safety
-/// The CPU must support AVX-512F ([`available`]); `bias` and `d`, when given, must be as long
-/// as `y`.
+/// The CPU must support AVX-512F ([`available`]). Panics when `bias` or `d` is not as long as
+/// `y`.
 #[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn bias_gelu_erf(
     y: &mut [f32],
@@ -151,7 +151,10 @@ pub(crate) unsafe fn bias_gelu_erf(
     bias: Option<&[f32]>,
 ) {
     let n = y.len();
-    debug_assert!(bias.is_none_or(|b| b.len() == n) && d.as_ref().is_none_or(|d| d.len() == n));
+    assert!(
+        bias.is_none_or(|b| b.len() == n) && d.as_ref().is_none_or(|d| d.len() == n),
+        "bias_gelu_erf: the bias and derivative rows must be as long as the output row"
+    );
     let yp = y.as_mut_ptr();
     let dp = d.map(|d| d.as_mut_ptr().cast::<f32>());
     for i in (0..n).step_by(16) {

@@ -96,8 +96,8 @@ fn bias_act_row(
     #[cfg(target_arch = "x86_64")]
     if matches!(act, Some((GeluKind::Erf, _))) && crate::kernels::avx512::available() {
         let d = matches!(act, Some((_, true))).then_some(d);
-        // SAFETY: the CPU has AVX-512F; the bias and `d` (when kept) cover the row segment
-        // (the epilogue slices them to the block's columns).
+        // SAFETY: the CPU has AVX-512F (the lengths are checked inside; the epilogue slices
+        // the bias and `d` to the block's columns).
         unsafe { crate::kernels::avx512::bias_gelu_erf(y, d, bias) };
         return;
     }

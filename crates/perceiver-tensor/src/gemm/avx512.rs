@@ -397,7 +397,7 @@ unsafe fn transpose_block(
 /// off-diagonal `B x B` blocks.
 #[inline(always)]
 fn transpose_step<const B: usize>(r: &mut [__m512; 16]) {
-    let (lo, hi) = transpose_lanes(B);
+    let (lo, hi) = const { transpose_indices(B) };
     // SAFETY: AVX-512F is enabled in every caller (target_feature functions inline this); the
     // index vectors are read from arrays of 16 lanes.
     unsafe {
@@ -415,22 +415,6 @@ fn transpose_step<const B: usize>(r: &mut [__m512; 16]) {
 
 /// Lane indices of the block-transpose step at distance `b`: `(lo, hi)` with `lo[l] = l` or
 /// `16 + l - b` and `hi[l] = l + b` or `16 + l` (second operand), by bit `b` of `l`.
-const fn transpose_lanes(b: usize) -> ([i32; 16], [i32; 16]) {
-    match b {
-        8 => TRANSPOSE_LANES[0],
-        4 => TRANSPOSE_LANES[1],
-        2 => TRANSPOSE_LANES[2],
-        _ => TRANSPOSE_LANES[3],
-    }
-}
-
-const TRANSPOSE_LANES: [([i32; 16], [i32; 16]); 4] = [
-    transpose_indices(8),
-    transpose_indices(4),
-    transpose_indices(2),
-    transpose_indices(1),
-];
-
 const fn transpose_indices(b: usize) -> ([i32; 16], [i32; 16]) {
     let (mut lo, mut hi) = ([0i32; 16], [0i32; 16]);
     let mut l = 0;

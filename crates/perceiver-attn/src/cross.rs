@@ -127,19 +127,20 @@ impl FusedCross {
         bc: usize,
         blk: &mut Block,
     ) {
-        self.normalize(inputs, p, b, j0, bc, blk);
+        self.normalize(inputs, (p[0].as_deref(), p[1].as_deref()), b, j0, bc, blk);
         self.project_kv(inputs, p, bc, blk);
     }
 
-    /// Normalises tokens `j0..j0+bc` of example `b` into `blk`: `xn` and `rstd`, and `xhat`
-    /// (the rows before the affine, for the LayerNorm backward) when the block has room for
-    /// it ([`FusedCross::block`] with `keep_xhat`). Contiguous rows are read in place; one
-    /// vectorised function covers the whole block (per-row dispatch and the copy into `xhat`
-    /// had made this 6% of config A's forward).
+    /// Normalises tokens `j0..j0+bc` of example `b` into `blk`: `xn` (with the affine `(w, b)`
+    /// of `affine`; the folded kernel passes none and works on the rows before it) and `rstd`,
+    /// and `xhat` (the rows before the affine, for the LayerNorm backward) when the block has
+    /// room for it ([`FusedCross::block`] with `keep_xhat`). Contiguous rows are read in place;
+    /// one vectorised function covers the whole block (per-row dispatch and the copy into
+    /// `xhat` had made this 6% of config A's forward).
     fn normalize(
         &self,
         inputs: &[Tensor],
-        p: &[Option<Vec<f32>>; 6],
+        (w, bb): (Option<&[f32]>, Option<&[f32]>),
         b: usize,
         j0: usize,
         bc: usize,
@@ -148,7 +149,6 @@ impl FusedCross {
         let c = self.channels;
         let (xd, xl) = inputs[1].raw();
         let (sb, sm, sc) = (xl.strides()[0], xl.strides()[1], xl.strides()[2]);
-        let (w, bb) = (p[0].as_deref(), p[1].as_deref());
         let keep = !blk.xhat.is_empty();
         let Block {
             xhat,
@@ -262,13 +262,14 @@ impl FusedCross {
         }
     }
 
-    /// The LayerNorm backward of a block: `dxb` is the gradient of its `bc` normalised rows.
-    /// Accumulates `dγ` and `dβ` into `dlnw`, `dlnb` and writes the block's `dx` into rows
-    /// `row0..row0 + bc` of `dx_rows`; an empty slice means that gradient is not needed.
+    /// The LayerNorm backward of a block: `dxb` is the gradient of its `bc` normalised rows,
+    /// `(w, xhat, rstd)` the LayerNorm scale (`None`: none, or already applied to `dxb`), the
+    /// rows before the affine and their reciprocal deviations. Accumulates `dγ` and `dβ` into
+    /// `dlnw`, `dlnb` and writes the block's `dx` into rows `row0..row0 + bc` of `dx_rows`; an
+    /// empty slice means that gradient is not needed.
     fn ln_backward(
         &self,
-        p: &[Option<Vec<f32>>; 6],
-        blk: &Block,
+        (w, xhat, rstd): (Option<&[f32]>, &[f32], &[f32]),
         dxb: &[f32],
         bc: usize,
         (dlnw, dlnb): (&mut [f32], &mut [f32]),
@@ -276,8 +277,13 @@ impl FusedCross {
         ghat: &mut [f32],
     ) {
         let c = self.channels;
-        for r in 0..bc {
-            let (gr, xh) = (&dxb[r * c..(r + 1) * c], &blk.xhat[r * c..(r + 1) * c]);
+        let affine_rows = if dlnw.is_empty() && dlnb.is_empty() {
+            0
+        } else {
+            bc
+        };
+        for r in 0..affine_rows {
+            let (gr, xh) = (&dxb[r * c..(r + 1) * c], &xhat[r * c..(r + 1) * c]);
             dlnw.iter_mut()
                 .zip(gr.iter().zip(xh))
                 .for_each(|(a, (g, x))| *a += g * x);
@@ -288,19 +294,19 @@ impl FusedCross {
         }
         let dx = &mut dx_rows[row0 * c..(row0 + bc) * c];
         for r in 0..bc {
-            let (gr, xh) = (&dxb[r * c..(r + 1) * c], &blk.xhat[r * c..(r + 1) * c]);
+            let (gr, xh) = (&dxb[r * c..(r + 1) * c], &xhat[r * c..(r + 1) * c]);
             let out = &mut dx[r * c..(r + 1) * c];
             if self.eps.is_none() {
                 out.copy_from_slice(gr);
                 continue;
             }
-            match &p[0] {
+            match w {
                 Some(w) => (0..c).for_each(|i| ghat[i] = gr[i] * w[i]),
                 None => ghat.copy_from_slice(gr),
             }
             let m1 = sum(ghat) / c as f32;
             let m2 = dot(ghat, xh) / c as f32;
-            let rs = blk.rstd[r];
+            let rs = rstd[r];
             for i in 0..c {
                 out[i] = rs * (ghat[i] - m1 - xh[i] * m2);
             }
@@ -494,7 +500,8 @@ impl FusedCross {
                     gemm(1.0, dvm, MatRef::of(&inputs[5]), 1.0, dxb);
                     let dx_out = (&mut dx_rows[..], j0 - ja);
                     let acc_ln = (&mut acc.dlnw[..], &mut acc.dlnb[..]);
-                    self.ln_backward(&p, &blk, dxb, bc, acc_ln, dx_out, &mut ghat);
+                    let norm = (p[0].as_deref(), &blk.xhat[..], &blk.rstd[..]);
+                    self.ln_backward(norm, dxb, bc, acc_ln, dx_out, &mut ghat);
                 }
                 acc
             })

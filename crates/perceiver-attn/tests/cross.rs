@@ -23,13 +23,18 @@ struct Case {
     strided_x: bool,
 }
 
-/// Both kernels against the composition.
+/// Both kernels against the composition, with and without a gradient for the input `x` (the
+/// folded kernel skips the per-token input gradient when none is needed; image pixels and
+/// their position features need none).
 fn run(case: &Case, seed: u64) -> Result<()> {
-    run_kernel(case, seed, CrossKernel::Projected)?;
-    run_kernel(case, seed, CrossKernel::Folded)
+    for x_grad in [true, false] {
+        run_kernel(case, seed, CrossKernel::Projected, x_grad)?;
+        run_kernel(case, seed, CrossKernel::Folded, x_grad)?;
+    }
+    Ok(())
 }
 
-fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel) -> Result<()> {
+fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel, x_grad: bool) -> Result<()> {
     let Case {
         b,
         heads,
@@ -64,7 +69,14 @@ fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel) -> Result<()> {
     let r = Tensor::randn(&[b, heads, n, dv], &mut rng);
     let leaves: Vec<Tensor> = [&q, &x, &lnw, &lnb, &wk, &wv, &bk, &bv]
         .iter()
-        .map(|t| t.requires_grad())
+        .enumerate()
+        .map(|(i, t)| {
+            if i == 1 && !x_grad {
+                (*t).clone()
+            } else {
+                t.requires_grad()
+            }
+        })
         .collect();
     let [q_, x_, lnw_, lnb_, wk_, wv_, bk_, bv_] = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| &leaves[i]);
     let fused = fused_cross_attention_with(
@@ -104,7 +116,7 @@ fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel) -> Result<()> {
         None,
     )?;
     let ctx = format!(
-        "{kernel:?} case b={b} h={heads} n={n} m={m} c={c} dh={dh} dv={dv} norm={} bias={} mask={} strided={}",
+        "{kernel:?} case b={b} h={heads} n={n} m={m} c={c} dh={dh} dv={dv} norm={} bias={} mask={} strided={} x_grad={x_grad}",
         case.norm, case.biases, case.mask, case.strided_x
     );
     let e = rel_err(&fused, &reference, 1e-6);
@@ -122,6 +134,7 @@ fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel) -> Result<()> {
         .fold(1e-6f32, |m, v| m.max(v.abs()));
     for (i, leaf) in leaves.iter().enumerate() {
         let used = match i {
+            1 => x_grad,
             2 | 3 => case.norm,
             6 | 7 => case.biases,
             _ => true,

@@ -1,40 +1,151 @@
 //! The folded kernel ([`super::CrossKernel::Folded`]): the key and value projections are
-//! folded into the queries and the output instead of being applied to every input token.
+//! folded into the queries and the output instead of being applied to every input token, and
+//! the LayerNorm's affine into the queries and the output as well.
 //!
-//! Per head, with `x̂ = LN(x)` (`m x c`), `W_k,h` (`dk x c`) and `W_v,h` (`dv x c`):
-//! `S = s·Q·(x̂·W_kᵀ + b_k)ᵀ = Q̃·x̂ᵀ + const` with `Q̃ = s·Q·W_k` (`n x c`), and the per-row
-//! constant `s·Q·b_k` drops out of the softmax; `O = P·(x̂·W_vᵀ + b_v) = U·W_vᵀ + b_v` with
-//! `U = P·x̂` (`n x c`). Per input token this costs `2·n·c` multiply-adds per head instead of
-//! `c·(hk + hv) + n·(dk + dv)`: fewer when the queries and channels are few next to the
-//! projection widths (config A: 64 queries, 67 channels, widths 64).
+//! Per head, with `x̂ = LN(x) = γ ⊙ x̄ + β` (`x̄`: the normalised rows before the affine,
+//! `m x c`), `W_k,h` (`dk x c`) and `W_v,h` (`dv x c`): `S = s·Q·(x̂·W_kᵀ + b_k)ᵀ = Q̂·x̄ᵀ +
+//! const` with `Q̃ = s·Q·W_k` and `Q̂ = Q̃ ⊙ γ` (`n x c`, rows scaled by `γ`); the per-row
+//! constant `s·Q·b_k + Q̃·β` drops out of the softmax. `O = P·(x̂·W_vᵀ + b_v) = U·W_vᵀ + b_v`
+//! with `U = Ū ⊙ γ + β` and `Ū = P·x̄` (rows of `P` sum to one). Per input token this costs
+//! `2·n·c` multiply-adds per head instead of `c·(hk + hv) + n·(dk + dv)`: fewer when the
+//! queries and channels are few next to the projection widths (config A: 64 queries, 67
+//! channels, widths 64). No per-token affine is ever applied.
+//!
+//! # Layout
+//! Scores are formed token-major: `Sᵀ = x̄·Q̂ᵀ` (`tokens x n`), so the big operand `x̄` is read
+//! in place and the softmax runs down the columns with rows of `n` lanes; `Ūᵀ += x̄ᵀ·P`
+//! (`c x n`). With config A's 67 channels this suits the 14 x 32 GEMM tile (67 rows: 96% of
+//! the tiles' area) where `n x 67` outputs (67 columns: 70%) do not.
 //!
 //! # Forward
-//! Tasks as in the projected kernel; each block is normalised, then per head `S = Q̃·x̂ᵀ`, the
-//! online softmax, `U += P·x̂`. After the merge, `O = U·W_vᵀ + b_v` per (example, head), and
-//! `U` is kept for the backward (`n x c` floats per example and head, nothing per token).
+//! Tasks as in the projected kernel; each block is normalised (no affine), then per head
+//! `Sᵀ = x̄·Q̂ᵀ`, the online softmax down the columns, `Ūᵀ += x̄ᵀ·P`. After the merge,
+//! `O = (Ū ⊙ γ + β)·W_vᵀ + b_v` per (example, head), and `Ū` is kept for the backward (`n x c`
+//! floats per example and head, nothing per token).
 //!
 //! # Backward
-//! With `dU = dO·W_v` and `D = rowsum(dU ⊙ U)` (the value bias cancels between `dP` and `D`):
-//! per block, recompute `x̂` and `P = exp(Q̃·x̂ᵀ - L)`, then `dS = P ⊙ (dU·x̂ᵀ - D)`,
-//! `dQ̃ += dS·x̂` and `dx̂ = Pᵀ·dU + dSᵀ·Q̃` (then the LayerNorm backward). At the end
+//! With `dU = dO·W_v`, `dŪ = dU ⊙ γ` and `D = rowsum(dŪ ⊙ Ū)`: per block, recompute `x̄` and
+//! `[Sᵀ | dPᵀ] = x̄·[Q̂; dŪ]ᵀ` (one product), `P = exp(S - L)`, `dS = P ⊙ (dP - D)`, then
+//! `Eᵀ += x̄ᵀ·dSᵀ` (`E = dS·x̄` is the gradient of `Q̂`) and, only when `x` needs a gradient,
+//! `dx̄ = [Pᵀ | dSᵀ]·[dŪ; Q̂]` (one product) and the LayerNorm backward. The LayerNorm's own
+//! gradients need nothing per token: `dγ = Σ dU ⊙ Ū + Q̃ ⊙ E` and `dβ = Σ dU` over the rows
+//! that attend to something (the rows of `dS` sum to zero). At the end `dQ̃ = E ⊙ γ`,
 //! `dQ = s·dQ̃·W_kᵀ`, `dW_k = s·Qᵀ·dQ̃`, `dW_v = dOᵀ·U`, `db_v = Σ dO` over rows that attend to
-//! something, and `db_k = 0` (exactly: the softmax is invariant to it).
+//! something, and `db_k = 0` (exactly: the softmax is invariant to it). An input that needs no
+//! gradient (image pixels with their position features) costs three products per block
+//! instead of five.
 
 use super::{merge_partials, slab, task_rows, CrossSaved, FusedCross, Partial};
-use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
 use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::add_assign;
+use perceiver_tensor::kernels::{add_assign, dot, fast_exp};
 use perceiver_tensor::Tensor;
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// Rows `h·rows..(h+1)·rows` of a contiguous `[heads·rows, c]` weight.
 fn head_rows(w: &[f32], h: usize, rows: usize, c: usize) -> MatRef<'_> {
     MatRef::row_major(&w[h * rows * c..(h + 1) * rows * c], rows, c)
 }
 
+/// Every row of `rows` (width `gamma.len()`) multiplied by `gamma`, in place.
+fn scale_rows(rows: &mut [f32], gamma: Option<&[f32]>) {
+    if let Some(g) = gamma {
+        for row in rows.chunks_mut(g.len()) {
+            row.iter_mut().zip(g).for_each(|(x, g)| *x *= g);
+        }
+    }
+}
+
+/// `U = Ū ⊙ γ + β` for the rows that attend to something (finite log-sum-exp); 0 for the rest.
+fn affine_rows(
+    ubar: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    lse: &[f32],
+    c: usize,
+) -> Vec<f32> {
+    let mut u = ubar.to_vec();
+    for (row, &l) in u.chunks_mut(c).zip(lse) {
+        if l == f32::INFINITY {
+            row.fill(0.0);
+            continue;
+        }
+        scale_rows(row, gamma);
+        if let Some(b) = beta {
+            add_assign(row, b);
+        }
+    }
+    u
+}
+
+/// Adds the `c x n` matrix `src` transposed to the `n x c` matrix `dst`.
+fn add_transposed(dst: &mut [f32], src: &[f32], n: usize, c: usize) {
+    for (ci, col) in src.chunks(n).enumerate().take(c) {
+        for (i, &v) in col.iter().enumerate() {
+            dst[i * c + ci] += v;
+        }
+    }
+}
+
+/// One block of the forward's online softmax down the columns of `s` (`tokens x n`, one row of
+/// `n` logits per token): updates the running column maxima `mx` and sums `l`, replaces the
+/// logits by `e^(s - max)` and returns in `alpha` the factor that rescales what was
+/// accumulated before (0 while a column has seen only masked tokens). `shift` is scratch.
+fn online_softmax_cols(
+    s: &mut [f32],
+    mx: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+    shift: &mut [f32],
+) {
+    let n = mx.len();
+    perceiver_tensor::simd!({
+        shift.fill(f32::NEG_INFINITY);
+        for row in s.chunks(n) {
+            shift.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
+        }
+        for i in 0..n {
+            let m_new = mx[i].max(shift[i]);
+            // A column of masked tokens only: shift by 0 so that e^(-∞ - 0) = 0, not NaN.
+            let sh = if m_new == f32::NEG_INFINITY {
+                0.0
+            } else {
+                m_new
+            };
+            alpha[i] = fast_exp(mx[i] - sh);
+            l[i] *= alpha[i];
+            mx[i] = m_new;
+            shift[i] = sh;
+        }
+        for row in s.chunks_mut(n) {
+            for ((v, sum), &sh) in row.iter_mut().zip(l.iter_mut()).zip(shift.iter()) {
+                *v = fast_exp(*v - sh);
+                *sum += *v;
+            }
+        }
+    })
+}
+
+/// The backward's softmax on `[Sᵀ | dPᵀ]` (`tokens x 2n`): the left half becomes
+/// `P = e^(S - L)` with the forward's log-sum-exp `lse` per column, the right half
+/// `dS = P ⊙ (dP - D)`.
+fn softmax_grad_cols(sd: &mut [f32], lse: &[f32], d: &[f32]) {
+    let n = lse.len();
+    perceiver_tensor::simd!({
+        for row in sd.chunks_mut(2 * n) {
+            let (p, dp) = row.split_at_mut(n);
+            for (((p, dp), &l), &d) in p.iter_mut().zip(dp).zip(lse).zip(d) {
+                *p = fast_exp(*p - l);
+                *dp = *p * (*dp - d);
+            }
+        }
+    })
+}
+
 impl FusedCross {
-    /// `Q̃ = scale · Q_h · W_k,h` for every (example, head): `[b, heads, n, c]`.
-    fn folded_queries(&self, q: &Tensor, wk: &[f32]) -> Vec<f32> {
+    /// `s · Q_h · W_k,h`, each row times `gamma` when given, for every (example, head):
+    /// `[b, heads, n, c]` (`Q̃`, or `Q̂` with `gamma = γ`).
+    fn folded_queries(&self, q: &Tensor, wk: &[f32], gamma: Option<&[f32]>) -> Vec<f32> {
         let (batch, n) = (q.shape()[0], q.shape()[2]);
         let (heads, dh, c) = (self.heads, self.dh, self.channels);
         let mut qt = vec![0.0f32; batch * heads * n * c];
@@ -43,49 +154,83 @@ impl FusedCross {
                 let (b, h) = (bh / heads, bh % heads);
                 let wkh = head_rows(wk, h, dh, c);
                 gemm(self.scale, self.q_view(q, b, h), wkh, 0.0, dst);
+                scale_rows(dst, gamma);
             });
         }
         qt
     }
 
-    /// The folded forward: `(output [b, heads, n, dv], log-sum-exp per row, U [b, heads, n, c])`.
+    /// Tokens `tokens` (of `m`) of example `b` that are masked out: the first `n` of their
+    /// `ld` logits (rows of `s`) become `-∞`.
+    fn mask_tokens(
+        &self,
+        s: &mut [f32],
+        ld: usize,
+        n: usize,
+        b: usize,
+        m: usize,
+        tokens: Range<usize>,
+    ) {
+        if let Some(mask) = &self.mask {
+            let mk = &mask[b * m + tokens.start..b * m + tokens.end];
+            for (row, &keep) in s.chunks_mut(ld).zip(mk) {
+                if keep == 0.0 {
+                    row[..n].fill(f32::NEG_INFINITY);
+                }
+            }
+        }
+    }
+
+    /// The folded forward: `(output [b, heads, n, dv], log-sum-exp per row, Ū [b, heads, n, c])`.
     pub(super) fn forward_folded(&self, inputs: &[Tensor]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let q = &inputs[0];
         let (batch, n) = (q.shape()[0], q.shape()[2]);
         let m = inputs[1].shape()[1];
         let (heads, dv, c) = (self.heads, self.dv, self.channels);
         let p = Self::vecs(inputs, self.has);
+        let (gamma, beta) = (p[0].as_deref(), p[1].as_deref());
         let (wk, wv) = (inputs[4].contiguous(), inputs[5].contiguous());
         let wk = wk.as_slice().expect("contiguous");
         let wv = wv.as_slice().expect("contiguous");
-        let qt = self.folded_queries(q, wk);
+        let qh = self.folded_queries(q, wk, gamma);
         let partials: Vec<Partial> = self
             .ranges(batch, m)
             .into_par_iter()
             .map(|(b, ja, jb)| {
                 let mut blk = self.block(false);
-                let mut u = vec![0.0f32; heads * n * c];
+                let mut ut = vec![0.0f32; heads * c * n];
                 let mut mx = vec![f32::NEG_INFINITY; heads * n];
                 let mut l = vec![0.0f32; heads * n];
-                let mut s = vec![0.0f32; n * self.bk];
+                let mut s = vec![0.0f32; self.bk * n];
+                let (mut alpha, mut shift) = (vec![0.0f32; n], vec![0.0f32; n]);
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
-                    self.normalize(inputs, &p, b, j0, bc, &mut blk);
-                    let xn = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+                    self.normalize(inputs, (None, None), b, j0, bc, &mut blk);
+                    let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
                     for h in 0..heads {
-                        let sb = &mut s[..n * bc];
-                        gemm(1.0, slab(&qt, b * heads + h, n, c), xn.t(), 0.0, sb);
-                        self.masked(sb, n, bc, b, m, j0);
+                        let sb = &mut s[..bc * n];
+                        gemm(1.0, xh, slab(&qh, b * heads + h, n, c).t(), 0.0, sb);
+                        self.mask_tokens(sb, n, n, b, m, j0..j0 + bc);
                         let rows = h * n..(h + 1) * n;
-                        let uh = &mut u[h * n * c..(h + 1) * n * c];
-                        online_softmax(sb, bc, &mut mx[rows.clone()], &mut l[rows], uh, c);
-                        gemm(1.0, MatRef::row_major(sb, n, bc), xn, 1.0, uh);
+                        let (mxh, lh) = (&mut mx[rows.clone()], &mut l[rows]);
+                        online_softmax_cols(sb, mxh, lh, &mut alpha, &mut shift);
+                        let uth = &mut ut[h * c * n..(h + 1) * c * n];
+                        if alpha.iter().any(|&a| a != 1.0) {
+                            scale_rows(uth, Some(&alpha));
+                        }
+                        gemm(1.0, xh.t(), MatRef::row_major(sb, bc, n), 1.0, uth);
                     }
+                }
+                let mut u = vec![0.0f32; heads * n * c];
+                for h in 0..heads {
+                    let (dst, src) = (&mut u[h * n * c..], &ut[h * c * n..(h + 1) * c * n]);
+                    add_transposed(dst, src, n, c);
                 }
                 (b, u, mx, l)
             })
             .collect();
-        let (u, lse) = merge_partials(batch, heads * n, c, &partials);
+        let (ubar, lse) = merge_partials(batch, heads * n, c, &partials);
+        let u = affine_rows(&ubar, gamma, beta, &lse, c);
         // O_h = U_h·W_v,hᵀ + b_v,h; rows that attend to nothing stay 0, as in the projected
         // kernel.
         let mut out = vec![0.0f32; batch * heads * n * dv];
@@ -105,13 +250,13 @@ impl FusedCross {
                         let bvh = &bv[h * dv..(h + 1) * dv];
                         for (r, row) in dst.chunks_mut(dv).enumerate() {
                             if lse[bh * n + r] != f32::INFINITY {
-                                row.iter_mut().zip(bvh).for_each(|(y, b)| *y += b);
+                                add_assign(row, bvh);
                             }
                         }
                     }
                 });
         }
-        (out, lse, u)
+        (out, lse, ubar)
     }
 
     /// The folded backward: gradients in the order of the op's inputs (see the module docs).
@@ -128,98 +273,139 @@ impl FusedCross {
         let (heads, dh, dv, c) = (self.heads, self.dh, self.dv, self.channels);
         let (hk, hv) = (self.hk(), self.hv());
         let p = Self::vecs(inputs, self.has);
+        let (gamma, beta) = (p[0].as_deref(), p[1].as_deref());
         let (wk, wv) = (inputs[4].contiguous(), inputs[5].contiguous());
         let wk = wk.as_slice().expect("contiguous");
         let wv = wv.as_slice().expect("contiguous");
         let go = g.contiguous();
         let gd = go.as_slice().expect("contiguous");
-        let (u, lse) = (&saved.u, &saved.lse);
-        let qt = self.folded_queries(q, wk);
-        // dU_h = dO_h·W_v,h and D = rowsum(dU ⊙ U).
-        let mut du = vec![0.0f32; batch * heads * n * c];
-        if !du.is_empty() {
-            du.par_chunks_mut(n * c).enumerate().for_each(|(bh, dst)| {
-                let doh = slab(gd, bh, n, dv);
-                gemm(1.0, doh, head_rows(wv, bh % heads, dv, c), 0.0, dst);
-            });
-        }
-        let drow = row_dots(&du, u, c);
+        let (ubar, lse) = (&saved.u, &saved.lse);
+        let qt = self.folded_queries(q, wk, None);
         let need_x = needs[1];
-        let need_xn_grad = need_x || needs[2] || needs[3];
-        let need_qt = needs[0] || needs[4];
+        let need_e = needs[0] || needs[2] || needs[4];
+        // Per (example, head): dU = dO·W_v, and the stacked operands [Q̂; dŪ] of the scores
+        // and, for dx̄, [dŪ; Q̂].
+        let nc = n * c;
+        let mut du = vec![0.0f32; batch * heads * nc];
+        let mut qd = vec![0.0f32; 2 * du.len()];
+        let mut dq_stack = vec![0.0f32; if need_x { qd.len() } else { 0 }];
+        if !du.is_empty() {
+            du.par_chunks_mut(nc)
+                .zip(qd.par_chunks_mut(2 * nc))
+                .enumerate()
+                .for_each(|(bh, (duh, st))| {
+                    gemm(
+                        1.0,
+                        slab(gd, bh, n, dv),
+                        head_rows(wv, bh % heads, dv, c),
+                        0.0,
+                        duh,
+                    );
+                    let (top, bottom) = st.split_at_mut(nc);
+                    top.copy_from_slice(&qt[bh * nc..(bh + 1) * nc]);
+                    scale_rows(top, gamma);
+                    bottom.copy_from_slice(duh);
+                    scale_rows(bottom, gamma);
+                });
+            if need_x {
+                dq_stack
+                    .par_chunks_mut(2 * nc)
+                    .zip(qd.par_chunks(2 * nc))
+                    .for_each(|(dst, src)| {
+                        dst[..nc].copy_from_slice(&src[nc..]);
+                        dst[nc..].copy_from_slice(&src[..nc]);
+                    });
+            }
+        }
+        // D = rowsum(dŪ ⊙ Ū).
+        let drow: Vec<f32> = (0..batch * heads * n)
+            .map(|r| {
+                let (bh, i) = (r / n, r % n);
+                let dub = &qd[bh * 2 * nc + nc + i * c..bh * 2 * nc + nc + (i + 1) * c];
+                dot(dub, &ubar[r * c..(r + 1) * c])
+            })
+            .collect();
         let tasks = self.ranges(batch, m);
         let mut dx = vec![0.0f32; if need_x { batch * m * c } else { 0 }];
         let work = task_rows(&mut dx, &tasks, c);
-        struct Acc {
-            b: usize,
-            dqt: Vec<f32>,
-            dlnw: Vec<f32>,
-            dlnb: Vec<f32>,
-        }
-        let accs: Vec<Acc> = work
+        let ets: Vec<(usize, Vec<f32>)> = work
             .into_par_iter()
             .map(|((b, ja, jb), dx_rows)| {
-                let mut acc = Acc {
-                    b,
-                    dqt: vec![0.0; if need_qt { heads * n * c } else { 0 }],
-                    dlnw: vec![0.0; if needs[2] { c } else { 0 }],
-                    dlnb: vec![0.0; if needs[3] { c } else { 0 }],
-                };
-                let mut blk = self.block(true);
-                let mut s = vec![0.0f32; n * self.bk];
-                let mut dp = vec![0.0f32; n * self.bk];
-                let mut dxn = vec![0.0f32; if need_xn_grad { self.bk * c } else { 0 }];
+                let mut et = vec![0.0f32; if need_e { heads * c * n } else { 0 }];
+                let mut blk = self.block(false);
+                let mut sd = vec![0.0f32; self.bk * 2 * n];
+                let mut dxh = vec![0.0f32; if need_x { self.bk * c } else { 0 }];
                 let mut ghat = vec![0.0f32; c];
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
-                    self.normalize(inputs, &p, b, j0, bc, &mut blk);
-                    let xn = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+                    self.normalize(inputs, (None, None), b, j0, bc, &mut blk);
+                    let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
                     for h in 0..heads {
                         let bh = b * heads + h;
-                        let (qth, duh) = (slab(&qt, bh, n, c), slab(&du, bh, n, c));
-                        let sb = &mut s[..n * bc];
-                        gemm(1.0, qth, xn.t(), 0.0, sb);
-                        self.masked(sb, n, bc, b, m, j0);
-                        probs_from_lse(sb, bc, &lse[bh * n..(bh + 1) * n]);
-                        let dpb = &mut dp[..n * bc];
-                        gemm(1.0, duh, xn.t(), 0.0, dpb);
-                        softmax_grad(dpb, sb, bc, &drow[bh * n..(bh + 1) * n]);
-                        let dsm = MatRef::row_major(dpb, n, bc);
-                        if need_qt {
-                            gemm(1.0, dsm, xn, 1.0, &mut acc.dqt[h * n * c..(h + 1) * n * c]);
+                        let sdb = &mut sd[..bc * 2 * n];
+                        gemm(1.0, xh, slab(&qd, bh, 2 * n, c).t(), 0.0, sdb);
+                        self.mask_tokens(sdb, 2 * n, n, b, m, j0..j0 + bc);
+                        let rows = bh * n..(bh + 1) * n;
+                        softmax_grad_cols(sdb, &lse[rows.clone()], &drow[rows]);
+                        let sdm = MatRef::row_major(sdb, bc, 2 * n);
+                        if need_e {
+                            let ds = MatRef {
+                                offset: n,
+                                cols: n,
+                                ..sdm
+                            };
+                            gemm(1.0, xh.t(), ds, 1.0, &mut et[h * c * n..(h + 1) * c * n]);
                         }
-                        if need_xn_grad {
-                            let dxb = &mut dxn[..bc * c];
+                        if need_x {
                             let beta = if h == 0 { 0.0 } else { 1.0 };
-                            gemm(1.0, MatRef::row_major(sb, n, bc).t(), duh, beta, dxb);
-                            gemm(1.0, dsm.t(), qth, 1.0, dxb);
+                            let stack = slab(&dq_stack, bh, 2 * n, c);
+                            gemm(1.0, sdm, stack, beta, &mut dxh[..bc * c]);
                         }
                     }
-                    if need_xn_grad {
+                    if need_x {
+                        let norm = (None, &blk.xn[..], &blk.rstd[..]);
                         let dx_out = (&mut dx_rows[..], j0 - ja);
-                        let acc_ln = (&mut acc.dlnw[..], &mut acc.dlnb[..]);
-                        self.ln_backward(&p, &blk, &dxn[..bc * c], bc, acc_ln, dx_out, &mut ghat);
+                        let no_affine: (&mut [f32], &mut [f32]) = (&mut [], &mut []);
+                        self.ln_backward(norm, &dxh[..bc * c], bc, no_affine, dx_out, &mut ghat);
                     }
                 }
-                acc
+                (b, et)
             })
             .collect();
-        let mut dqt = vec![0.0f32; if need_qt { batch * heads * n * c } else { 0 }];
-        let (mut dlnw, mut dlnb) = (vec![0.0f32; c], vec![0.0f32; c]);
-        for a in &accs {
-            if need_qt {
-                add_assign(
-                    &mut dqt[a.b * heads * n * c..(a.b + 1) * heads * n * c],
-                    &a.dqt,
-                );
-            }
-            if needs[2] {
-                add_assign(&mut dlnw, &a.dlnw);
-            }
-            if needs[3] {
-                add_assign(&mut dlnb, &a.dlnb);
+        // E = dS·x̄ per (example, head), summed over the tasks.
+        let mut e = vec![0.0f32; if need_e { batch * heads * nc } else { 0 }];
+        for (b, et) in ets.iter().filter(|_| need_e) {
+            for h in 0..heads {
+                let dst = &mut e[(b * heads + h) * nc..(b * heads + h + 1) * nc];
+                add_transposed(dst, &et[h * c * n..(h + 1) * c * n], n, c);
             }
         }
+        // dγ = Σ dU ⊙ Ū + Q̃ ⊙ E, dβ = Σ dU over the rows that attend.
+        let mut dlnw = vec![0.0f32; if needs[2] { c } else { 0 }];
+        let mut dlnb = vec![0.0f32; if needs[3] { c } else { 0 }];
+        for r in 0..batch * heads * n {
+            let rc = r * c..(r + 1) * c;
+            if lse[r] == f32::INFINITY {
+                continue;
+            }
+            if needs[2] {
+                let (du, ub, qt, e) = (
+                    &du[rc.clone()],
+                    &ubar[rc.clone()],
+                    &qt[rc.clone()],
+                    &e[rc.clone()],
+                );
+                for i in 0..c {
+                    dlnw[i] += du[i] * ub[i] + qt[i] * e[i];
+                }
+            }
+            if needs[3] {
+                add_assign(&mut dlnb, &du[rc]);
+            }
+        }
+        // dQ̃ = E ⊙ γ.
+        let mut dqt = e;
+        scale_rows(&mut dqt, gamma.filter(|_| need_e));
         // dQ_h = s·dQ̃_h·W_k,hᵀ.
         let dq = needs[0].then(|| {
             let mut dq = vec![0.0f32; batch * heads * n * dh];
@@ -232,6 +418,11 @@ impl FusedCross {
             dq
         });
         // dW_k,h = s·Q_hᵀ·dQ̃_h, dW_v,h = dO_hᵀ·U_h, db_v = Σ dO over rows that attend.
+        let u = if needs[5] {
+            affine_rows(ubar, gamma, beta, lse, c)
+        } else {
+            Vec::new()
+        };
         let mut dwk = vec![0.0f32; if needs[4] { hk * c } else { 0 }];
         let mut dwv = vec![0.0f32; if needs[5] { hv * c } else { 0 }];
         let mut dbv = vec![0.0f32; if needs[7] { hv } else { 0 }];
@@ -249,7 +440,7 @@ impl FusedCross {
             }
             if needs[5] {
                 let dst = &mut dwv[h * dv * c..(h + 1) * dv * c];
-                gemm(1.0, slab(gd, bh, n, dv).t(), slab(u, bh, n, c), 1.0, dst);
+                gemm(1.0, slab(gd, bh, n, dv).t(), slab(&u, bh, n, c), 1.0, dst);
             }
             if needs[7] {
                 for r in 0..n {

@@ -33,6 +33,8 @@ const KC_MAX: usize = KC + KC / 4;
 const MC: usize = MR * 16;
 /// Widest `B` block for which a row-major `A` is read in place rather than packed.
 const DIRECT_MAX_N: usize = 4 * NR;
+/// Widest column stride for which a column-major `A` is read in place (see [`run`]).
+const COLS_IN_PLACE_MAX_STEP: usize = 96;
 /// Columns of a packed `B` block (`KC x NC` floats, 2 MiB).
 const NC: usize = NR * 64;
 
@@ -145,7 +147,14 @@ unsafe fn run(
                 let mc = MC.min(m - ic);
                 // With few B panels to reuse them, full panels of a row-major A are read in
                 // place (packing would cost about as much as the product); the rest is packed.
-                let in_place = a.col_stride == 1 && nc <= DIRECT_MAX_N;
+                // A column-major A with short columns, such as `x̄ᵀ` in the folded
+                // cross-attention (67 channels x tokens), is read a step at a time: MR
+                // consecutive floats of one source row per step (hot, 67x784x64: 119-125 ->
+                // 132 GFLOP/s). With steps far apart packing wins (the weight gradients' `dhᵀ`,
+                // 512 apart, from memory: 110 -> 71).
+                let a_rows = a.col_stride == 1;
+                let a_cols = !a_rows && a.row_stride == 1 && a.col_stride <= COLS_IN_PLACE_MAX_STEP;
+                let in_place = (a_rows || a_cols) && nc <= DIRECT_MAX_N;
                 let direct = if in_place { mc / MR * MR } else { 0 };
                 if direct < mc {
                     // SAFETY: as above for A.
@@ -159,14 +168,19 @@ unsafe fn run(
                     // columns pc..pc+kc); the tile's mr x nr valid part is inside the caller's
                     // block of C.
                     unsafe {
-                        if ir < direct {
+                        if ir < direct && a_rows {
                             let row = a.offset + (r0 + ic + ir) * a.row_stride + pc;
                             let ap = a.data.as_ptr().wrapping_add(row);
                             let lda = a.row_stride;
-                            kernel::<true>(kc, ap, lda, bp, cp, ldc, mr, nr, alpha, beta_k)
+                            kernel::<true, false>(kc, ap, lda, bp, cp, ldc, mr, nr, alpha, beta_k)
+                        } else if ir < direct {
+                            let first = a.offset + (r0 + ic + ir) + pc * a.col_stride;
+                            let ap = a.data.as_ptr().wrapping_add(first);
+                            let lda = a.col_stride;
+                            kernel::<true, true>(kc, ap, lda, bp, cp, ldc, mr, nr, alpha, beta_k)
                         } else {
                             let ap = pa_ptr.wrapping_add((ir - direct) * kc);
-                            kernel::<false>(kc, ap, 0, bp, cp, ldc, mr, nr, alpha, beta_k)
+                            kernel::<false, false>(kc, ap, 0, bp, cp, ldc, mr, nr, alpha, beta_k)
                         }
                     }
                 };
@@ -177,7 +191,7 @@ unsafe fn run(
                     // Each in-place A panel (read from memory once) meets every B panel
                     // while it is in L1.
                     for ir in (0..mc).step_by(MR) {
-                        if ir + 2 * MR <= direct {
+                        if a_rows && ir + 2 * MR <= direct {
                             // Start fetching the next panel's rows (prefetches never fault).
                             let next = a.offset + (r0 + ic + ir + MR) * a.row_stride + pc;
                             for r in 0..MR {
@@ -464,13 +478,14 @@ fn gather_index(cs: usize) -> Option<__m512i> {
 
 /// One `MR x NR` tile: `C[..mr, ..nr] = alpha · A·Bp + beta · C` over `kc` steps of a packed
 /// `B` panel. `A` is a packed panel (`DIRECT = false`: `a[p·MR + i]`) or `MR` rows read in
-/// place (`DIRECT = true`: `a[i·lda + p]`).
+/// place (`DIRECT = true`: `a[i·lda + p]`, or `a[p·lda + i]` with `COLS` for a column-major
+/// `A`).
 ///
 /// # Safety
 /// `a` and `b` must hold `kc` steps; `c` must be valid for the `mr x nr` block (row stride
 /// `ldc`), read only when `beta != 0`.
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const DIRECT: bool>(
+unsafe fn kernel<const DIRECT: bool, const COLS: bool>(
     kc: usize,
     a: *const f32,
     lda: usize,
@@ -497,7 +512,9 @@ unsafe fn kernel<const DIRECT: bool>(
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
             for (i, acc) in acc.iter_mut().enumerate() {
-                let x = if DIRECT {
+                let x = if DIRECT && COLS {
+                    *a.add(p * lda + i)
+                } else if DIRECT {
                     *a.add(i * lda + p)
                 } else {
                     *a.add(p * MR + i)

@@ -583,6 +583,8 @@ mod tests {
         (230, 300, 70),
         (3, 40, 2100),
         (300, 520, 40),
+        // a column-major A of short columns read in place across several depth blocks
+        (67, 784, 64),
     ];
 
     fn check_all(block: Block) {

@@ -26,7 +26,7 @@
 
 use crate::check::{check, scale_of};
 use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::{exp_shift_sum, fast_exp, max as kmax};
+use perceiver_tensor::kernels::{add_assign, exp_shift_sum, fast_exp, max as kmax};
 use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
 use rayon::prelude::*;
 
@@ -173,6 +173,58 @@ impl<'a> Op4<'a> {
     }
 }
 
+/// A `[b, rows, heads, width]` buffer (the layout the projections around the attention use:
+/// `[b, rows, heads · width]`), written by tasks that each own the rows of one (example, head)
+/// in a range. Outputs and gradients are returned as `[b, heads, rows, width]` views of it, so
+/// merging or splitting the heads afterwards copies nothing.
+#[derive(Clone, Copy)]
+struct HeadRows {
+    ptr: *mut f32,
+    heads: usize,
+    rows: usize,
+    width: usize,
+}
+
+// SAFETY: shared between rayon tasks only to write disjoint (example, head, row) blocks.
+unsafe impl Send for HeadRows {}
+unsafe impl Sync for HeadRows {}
+
+impl HeadRows {
+    fn new(buf: &mut [f32], heads: usize, rows: usize, width: usize) -> Self {
+        assert_eq!(
+            buf.len() % (heads * rows * width).max(1),
+            0,
+            "HeadRows: buffer size"
+        );
+        HeadRows {
+            ptr: buf.as_mut_ptr(),
+            heads,
+            rows,
+            width,
+        }
+    }
+
+    /// Copies `src` (rows of `width`) to rows `r0..` of head `h` of example `b`.
+    ///
+    /// # Safety
+    /// The rows must be inside the buffer and written or read by nothing else meanwhile.
+    unsafe fn write(&self, b: usize, h: usize, r0: usize, src: &[f32]) {
+        let w = self.width;
+        for (r, row) in src.chunks(w.max(1)).enumerate().filter(|_| w > 0) {
+            let at = ((b * self.rows + r0 + r) * self.heads + h) * w;
+            // SAFETY: forwarded from the caller.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), self.ptr.add(at), w) };
+        }
+    }
+}
+
+/// `[b, rows, heads, width]` data as the `[b, heads, rows, width]` view of [`HeadRows`].
+fn heads_tensor(data: Vec<f32>, b: usize, heads: usize, rows: usize, width: usize) -> Tensor {
+    Tensor::from_vec(data, &[b, rows, heads, width])
+        .and_then(|t| t.permute(&[0, 2, 1, 3]))
+        .expect("sizes agree")
+}
+
 fn masked_columns(s: &mut [f32], cols: usize, mask: Option<&[f32]>) {
     if let Some(m) = mask {
         for (c, &keep) in m.iter().enumerate() {
@@ -194,24 +246,23 @@ impl FlashAttention {
         let (b_, h_, n, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let (m, dv) = (k.shape()[2], v.shape()[3]);
         let (qo, ko, vo) = (Op4::new(q), Op4::new(k), Op4::new(v));
-        let mut out = vec![0.0f32; b_ * h_ * n * dv];
+        let mut out = vec![0.0f32; b_ * n * h_ * dv];
         let mut lse = vec![0.0f32; b_ * h_ * n];
         if n == 0 || dv == 0 && dk == 0 {
-            return (
-                Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"),
-                lse,
-            );
+            return (heads_tensor(out, b_, h_, n, dv), lse);
         }
         let scale = self.scale;
         let (block_q, block_k) = forward_blocks(b_ * h_, n, m);
         let blocks_per_bh = n.div_ceil(block_q);
-        let task = |idx: usize, o: &mut [f32], l_out: &mut [f32]| {
+        let dst = HeadRows::new(&mut out, h_, n, dv);
+        let task = |idx: usize, l_out: &mut [f32]| {
             let bh = idx / blocks_per_bh;
             let (b, h) = (bh / h_, bh % h_);
             let i0 = (idx % blocks_per_bh) * block_q;
             let br = l_out.len();
             let qi = qo.rows(b, h, i0, br, dk);
             let mut s = vec![0.0f32; br * block_k.min(m)];
+            let mut o = vec![0.0f32; br * dv];
             let mut mx = vec![f32::NEG_INFINITY; br];
             let mut sum = vec![0.0f32; br];
             let mask = self.mask_row(b, m);
@@ -220,13 +271,13 @@ impl FlashAttention {
                 let sb = &mut s[..br * bc];
                 gemm(scale, qi, ko.rows(b, h, j0, bc, dk).t(), 0.0, sb);
                 masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
-                online_softmax(sb, bc, &mut mx, &mut sum, o, dv);
+                online_softmax(sb, bc, &mut mx, &mut sum, &mut o, dv);
                 gemm(
                     1.0,
                     MatRef::row_major(sb, br, bc),
                     vo.rows(b, h, j0, bc, dv),
                     1.0,
-                    o,
+                    &mut o,
                 );
             }
             for r in 0..br {
@@ -240,31 +291,26 @@ impl FlashAttention {
                     l_out[r] = mx[r] + sum[r].ln();
                 }
             }
+            // SAFETY: this task owns rows i0..i0+br of (b, h).
+            unsafe { dst.write(b, h, i0, &o) };
         };
-        // One task per (batch, head, query block); outputs are disjoint chunks.
-        let mut chunks: Vec<(usize, &mut [f32], &mut [f32])> =
-            Vec::with_capacity(b_ * h_ * blocks_per_bh);
-        for (bh, (o_bh, l_bh)) in out.chunks_mut(n * dv).zip(lse.chunks_mut(n)).enumerate() {
-            let mut o_rest = o_bh;
+        // One task per (batch, head, query block); their log-sum-exp rows are disjoint chunks.
+        let mut chunks: Vec<(usize, &mut [f32])> = Vec::with_capacity(b_ * h_ * blocks_per_bh);
+        for (bh, l_bh) in lse.chunks_mut(n).enumerate() {
             let mut l_rest = l_bh;
             for blk in 0..blocks_per_bh {
                 let rows = block_q.min(n - blk * block_q);
-                let (o_head, o_tail) = o_rest.split_at_mut(rows * dv);
                 let (l_head, l_tail) = l_rest.split_at_mut(rows);
-                chunks.push((bh * blocks_per_bh + blk, o_head, l_head));
-                o_rest = o_tail;
+                chunks.push((bh * blocks_per_bh + blk, l_head));
                 l_rest = l_tail;
             }
         }
-        chunks
-            .into_par_iter()
-            .for_each(|(idx, o, l)| task(idx, o, l));
-        (
-            Tensor::from_vec(out, &[b_, h_, n, dv]).expect("sizes agree"),
-            lse,
-        )
+        chunks.into_par_iter().for_each(|(idx, l)| task(idx, l));
+        (heads_tensor(out, b_, h_, n, dv), lse)
     }
 
+    /// The gradients `(dq, dk, dv)`, each in the `[b, rows, heads, width]` layout of
+    /// [`HeadRows`].
     fn backward_raw(
         &self,
         saved: &FlashSaved,
@@ -276,19 +322,26 @@ impl FlashAttention {
         let (m, dv) = (k.shape()[2], v.shape()[3]);
         let (qo, ko, vo) = (Op4::new(q), Op4::new(k), Op4::new(v));
         let scale = self.scale;
-        let go = g.contiguous();
-        let gd = go.as_slice().expect("contiguous");
-        let od = saved.out.as_slice().expect("saved output is contiguous");
-        // D_i = rowsum(dO ⊙ O)
-        let drow = row_dots(gd, od, dv);
-        let go4 = Op4 {
-            data: gd,
-            offset: 0,
-            strides: [h_ * n * dv, n * dv, dv, 1],
+        // dO and O are read through their strides (the `[b, heads, n, dv]` views of
+        // `[b, n, heads, dv]` buffers that the layers around the attention use).
+        let go4 = Op4::new(g);
+        let oo = Op4::new(&saved.out);
+        // D_i = rowsum(dO ⊙ O), needed only when the keys take several blocks (see below).
+        let drow: Vec<f32> = if m > BLOCK_K {
+            (0..b_ * h_ * n)
+                .map(|r| {
+                    let (b, h, i) = (r / (h_ * n), r / n % h_, r % n);
+                    mat_row_dot(go4.rows(b, h, i, 1, dv), oo.rows(b, h, i, 1, dv))
+                })
+                .collect()
+        } else {
+            Vec::new()
         };
-        let mut dq = vec![0.0f32; b_ * h_ * n * dk];
-        let mut dkv = vec![0.0f32; b_ * h_ * m * dk];
-        let mut dvv = vec![0.0f32; b_ * h_ * m * dv];
+        let mut dq = vec![0.0f32; b_ * n * h_ * dk];
+        let mut dkv = vec![0.0f32; b_ * m * h_ * dk];
+        let mut dvv = vec![0.0f32; b_ * m * h_ * dv];
+        let dk_dst = HeadRows::new(&mut dkv, h_, m, dk);
+        let dv_dst = HeadRows::new(&mut dvv, h_, m, dv);
         // Key ranges per (batch, head): enough tasks to keep every thread busy.
         let threads = rayon::current_num_threads().max(1);
         let key_blocks = m.div_ceil(BLOCK_K);
@@ -298,38 +351,24 @@ impl FlashAttention {
             (2 * threads).div_ceil(b_ * h_).min(key_blocks).max(1)
         };
         let blocks_per_task = key_blocks.div_ceil(per_bh);
-        let mut tasks: Vec<(usize, usize, &mut [f32], &mut [f32])> = Vec::new();
-        for (bh, (dk_bh, dv_bh)) in dkv
-            .chunks_mut(m * dk)
-            .zip(dvv.chunks_mut(m * dv))
-            .enumerate()
-        {
-            let mut dk_rest = dk_bh;
-            let mut dv_rest = dv_bh;
+        let mut tasks: Vec<(usize, usize, usize)> = Vec::new();
+        for bh in 0..b_ * h_ {
             let mut j = 0;
             while j < m {
                 let len = (blocks_per_task * BLOCK_K).min(m - j);
-                let (a, at) = dk_rest.split_at_mut(len * dk);
-                let (c, ct) = dv_rest.split_at_mut(len * dv);
-                tasks.push((bh, j, a, c));
-                dk_rest = at;
-                dv_rest = ct;
+                tasks.push((bh, j, len));
                 j += len;
             }
         }
         let lse = &saved.lse;
         let partial_dq: Vec<(usize, Vec<f32>)> = tasks
             .into_par_iter()
-            .map(|(bh, ja, dk_out, dv_out)| {
+            .map(|(bh, ja, keys)| {
                 let (b, h) = (bh / h_, bh % h_);
-                let keys = dk_out.len() / dk.max(1);
-                let keys = if dk == 0 {
-                    dv_out.len() / dv.max(1)
-                } else {
-                    keys
-                };
                 let mask = self.mask_row(b, m);
                 let mut dq_acc = vec![0.0f32; if needs[0] { n * dk } else { 0 }];
+                let mut dk_out = vec![0.0f32; if needs[1] { keys * dk } else { 0 }];
+                let mut dv_out = vec![0.0f32; if needs[2] { keys * dv } else { 0 }];
                 // Sized for the blocks this problem has (small problems zero far less).
                 let tile = BLOCK_Q.min(n) * BLOCK_K.min(keys);
                 let mut s = vec![0.0f32; tile];
@@ -361,7 +400,6 @@ impl FlashAttention {
                         }
                         let dpb = &mut dp[..br * bc];
                         gemm(1.0, doi, vj.t(), 0.0, dpb);
-                        let d_rows = &drow[bh * n + i0..bh * n + i0 + br];
                         for r in 0..br {
                             let prow = &sb[r * bc..(r + 1) * bc];
                             // When this block holds every key, D = Σ P ⊙ dP from the same P as
@@ -371,7 +409,7 @@ impl FlashAttention {
                             let dr = if bc == m {
                                 perceiver_tensor::kernels::dot(prow, &dpb[r * bc..(r + 1) * bc])
                             } else {
-                                d_rows[r]
+                                drow[bh * n + i0 + r]
                             };
                             let drow_ = &mut dpb[r * bc..(r + 1) * bc];
                             for c in 0..bc {
@@ -398,17 +436,37 @@ impl FlashAttention {
                         }
                     }
                 }
+                // SAFETY: this task owns keys ja..ja+keys of (b, h).
+                unsafe {
+                    dk_dst.write(b, h, ja, &dk_out);
+                    dv_dst.write(b, h, ja, &dv_out);
+                }
                 (bh, dq_acc)
             })
             .collect();
-        if needs[0] {
+        if needs[0] && dk > 0 {
             for (bh, part) in partial_dq {
-                let dst = &mut dq[bh * n * dk..(bh + 1) * n * dk];
-                dst.iter_mut().zip(&part).for_each(|(d, s)| *d += s);
+                let (b, h) = (bh / h_, bh % h_);
+                for (i, src) in part.chunks(dk).enumerate() {
+                    let at = ((b * n + i) * h_ + h) * dk;
+                    add_assign(&mut dq[at..at + dk], src);
+                }
             }
         }
         (dq, dkv, dvv)
     }
+}
+
+/// `Σ a ⊙ b` over one row each (any column strides).
+fn mat_row_dot(a: MatRef<'_>, b: MatRef<'_>) -> f32 {
+    if a.col_stride == 1 && b.col_stride == 1 {
+        let x = &a.data[a.offset..a.offset + a.cols];
+        let y = &b.data[b.offset..b.offset + b.cols];
+        return perceiver_tensor::kernels::dot(x, y);
+    }
+    (0..a.cols)
+        .map(|j| a.data[a.offset + j * a.col_stride] * b.data[b.offset + j * b.col_stride])
+        .sum()
 }
 
 impl CustomOp for FlashAttention {
@@ -434,7 +492,8 @@ impl CustomOp for FlashAttention {
     fn backward(&self, saved: &FlashSaved, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let (dq, dk, dv) = self.backward_raw(saved, g, needs);
         let wrap = |data: Vec<f32>, like: &Tensor| {
-            Tensor::from_vec(data, like.shape()).expect("sizes agree")
+            let s = like.shape();
+            heads_tensor(data, s[0], s[1], s[2], s[3])
         };
         vec![
             needs[0].then(|| wrap(dq, &saved.q)),

@@ -174,6 +174,22 @@ impl MultiHeadAttention {
         train: bool,
         rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
+        self.forward_add(x_q, x_kv, mask, train, rng, None)
+    }
+
+    /// [`MultiHeadAttention::forward`] plus `residual` (`[b, n, out_dim]`), added in the output
+    /// projection's epilogue ([`Linear::forward_add`]) instead of by a separate op: a
+    /// pre-LayerNorm block's `z + Attn(LN(z))`.
+    #[track_caller]
+    pub fn forward_add(
+        &self,
+        x_q: &Tensor,
+        x_kv: &Tensor,
+        mask: Option<&Tensor>,
+        train: bool,
+        rng: Option<&mut Rng>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
             return Err(Error::shape(
@@ -200,9 +216,19 @@ impl MultiHeadAttention {
                 attention_reference(&q, &k, &v, mask, &opts, rng)?
             }
         };
+        self.project_out(&o, x_q, residual)
+    }
+
+    /// `W_o·o + b_o` (plus the residual) for `o: [b, heads, n, v head width]`.
+    fn project_out(&self, o: &Tensor, x_q: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, n) = (x_q.shape()[0], x_q.shape()[1]);
-        let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, n, c.v_dim])?;
-        self.to_out.forward(&o)
+        let o = o
+            .permute(&[0, 2, 1, 3])?
+            .reshape(&[b, n, self.config.v_dim])?;
+        match residual {
+            Some(r) => self.to_out.forward_add(&o, r),
+            None => self.to_out.forward(&o),
+        }
     }
 
     /// Like [`MultiHeadAttention::forward`], with a LayerNorm applied to the key/value input
@@ -220,6 +246,23 @@ impl MultiHeadAttention {
         train: bool,
         rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
+        self.forward_normed_kv_add(x_q, x_kv, kv_norm, mask, train, rng, None)
+    }
+
+    /// [`MultiHeadAttention::forward_normed_kv`] plus `residual` (`[b, n, out_dim]`), added in
+    /// the output projection's epilogue (see [`MultiHeadAttention::forward_add`]).
+    #[track_caller]
+    #[allow(clippy::too_many_arguments)] // the arguments of forward_normed_kv, plus one
+    pub fn forward_normed_kv_add(
+        &self,
+        x_q: &Tensor,
+        x_kv: &Tensor,
+        kv_norm: Option<&LayerNorm>,
+        mask: Option<&Tensor>,
+        train: bool,
+        rng: Option<&mut Rng>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let dropout = train && c.dropout > 0.0;
         if c.kernel == AttnKernel::Reference || dropout {
@@ -227,7 +270,7 @@ impl MultiHeadAttention {
                 Some(ln) => ln.forward(x_kv)?,
                 None => x_kv.clone(),
             };
-            return self.forward(x_q, &normed, mask, train, rng);
+            return self.forward_add(x_q, &normed, mask, train, rng, residual);
         }
         if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
             return Err(Error::shape(
@@ -262,8 +305,6 @@ impl MultiHeadAttention {
             bv: bv.as_ref(),
         };
         let o = fused_cross_attention(&q, x_kv, proj, c.heads, mask, c.scale)?;
-        let (b, n) = (x_q.shape()[0], x_q.shape()[1]);
-        let o = o.permute(&[0, 2, 1, 3])?.reshape(&[b, n, c.v_dim])?;
-        self.to_out.forward(&o)
+        self.project_out(&o, x_q, residual)
     }
 }

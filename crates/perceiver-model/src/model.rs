@@ -85,8 +85,9 @@ impl FeedForward {
         })
     }
 
-    /// `FF(LN(x))`, without the residual.
-    fn forward(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
+    /// `x + FF(LN(x))`. Without dropout the residual is added in the second layer's epilogue
+    /// ([`Linear::forward_add`]) instead of by a separate op.
+    fn forward_add(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let xn = self.norm.forward(x)?;
         let h = match self.kind {
             FeedForwardKind::Gelu => self.fc1.forward_act(&xn, Some(self.gelu))?,
@@ -97,8 +98,11 @@ impl FeedForward {
                 parts[0].mul(&parts[1].gelu(self.gelu))?
             }
         };
+        if !ctx.train || self.dropout == 0.0 {
+            return Ok(self.fc2.forward_add(&h, x)?);
+        }
         let y = self.fc2.forward(&h)?;
-        ctx.dropout(y, self.dropout)
+        Ok(ctx.dropout(y, self.dropout)?.add(x)?)
     }
 }
 
@@ -174,17 +178,17 @@ impl CrossAttend {
         let q = self.norm_q.forward(z)?;
         // LN(x), K and V are computed block by block inside the fused kernel (never stored
         // for the whole input); the reference kernel composes the plain ops.
-        let a = self.attn.forward_normed_kv(
+        // (the query residual is added in the output projection's epilogue)
+        let z = self.attn.forward_normed_kv_add(
             &q,
             x,
             Some(&self.norm_kv),
             mask,
             ctx.train,
             ctx.rng.as_deref_mut(),
+            self.query_residual.then_some(z),
         )?;
-        let z = if self.query_residual { a.add(z)? } else { a };
-        let f = self.ff.forward(&z, ctx)?;
-        Ok(f.add(&z)?)
+        self.ff.forward_add(&z, ctx)
     }
 }
 
@@ -199,12 +203,11 @@ struct SelfLayer {
 impl SelfLayer {
     fn forward(&self, z: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let n = self.norm.forward(z)?;
-        let a = self
+        // (the residual is added in the output projection's epilogue)
+        let z = self
             .attn
-            .forward(&n, &n, None, ctx.train, ctx.rng.as_deref_mut())?;
-        let z = a.add(z)?;
-        let f = self.ff.forward(&z, ctx)?;
-        Ok(f.add(&z)?)
+            .forward_add(&n, &n, None, ctx.train, ctx.rng.as_deref_mut(), Some(z))?;
+        self.ff.forward_add(&z, ctx)
     }
 }
 

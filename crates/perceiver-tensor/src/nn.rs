@@ -60,6 +60,13 @@ impl Linear {
     /// and the activation are applied to each block of the output while it is in cache.
     #[track_caller]
     pub fn forward_act(&self, x: &Tensor, act: Option<GeluKind>) -> Result<Tensor> {
+        self.check_input(x)?;
+        let b = self.bias.as_ref().map(|b| b.tensor());
+        x.linear(&self.weight.tensor(), b.as_ref(), act)
+    }
+
+    /// An error naming the weight unless `x`'s last dimension is the layer's input width.
+    fn check_input(&self, x: &Tensor) -> Result<()> {
         let in_dim = self.in_dim();
         if x.shape().last() != Some(&in_dim) {
             return Err(Error::shape(
@@ -72,8 +79,15 @@ impl Linear {
                 &self.weight.shape(),
             ));
         }
+        Ok(())
+    }
+
+    /// `residual + layer(x)`, the residual added in the same fused op ([`Tensor::linear_add`]).
+    #[track_caller]
+    pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.check_input(x)?;
         let b = self.bias.as_ref().map(|b| b.tensor());
-        x.linear(&self.weight.tensor(), b.as_ref(), act)
+        x.linear_add(&self.weight.tensor(), b.as_ref(), residual)
     }
 }
 

@@ -344,9 +344,41 @@ fn grad_linear() {
     ok(check_gradients(&[x.clone(), w.clone(), b], |p| {
         p[0].linear(&p[1], Some(&p[2]), Some(GeluKind::Erf))
     }));
-    ok(check_gradients(&[x, w], |p| {
+    ok(check_gradients(&[x.clone(), w.clone()], |p| {
         p[0].linear(&p[1], None, Some(GeluKind::Tanh))
     }));
+    // the residual added in the epilogue, with and without a bias; a strided residual
+    let r = randn(&[2, 3, 4], 4);
+    ok(check_gradients(
+        &[x.clone(), w.clone(), randn(&[4], 5), r.clone()],
+        |p| p[0].linear_add(&p[1], Some(&p[2]), &p[3]),
+    ));
+    let rt = randn(&[4, 3, 2], 6)
+        .permute(&[2, 1, 0])
+        .expect("valid axes");
+    ok(check_gradients(&[x, w, rt], |p| {
+        p[0].linear_add(&p[1], None, &p[2])
+    }));
+}
+
+#[test]
+fn linear_add_equals_linear_then_add() -> Result<()> {
+    // large enough for both threads and several output blocks
+    let x = randn(&[300, 40], 1);
+    let w = randn(&[70, 40], 2);
+    let b = randn(&[70], 3);
+    let r = randn(&[300, 70], 4);
+    let fused = x.linear_add(&w, Some(&b), &r)?.to_vec();
+    let plain = x.linear(&w, Some(&b), None)?.add(&r)?.to_vec();
+    assert_eq!(
+        fused, plain,
+        "the epilogue adds in the same order as the separate op"
+    );
+    let err = x
+        .linear_add(&w, Some(&b), &randn(&[300, 69], 5))
+        .unwrap_err();
+    assert!(err.to_string().contains("residual"), "{err}");
+    Ok(())
 }
 
 #[test]

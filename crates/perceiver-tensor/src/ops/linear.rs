@@ -9,8 +9,11 @@
 //! the activation's derivative `act'(h)` (sharing its erf or tanh) and keeps it for the
 //! backward, which then needs one multiplication instead of an erf and an exp.
 //!
+//! A residual can be added in the same epilogue ([`Tensor::linear_add`]: `x·Wᵀ + b + r`, the
+//! output projections of a pre-LayerNorm block), which saves a separate pass over the output.
+//!
 //! Backward, with `dh = g ⊙ act'(h)` (or `g` without an activation):
-//! `dx = dh·W`, `dW = dhᵀ·x`, `db = Σ_rows dh`.
+//! `dx = dh·W`, `dW = dhᵀ·x`, `db = Σ_rows dh`, and `dr = g` for a residual.
 
 use super::gelu::{gelu_erf, gelu_erf_and_grad, gelu_tanh, gelu_tanh_and_grad};
 use super::GeluKind;
@@ -40,6 +43,7 @@ struct LinearBackward {
     dact: Option<Tensor>,
     x_shape: Shape,
     has_bias: bool,
+    has_residual: bool,
 }
 
 impl Backward for LinearBackward {
@@ -81,7 +85,11 @@ impl Backward for LinearBackward {
             )
         };
         let (dx, (dw, db)) = rayon::join(dx, dw_db);
-        vec![dx, dw, if self.has_bias { db } else { None }]
+        let mut grads = vec![dx, dw, if self.has_bias { db } else { None }];
+        if self.has_residual {
+            grads.push(needs[3].then(|| g.clone()));
+        }
+        grads
     }
 }
 
@@ -135,6 +143,30 @@ impl Tensor {
         bias: Option<&Tensor>,
         act: Option<GeluKind>,
     ) -> Result<Tensor> {
+        self.linear_impl(weight, bias, act, None)
+    }
+
+    /// `x·Wᵀ + b + residual` as one op: the residual (the output's shape) is added in the
+    /// GEMM's epilogue with the bias, while each block of the output is in cache (a
+    /// pre-LayerNorm block's `z + W_o·a`). Same layouts as [`Tensor::linear`].
+    #[track_caller]
+    pub fn linear_add(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.linear_impl(weight, bias, None, Some(residual))
+    }
+
+    #[track_caller]
+    fn linear_impl(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        act: Option<GeluKind>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if weight.rank() != 2 || self.rank() == 0 || self.shape().last() != Some(&weight.shape()[1])
         {
             return Err(Error::shape(
@@ -155,6 +187,20 @@ impl Tensor {
                 ));
             }
         }
+        let mut out_shape: Shape = self.shape()[..self.rank() - 1].into();
+        out_shape.push(out);
+        if let Some(r) = residual {
+            if r.shape() != &out_shape[..] {
+                return Err(Error::shape(
+                    "linear_add",
+                    "the residual must have the output's shape",
+                    r.shape(),
+                    &out_shape,
+                ));
+            }
+        }
+        // (contiguous, so that each output row's residual is one slice)
+        let rvec = residual.map(|r| r.contiguous_data());
         let rows = self.numel() / inp.max(1);
         let x2 = self.detach().reshape_raw(&[rows, inp]);
         let x2 = if x2.layout.strides()[1] == 1 || inp <= 1 {
@@ -164,7 +210,8 @@ impl Tensor {
         };
         let bvec = bias.map(|b| b.to_vec());
         let none = Tensor::scalar(0.0);
-        let inputs = [self, weight, bias.unwrap_or(&none)];
+        let mut inputs = vec![self, weight, bias.unwrap_or(&none)];
+        inputs.extend(residual);
         // The derivative of the activation is kept only when the op will be recorded.
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.node.is_some());
         let keep_dact = act.is_some() && track;
@@ -197,10 +244,15 @@ impl Tensor {
                     };
                     // One call per row keeps the vectorised body inlined into the AVX-512 copy.
                     crate::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
+                    if let Some(r) = rvec.as_deref() {
+                        let r = &r[i * out + cols.start..i * out + cols.end];
+                        let row = blk.row_mut(i);
+                        crate::simd!(row.iter_mut().zip(r).for_each(|(y, r)| *y += r));
+                    }
                 }
             };
             let (xm, wt) = (MatRef::of(&x2), MatRef::of(weight).t());
-            y = if bvec.is_some() || act.is_some() {
+            y = if bvec.is_some() || act.is_some() || rvec.is_some() {
                 gemm_new_then(1.0, xm, wt, &epilogue)
             } else {
                 gemm_new(1.0, xm, wt)
@@ -210,9 +262,7 @@ impl Tensor {
                 unsafe { dact.set_len(rows * out) };
             }
         }
-        let mut shape: Shape = self.shape()[..self.rank() - 1].into();
-        shape.push(out);
-        let yt = Tensor::from_parts(y, &shape);
+        let yt = Tensor::from_parts(y, &out_shape);
         let dact = keep_dact.then(|| Tensor::from_parts(dact, &[rows, out]));
         Ok(record(yt, &inputs, |needs| LinearBackward {
             x: needs[1].then(|| x2.clone()),
@@ -220,6 +270,7 @@ impl Tensor {
             dact,
             x_shape: self.layout.shape.clone(),
             has_bias: bias.is_some(),
+            has_residual: residual.is_some(),
         }))
     }
 }

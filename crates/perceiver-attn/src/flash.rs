@@ -18,11 +18,6 @@
 //! `dS = P ⊙ (dP - D_i)`, `dK_j += scale·dSᵀ·Q_i`, `dQ_i += scale·dS·K_j` (each task keeps a
 //! private `dQ` that is summed at the end). Nothing of size `queries x keys` is ever stored.
 //!
-//! When one block holds every key (up to [`BLOCK_K`]) and the probabilities are small
-//! (config A's self-attention: 64 x 64 per head), the forward keeps `P` and the backward skips
-//! recomputing `Q·Kᵀ` and its exponentials (`flash_timing 32 4 64 64 32`: forward + backward
-//! 3.04-3.18 -> 2.86-3.11 ms).
-//!
 //! Fully masked rows have `l = 0`: their output is 0 and `L = +∞`, so the recomputed `P` is 0
 //! and they pass no gradient.
 //!
@@ -144,13 +139,7 @@ pub struct FlashSaved {
     v: Tensor,
     out: Tensor,
     lse: Vec<f32>,
-    /// The probabilities `[b, h, n, m]` when the keys fit one block and they are small
-    /// ([`KEEP_P_MAX`]): the backward then skips recomputing `Q·Kᵀ` and the exponentials.
-    p: Option<Vec<f32>>,
 }
-
-/// Most probabilities (`b·h·n·m` floats, 32 MiB) a forward keeps for its backward.
-const KEEP_P_MAX: usize = 1 << 23;
 
 /// A strided 4-D operand: storage, offset and strides of `[b, h, row, col]`.
 #[derive(Clone, Copy)]
@@ -253,34 +242,20 @@ impl FlashAttention {
         self.mask.as_ref().map(|m| &m[b * keys..(b + 1) * keys])
     }
 
-    /// The output, the log-sum-exp rows and, with `keep_p` (see [`FlashSaved::p`]), the
-    /// probabilities.
-    fn forward_raw(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        keep_p: bool,
-    ) -> (Tensor, Vec<f32>, Option<Vec<f32>>) {
+    fn forward_raw(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> (Tensor, Vec<f32>) {
         let (b_, h_, n, dk) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let (m, dv) = (k.shape()[2], v.shape()[3]);
         let (qo, ko, vo) = (Op4::new(q), Op4::new(k), Op4::new(v));
         let mut out = vec![0.0f32; b_ * n * h_ * dv];
         let mut lse = vec![0.0f32; b_ * h_ * n];
-        let keep_p = keep_p && m <= BLOCK_K && b_ * h_ * n * m <= KEEP_P_MAX;
-        let mut probs = vec![0.0f32; if keep_p { b_ * h_ * n * m } else { 0 }];
         if n == 0 || dv == 0 && dk == 0 {
-            return (
-                heads_tensor(out, b_, h_, n, dv),
-                lse,
-                keep_p.then_some(probs),
-            );
+            return (heads_tensor(out, b_, h_, n, dv), lse);
         }
         let scale = self.scale;
         let (block_q, block_k) = forward_blocks(b_ * h_, n, m);
         let blocks_per_bh = n.div_ceil(block_q);
         let dst = HeadRows::new(&mut out, h_, n, dv);
-        let task = |idx: usize, l_out: &mut [f32], p_out: &mut [f32]| {
+        let task = |idx: usize, l_out: &mut [f32]| {
             let bh = idx / blocks_per_bh;
             let (b, h) = (bh / h_, bh % h_);
             let i0 = (idx % blocks_per_bh) * block_q;
@@ -314,40 +289,24 @@ impl FlashAttention {
                     let inv = 1.0 / sum[r];
                     row.iter_mut().for_each(|x| *x *= inv);
                     l_out[r] = mx[r] + sum[r].ln();
-                    // (one key block: `s` holds this row's e^(S - max) over all m keys)
-                    if !p_out.is_empty() {
-                        let (dst, src) = (&mut p_out[r * m..(r + 1) * m], &s[r * m..(r + 1) * m]);
-                        dst.iter_mut().zip(src).for_each(|(p, e)| *p = e * inv);
-                    }
                 }
             }
             // SAFETY: this task owns rows i0..i0+br of (b, h).
             unsafe { dst.write(b, h, i0, &o) };
         };
-        // One task per (batch, head, query block); their log-sum-exp rows and probabilities
-        // are disjoint chunks.
-        let mut chunks: Vec<(usize, &mut [f32], &mut [f32])> =
-            Vec::with_capacity(b_ * h_ * blocks_per_bh);
-        let mut p_rest = &mut probs[..];
+        // One task per (batch, head, query block); their log-sum-exp rows are disjoint chunks.
+        let mut chunks: Vec<(usize, &mut [f32])> = Vec::with_capacity(b_ * h_ * blocks_per_bh);
         for (bh, l_bh) in lse.chunks_mut(n).enumerate() {
             let mut l_rest = l_bh;
             for blk in 0..blocks_per_bh {
                 let rows = block_q.min(n - blk * block_q);
                 let (l_head, l_tail) = l_rest.split_at_mut(rows);
-                let (p_head, p_tail) = p_rest.split_at_mut(if keep_p { rows * m } else { 0 });
-                chunks.push((bh * blocks_per_bh + blk, l_head, p_head));
+                chunks.push((bh * blocks_per_bh + blk, l_head));
                 l_rest = l_tail;
-                p_rest = p_tail;
             }
         }
-        chunks
-            .into_par_iter()
-            .for_each(|(idx, l, p)| task(idx, l, p));
-        (
-            heads_tensor(out, b_, h_, n, dv),
-            lse,
-            keep_p.then_some(probs),
-        )
+        chunks.into_par_iter().for_each(|(idx, l)| task(idx, l));
+        (heads_tensor(out, b_, h_, n, dv), lse)
     }
 
     /// The gradients `(dq, dk, dv)`, each in the `[b, rows, heads, width]` layout of
@@ -423,17 +382,10 @@ impl FlashAttention {
                         let br = BLOCK_Q.min(n - i0);
                         let qi = qo.rows(b, h, i0, br, dk);
                         let doi = go4.rows(b, h, i0, br, dv);
-                        let sb: &[f32] = match &saved.p {
-                            // (kept only when one block holds every key: bc = m)
-                            Some(p) => &p[(bh * n + i0) * m..(bh * n + i0 + br) * m],
-                            None => {
-                                let sb = &mut s[..br * bc];
-                                gemm(scale, qi, kj.t(), 0.0, sb);
-                                masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
-                                probs_from_lse(sb, bc, &lse[bh * n + i0..bh * n + i0 + br]);
-                                sb
-                            }
-                        };
+                        let sb = &mut s[..br * bc];
+                        gemm(scale, qi, kj.t(), 0.0, sb);
+                        masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
+                        probs_from_lse(sb, bc, &lse[bh * n + i0..bh * n + i0 + br]);
                         if needs[2] {
                             gemm(
                                 1.0,
@@ -526,14 +478,13 @@ impl CustomOp for FlashAttention {
 
     fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<FlashSaved>)> {
         let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-        let (out, lse, p) = self.forward_raw(q, k, v, needs_grad);
+        let (out, lse) = self.forward_raw(q, k, v);
         let saved = needs_grad.then(|| FlashSaved {
             q: q.clone(),
             k: k.clone(),
             v: v.clone(),
             out: out.clone(),
             lse,
-            p,
         });
         Ok((out, saved))
     }

@@ -489,6 +489,12 @@ impl CustomOp for FlashAttention {
         Ok((out, saved))
     }
 
+    /// `dO` is read through its strides (the `[b, heads, n, dv]` view of the gradient of the
+    /// `[b, n, heads · dv]` input of the output projection).
+    fn takes_strided_grad(&self) -> bool {
+        true
+    }
+
     fn backward(&self, saved: &FlashSaved, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let (dq, dk, dv) = self.backward_raw(saved, g, needs);
         let wrap = |data: Vec<f32>, like: &Tensor| {

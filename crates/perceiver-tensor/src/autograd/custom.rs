@@ -23,6 +23,11 @@ pub trait CustomOp: Send + Sync + 'static {
         grad_out: &Tensor,
         needs: &[bool],
     ) -> Vec<Option<Tensor>>;
+    /// Whether `backward` accepts an output gradient in any layout (see
+    /// [`Backward::takes_strided_grad`]). Default: `false` (it receives a contiguous one).
+    fn takes_strided_grad(&self) -> bool {
+        false
+    }
 }
 
 struct CustomBackward<Op: CustomOp> {
@@ -36,6 +41,9 @@ impl<Op: CustomOp> Backward for CustomBackward<Op> {
     }
     fn backward(&self, grad_out: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         self.op.backward(&self.saved, grad_out, needs)
+    }
+    fn takes_strided_grad(&self) -> bool {
+        self.op.takes_strided_grad()
     }
 }
 

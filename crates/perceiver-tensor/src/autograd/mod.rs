@@ -39,8 +39,9 @@ pub(crate) fn fresh_id() -> NodeId {
 
 /// The gradient rule of one recorded op.
 ///
-/// `backward` receives the gradient of the loss with respect to the op's output (contiguous, of
-/// the output's shape) and, for each input, whether it needs a gradient. It returns one entry per
+/// `backward` receives the gradient of the loss with respect to the op's output (of the output's
+/// shape; contiguous unless the rule [takes any layout](Backward::takes_strided_grad)) and, for
+/// each input, whether it needs a gradient. It returns one entry per
 /// input: `Some(gradient)` (of that input's shape, any layout) where needed, `None` elsewhere.
 /// Rules run with gradient recording disabled and must not fail: shapes were validated in the
 /// forward pass.
@@ -49,6 +50,12 @@ pub trait Backward: Send + Sync {
     fn name(&self) -> &'static str;
     /// Computes the input gradients from the output gradient.
     fn backward(&self, grad_out: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>>;
+    /// Whether `backward` reads its output gradient through its strides, so the graph need not
+    /// copy a strided gradient into a contiguous one first (views such as `permute` and
+    /// `reshape`, and kernels that read strided operands). Default: `false`.
+    fn takes_strided_grad(&self) -> bool {
+        false
+    }
 }
 
 /// A node of the autograd graph: a leaf (a tensor that requires a gradient) or a recorded op.
@@ -312,11 +319,17 @@ fn run_backward(root: Arc<Node>, seed: Tensor) -> Grads {
         };
         debug_assert_eq!(grad.shape(), &node.shape[..]);
         let Some(op) = &node.op else {
-            accumulate(&mut leaves.map, node.id, grad);
+            accumulate(&mut leaves.map, node.id, grad.contiguous());
             continue;
         };
         let needs: Vec<bool> = node.parents.iter().map(|p| p.is_some()).collect();
-        let grad = grad.contiguous();
+        // (a permuted view stays a view through `permute` and `reshape` rules, so splitting
+        // and merging attention heads copies no gradient)
+        let grad = if op.takes_strided_grad() {
+            grad
+        } else {
+            grad.contiguous()
+        };
         let started = profile::start();
         let grads = op.backward(&grad, &needs);
         profile::backward_op(op.name(), started);

@@ -16,6 +16,9 @@ impl Backward for PermuteBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         vec![Some(g.permute_raw(&self.inverse))]
     }
+    fn takes_strided_grad(&self) -> bool {
+        true
+    }
 }
 
 impl Tensor {

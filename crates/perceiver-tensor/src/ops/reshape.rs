@@ -16,6 +16,9 @@ impl Backward for ReshapeBackward {
     fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
         vec![Some(g.reshape_raw(&self.shape))]
     }
+    fn takes_strided_grad(&self) -> bool {
+        true
+    }
 }
 
 impl Tensor {

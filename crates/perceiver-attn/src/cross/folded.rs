@@ -196,38 +196,40 @@ impl FusedCross {
         let partials: Vec<Partial> = self
             .ranges(batch, m)
             .into_par_iter()
-            .map(|(b, ja, jb)| {
-                let mut blk = self.block(false);
-                let mut ut = vec![0.0f32; heads * c * n];
-                let mut mx = vec![f32::NEG_INFINITY; heads * n];
-                let mut l = vec![0.0f32; heads * n];
-                let mut s = vec![0.0f32; self.bk * n];
-                let (mut alpha, mut shift) = (vec![0.0f32; n], vec![0.0f32; n]);
-                for j0 in (ja..jb).step_by(self.bk) {
-                    let bc = self.bk.min(jb - j0);
-                    self.normalize(inputs, (None, None), b, j0, bc, &mut blk);
-                    let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
-                    for h in 0..heads {
-                        let sb = &mut s[..bc * n];
-                        gemm(1.0, xh, slab(&qh, b * heads + h, n, c).t(), 0.0, sb);
-                        self.mask_tokens(sb, n, n, b, m, j0..j0 + bc);
-                        let rows = h * n..(h + 1) * n;
-                        let (mxh, lh) = (&mut mx[rows.clone()], &mut l[rows]);
-                        online_softmax_cols(sb, mxh, lh, &mut alpha, &mut shift);
-                        let uth = &mut ut[h * c * n..(h + 1) * c * n];
-                        if alpha.iter().any(|&a| a != 1.0) {
-                            scale_rows(uth, Some(&alpha));
+            .map_init(
+                // Scratch reused by the tasks of one rayon job (written before it is read).
+                || (self.block(false), vec![0.0f32; self.bk * n]),
+                |(blk, s), (b, ja, jb)| {
+                    let mut ut = vec![0.0f32; heads * c * n];
+                    let mut mx = vec![f32::NEG_INFINITY; heads * n];
+                    let mut l = vec![0.0f32; heads * n];
+                    let (mut alpha, mut shift) = (vec![0.0f32; n], vec![0.0f32; n]);
+                    for j0 in (ja..jb).step_by(self.bk) {
+                        let bc = self.bk.min(jb - j0);
+                        self.normalize(inputs, (None, None), b, j0, bc, blk);
+                        let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+                        for h in 0..heads {
+                            let sb = &mut s[..bc * n];
+                            gemm(1.0, xh, slab(&qh, b * heads + h, n, c).t(), 0.0, sb);
+                            self.mask_tokens(sb, n, n, b, m, j0..j0 + bc);
+                            let rows = h * n..(h + 1) * n;
+                            let (mxh, lh) = (&mut mx[rows.clone()], &mut l[rows]);
+                            online_softmax_cols(sb, mxh, lh, &mut alpha, &mut shift);
+                            let uth = &mut ut[h * c * n..(h + 1) * c * n];
+                            if alpha.iter().any(|&a| a != 1.0) {
+                                scale_rows(uth, Some(&alpha));
+                            }
+                            gemm(1.0, xh.t(), MatRef::row_major(sb, bc, n), 1.0, uth);
                         }
-                        gemm(1.0, xh.t(), MatRef::row_major(sb, bc, n), 1.0, uth);
                     }
-                }
-                let mut u = vec![0.0f32; heads * n * c];
-                for h in 0..heads {
-                    let (dst, src) = (&mut u[h * n * c..], &ut[h * c * n..(h + 1) * c * n]);
-                    add_transposed(dst, src, n, c);
-                }
-                (b, u, mx, l)
-            })
+                    let mut u = vec![0.0f32; heads * n * c];
+                    for h in 0..heads {
+                        let (dst, src) = (&mut u[h * n * c..], &ut[h * c * n..(h + 1) * c * n]);
+                        add_transposed(dst, src, n, c);
+                    }
+                    (b, u, mx, l)
+                },
+            )
             .collect();
         let (ubar, lse) = merge_partials(batch, heads * n, c, &partials);
         let u = affine_rows(&ubar, gamma, beta, &lse, c);
@@ -328,17 +330,23 @@ impl FusedCross {
         let tasks = self.ranges(batch, m);
         let mut dx = vec![0.0f32; if need_x { batch * m * c } else { 0 }];
         let work = task_rows(&mut dx, &tasks, c);
+        // Scratch reused by the tasks of one rayon job (written before it is read).
+        let scratch = || {
+            let dxh = vec![0.0f32; if need_x { self.bk * c } else { 0 }];
+            (
+                self.block(false),
+                vec![0.0f32; self.bk * 2 * n],
+                dxh,
+                vec![0.0f32; c],
+            )
+        };
         let ets: Vec<(usize, Vec<f32>)> = work
             .into_par_iter()
-            .map(|((b, ja, jb), dx_rows)| {
+            .map_init(scratch, |(blk, sd, dxh, ghat), ((b, ja, jb), dx_rows)| {
                 let mut et = vec![0.0f32; if need_e { heads * c * n } else { 0 }];
-                let mut blk = self.block(false);
-                let mut sd = vec![0.0f32; self.bk * 2 * n];
-                let mut dxh = vec![0.0f32; if need_x { self.bk * c } else { 0 }];
-                let mut ghat = vec![0.0f32; c];
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
-                    self.normalize(inputs, (None, None), b, j0, bc, &mut blk);
+                    self.normalize(inputs, (None, None), b, j0, bc, blk);
                     let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
                     for h in 0..heads {
                         let bh = b * heads + h;
@@ -366,7 +374,7 @@ impl FusedCross {
                         let norm = (None, &blk.xn[..], &blk.rstd[..]);
                         let dx_out = (&mut dx_rows[..], j0 - ja);
                         let no_affine: (&mut [f32], &mut [f32]) = (&mut [], &mut []);
-                        self.ln_backward(norm, &dxh[..bc * c], bc, no_affine, dx_out, &mut ghat);
+                        self.ln_backward(norm, &dxh[..bc * c], bc, no_affine, dx_out, ghat);
                     }
                 }
                 (b, et)

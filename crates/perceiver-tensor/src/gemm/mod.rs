@@ -310,6 +310,11 @@ unsafe fn gemm_threaded(p: &Product<'_>) {
         unsafe { gemm_block(p, 0..m, 0..n) };
         return;
     }
+    if p.epi.is_none() && split_depth(m, k, n, threads) {
+        // SAFETY: forwarded from the caller.
+        unsafe { gemm_depth_split(p, threads) };
+        return;
+    }
     if split_rows(m, k, n, threads) {
         let rows = m.div_ceil(threads);
         (0..threads).into_par_iter().for_each(|t| {
@@ -327,6 +332,72 @@ unsafe fn gemm_threaded(p: &Product<'_>) {
             unsafe { gemm_block(p, 0..m, c0..c1) };
         });
     }
+}
+
+/// The product cut along the depth, one range of `k` per thread: the first range accumulates
+/// into `C` with the caller's `beta`, the others into temporaries added to `C` at the end. For
+/// small outputs over a long depth (a weight gradient `dhᵀ·x` over 2048 tokens), where cutting
+/// rows or columns would make every thread pack the whole of the other operand.
+///
+/// # Safety
+/// As [`gemm_raw`], without an epilogue.
+unsafe fn gemm_depth_split(p: &Product<'_>, threads: usize) {
+    let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
+    let ks = k.div_ceil(threads);
+    let mut parts: Vec<Option<Vec<f32>>> = (0..threads)
+        .map(|t| (t > 0).then(|| vec![0.0f32; m * n]))
+        .collect();
+    parts.par_iter_mut().enumerate().for_each(|(t, part)| {
+        let (k0, k1) = (t * ks, ((t + 1) * ks).min(k));
+        if k0 >= k1 {
+            return;
+        }
+        let a = MatRef {
+            offset: p.a.offset + k0 * p.a.col_stride,
+            cols: k1 - k0,
+            ..p.a
+        };
+        let b = MatRef {
+            offset: p.b.offset + k0 * p.b.row_stride,
+            rows: k1 - k0,
+            ..p.b
+        };
+        let q = match part {
+            None => Product { a, b, ..*p },
+            Some(buf) => Product {
+                a,
+                b,
+                beta: 0.0,
+                c: buf.as_mut_ptr(),
+                ldc: n,
+                ..*p
+            },
+        };
+        // SAFETY: the first part writes the caller's output, the others their own buffers of
+        // m x n; the depth ranges are inside the views.
+        unsafe { gemm_block(&q, 0..m, 0..n) };
+    });
+    for buf in parts.iter().flatten() {
+        for (i, src) in buf.chunks(n).enumerate() {
+            // SAFETY: row i of the caller's m x n output block, written by nothing else now.
+            let dst = unsafe { std::slice::from_raw_parts_mut(p.c.add(i * p.ldc), n) };
+            crate::kernels::add_assign(dst, src);
+        }
+    }
+}
+
+/// Whether to cut an `m x k · k x n` product along its depth ([`gemm_depth_split`]): when that
+/// packs fewer floats per thread than cutting rows or columns, counting the temporaries.
+fn split_depth(m: usize, k: usize, n: usize, threads: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if Backend::detect() == Backend::Avx512 && k >= 256 * threads {
+        let depth = (m * k + k * n).div_ceil(threads) + 2 * m * n * (threads - 1);
+        let rows = avx512::pack_cost(m, k, n, threads, true);
+        let cols = avx512::pack_cost(m, k, n, threads, false);
+        return 10 * depth < 9 * rows.min(cols);
+    }
+    let _ = (m, k, n, threads);
+    false
 }
 
 /// Whether to cut an `m x k · k x n` product into row blocks (else column blocks).
@@ -690,6 +761,9 @@ mod tests {
         check(300, 64, 40);
         check(20, 128, 300);
         check(129, 65, 131);
+        // small outputs over a long depth: the depth split (uneven ranges, beta = 0 and 1)
+        check(64, 2048, 64);
+        check(30, 1501, 17);
     }
 
     #[test]

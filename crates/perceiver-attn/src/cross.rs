@@ -52,6 +52,11 @@ pub fn block_tokens(queries: usize) -> usize {
 pub struct KvProjection<'a> {
     /// LayerNorm over the input channels: `(scale, offset, eps)`; `None` for no normalisation.
     pub norm: Option<(Option<&'a Tensor>, Option<&'a Tensor>, f32)>,
+    /// The input already holds the LayerNorm's normalised rows before its affine (as from
+    /// `x.layer_norm(None, None, eps)`): only `norm`'s scale and offset are applied, and the
+    /// input gradient is the gradient of those rows. Lets several cross-attends to one input
+    /// normalise it once (their LayerNorms differ only in the affine).
+    pub normalized: bool,
     /// Key projection weight `[heads · qk head width, channels]`.
     pub wk: &'a Tensor,
     /// Key projection bias.
@@ -72,6 +77,8 @@ struct FusedCross {
     /// Tokens per block.
     bk: usize,
     eps: Option<f32>,
+    /// The input holds normalised rows ([`KvProjection::normalized`]; only with `eps`).
+    normalized: bool,
     has: [bool; 6], // ln_w, ln_b, wk (always), wv (always), bk, bv
     mask: Option<Vec<f32>>,
     /// The projections folded into the queries and the output ([`CrossKernel::Folded`]).
@@ -170,6 +177,10 @@ impl FusedCross {
                 };
                 let xn = &mut xn[r * c..(r + 1) * c];
                 let (mu, rs) = match self.eps {
+                    Some(_) if self.normalized => {
+                        affine_row(src, xn, w, bb);
+                        (0.0, 1.0)
+                    }
                     Some(eps) => layer_norm_row(src, xn, w, bb, eps),
                     None => {
                         xn.copy_from_slice(src);
@@ -303,6 +314,11 @@ impl FusedCross {
             match w {
                 Some(w) => (0..c).for_each(|i| ghat[i] = gr[i] * w[i]),
                 None => ghat.copy_from_slice(gr),
+            }
+            if self.normalized {
+                // (the input is the normalised rows: only the affine is differentiated)
+                out.copy_from_slice(ghat);
+                continue;
             }
             let m1 = sum(ghat) / c as f32;
             let m2 = dot(ghat, xh) / c as f32;
@@ -546,6 +562,18 @@ impl FusedCross {
             needs[6].then_some(dbk),
             needs[7].then_some(dbv),
         ]
+    }
+}
+
+/// `y = x·w + b` (each optional): the affine of a LayerNorm on rows already normalised.
+#[inline(always)]
+fn affine_row(x: &[f32], y: &mut [f32], w: Option<&[f32]>, b: Option<&[f32]>) {
+    y.copy_from_slice(x);
+    if let Some(w) = w {
+        y.iter_mut().zip(w).for_each(|(y, w)| *y *= w);
+    }
+    if let Some(b) = b {
+        y.iter_mut().zip(b).for_each(|(y, b)| *y += b);
     }
 }
 
@@ -796,6 +824,7 @@ pub fn fused_cross_attention_with(
         // Never wider than the input: the block buffers are sized by `bk`.
         bk: block_tokens(q.shape()[2]).min(m.max(1)),
         eps,
+        normalized: proj.normalized && eps.is_some(),
         has: [
             lnw.is_some(),
             lnb.is_some(),

@@ -272,6 +272,49 @@ impl MultiHeadAttention {
             };
             return self.forward_add(x_q, &normed, mask, train, rng, residual);
         }
+        self.fused_cross(x_q, x_kv, kv_norm, false, mask, residual)
+    }
+
+    /// Whether [`MultiHeadAttention::forward_normed_kv`] runs the fused kernel: the layer
+    /// selects it and no attention dropout applies (`train` with a positive dropout).
+    pub fn runs_fused(&self, train: bool) -> bool {
+        self.config.kernel == AttnKernel::Fused && !(train && self.config.dropout > 0.0)
+    }
+
+    /// Like [`MultiHeadAttention::forward_normed_kv_add`] with `x_bar` holding `kv_norm`'s
+    /// normalised rows of the key/value input before its affine (`x.layer_norm(None, None,
+    /// kv_norm.eps)`): the fused kernel applies only the affine ([`KvProjection::normalized`]),
+    /// so several cross-attends to one input normalise it once. Only for the fused kernel
+    /// ([`MultiHeadAttention::runs_fused`]); an error otherwise.
+    #[track_caller]
+    pub fn forward_prenormed_kv_add(
+        &self,
+        x_q: &Tensor,
+        x_bar: &Tensor,
+        kv_norm: &LayerNorm,
+        mask: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        if self.config.kernel != AttnKernel::Fused {
+            return Err(Error::invalid(
+                "MultiHeadAttention",
+                "normalised key/value inputs need the fused kernel; use forward_normed_kv",
+            ));
+        }
+        self.fused_cross(x_q, x_bar, Some(kv_norm), true, mask, residual)
+    }
+
+    /// The fused cross-attention path of [`MultiHeadAttention::forward_normed_kv_add`].
+    fn fused_cross(
+        &self,
+        x_q: &Tensor,
+        x_kv: &Tensor,
+        kv_norm: Option<&LayerNorm>,
+        normalized: bool,
+        mask: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
         if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
             return Err(Error::shape(
                 "MultiHeadAttention",
@@ -299,6 +342,7 @@ impl MultiHeadAttention {
         let bv = self.to_v.bias.as_ref().map(|b| b.tensor());
         let proj = KvProjection {
             norm: kv_norm.map(|ln| (lw.as_ref(), lb.as_ref(), ln.eps)),
+            normalized,
             wk: &wk,
             bk: bk.as_ref(),
             wv: &wv,

@@ -25,16 +25,27 @@ struct Case {
 
 /// Both kernels against the composition, with and without a gradient for the input `x` (the
 /// folded kernel skips the per-token input gradient when none is needed; image pixels and
-/// their position features need none).
+/// their position features need none), and with a LayerNorm, also fed the normalised rows
+/// ([`KvProjection::normalized`]).
 fn run(case: &Case, seed: u64) -> Result<()> {
     for x_grad in [true, false] {
-        run_kernel(case, seed, CrossKernel::Projected, x_grad)?;
-        run_kernel(case, seed, CrossKernel::Folded, x_grad)?;
+        for kernel in [CrossKernel::Projected, CrossKernel::Folded] {
+            run_kernel(case, seed, kernel, x_grad, false)?;
+            if case.norm {
+                run_kernel(case, seed, kernel, x_grad, true)?;
+            }
+        }
     }
     Ok(())
 }
 
-fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel, x_grad: bool) -> Result<()> {
+fn run_kernel(
+    case: &Case,
+    seed: u64,
+    kernel: CrossKernel,
+    x_grad: bool,
+    normalized: bool,
+) -> Result<()> {
     let Case {
         b,
         heads,
@@ -79,11 +90,18 @@ fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel, x_grad: bool) -> Resu
         })
         .collect();
     let [q_, x_, lnw_, lnb_, wk_, wv_, bk_, bv_] = [0, 1, 2, 3, 4, 5, 6, 7].map(|i| &leaves[i]);
+    // (normalised rows in, the affine applied by the kernel)
+    let x_in = if normalized {
+        x_.layer_norm(None, None, 1e-5)?
+    } else {
+        x_.clone()
+    };
     let fused = fused_cross_attention_with(
         q_,
-        x_,
+        &x_in,
         KvProjection {
             norm: case.norm.then_some((Some(lnw_), Some(lnb_), 1e-5)),
+            normalized,
             wk: wk_,
             bk: case.biases.then_some(bk_),
             wv: wv_,
@@ -116,7 +134,7 @@ fn run_kernel(case: &Case, seed: u64, kernel: CrossKernel, x_grad: bool) -> Resu
         None,
     )?;
     let ctx = format!(
-        "{kernel:?} case b={b} h={heads} n={n} m={m} c={c} dh={dh} dv={dv} norm={} bias={} mask={} strided={} x_grad={x_grad}",
+        "{kernel:?} case b={b} h={heads} n={n} m={m} c={c} dh={dh} dv={dv} norm={} bias={} mask={} strided={} x_grad={x_grad} normalized={normalized}",
         case.norm, case.biases, case.mask, case.strided_x
     );
     let e = rel_err(&fused, &reference, 1e-6);
@@ -254,6 +272,7 @@ fn fused_cross_rejects_bad_shapes() {
     let bad = Tensor::randn(&[8, 7], &mut rng);
     let ok = KvProjection {
         norm: None,
+        normalized: false,
         wk: &wk,
         bk: None,
         wv: &wv,
@@ -296,6 +315,7 @@ fn auto_picks_the_cheaper_kernel() -> Result<()> {
         let wv = Tensor::randn(&[64, c], &mut rng).mul_scalar(0.1);
         let proj = KvProjection {
             norm: Some((None, None, 1e-5)),
+            normalized: false,
             wk: &wk,
             bk: None,
             wv: &wv,

@@ -168,14 +168,24 @@ impl CrossAttend {
         })
     }
 
+    /// `x_bar`: `x`'s rows normalised before the LayerNorm's affine, when the caller shares
+    /// them between several cross-attends (see [`Perceiver::forward_with`]).
     fn forward(
         &self,
         z: &Tensor,
         x: &Tensor,
+        x_bar: Option<&Tensor>,
         mask: Option<&Tensor>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
         let q = self.norm_q.forward(z)?;
+        let residual = self.query_residual.then_some(z);
+        if let Some(xb) = x_bar {
+            let z = self
+                .attn
+                .forward_prenormed_kv_add(&q, xb, &self.norm_kv, mask, residual)?;
+            return self.ff.forward_add(&z, ctx);
+        }
         // LN(x), K and V are computed block by block inside the fused kernel (never stored
         // for the whole input); the reference kernel composes the plain ops.
         // (the query residual is added in the output projection's epilogue)
@@ -186,7 +196,7 @@ impl CrossAttend {
             mask,
             ctx.train,
             ctx.rng.as_deref_mut(),
-            self.query_residual.then_some(z),
+            residual,
         )?;
         self.ff.forward_add(&z, ctx)
     }
@@ -542,9 +552,23 @@ impl Perceiver {
                 .tensor()
                 .unsqueeze(0)?
                 .broadcast_to(&[b, c.num_latents, c.latent_dim])?;
+        // With several cross-attends to the input on the fused kernel, the input is normalised
+        // once (their LayerNorms differ only in the affine, which the kernel applies): one
+        // pass over the byte array per forward instead of one per cross-attend, and none in
+        // the kernels' backward. (A single cross-attend keeps the kernel's block-wise
+        // normalisation, which stores nothing per token.)
+        let attends = c.num_cross_attends.min(c.num_blocks);
+        let share = attends > 1
+            && (0..attends).all(|blk| self.cross[self.plan.cross[blk]].attn.runs_fused(ctx.train));
+        let data_bar = if share {
+            Some(data.layer_norm(None, None, c.layer_norm_eps)?)
+        } else {
+            None
+        };
         for blk in 0..c.num_blocks {
             if blk < c.num_cross_attends {
-                z = self.cross[self.plan.cross[blk]].forward(&z, &data, opts.mask, &mut ctx)?;
+                let cross = &self.cross[self.plan.cross[blk]];
+                z = cross.forward(&z, &data, data_bar.as_ref(), opts.mask, &mut ctx)?;
             }
             for layer in &self.towers[self.plan.towers[blk]] {
                 z = layer.forward(&z, &mut ctx)?;
@@ -566,7 +590,7 @@ impl Perceiver {
                 };
                 let (nq, cq) = (q.shape()[0], q.shape()[1]);
                 let q = q.unsqueeze(0)?.broadcast_to(&[b, nq, cq])?;
-                let out = cross.forward(&q, &z, None, &mut ctx)?;
+                let out = cross.forward(&q, &z, None, None, &mut ctx)?;
                 let y = fc.forward(&out)?;
                 if nq == 1 {
                     let k = y.shape()[2];

@@ -160,6 +160,38 @@ impl FusedCross {
         qt
     }
 
+    /// Whether `x̄` is the input itself (no LayerNorm, or an input of normalised rows), read in
+    /// place rather than normalised into a block buffer.
+    fn xbar_in_place(&self) -> bool {
+        self.eps.is_none() || self.normalized
+    }
+
+    /// `x̄` for tokens `j0..j0+bc` of example `b`: a view of the input ([`Self::xbar_in_place`])
+    /// or of `xn`, where [`FusedCross::normalize`] put the block.
+    fn xbar<'a>(
+        &self,
+        inputs: &'a [Tensor],
+        xn: &'a [f32],
+        b: usize,
+        j0: usize,
+        bc: usize,
+    ) -> MatRef<'a> {
+        let c = self.channels;
+        if !self.xbar_in_place() {
+            return MatRef::row_major(&xn[..bc * c], bc, c);
+        }
+        let (data, l) = inputs[1].raw();
+        let s = l.strides();
+        MatRef {
+            data,
+            offset: l.offset() + b * s[0] + j0 * s[1],
+            rows: bc,
+            cols: c,
+            row_stride: s[1],
+            col_stride: s[2],
+        }
+    }
+
     /// Tokens `tokens` (of `m`) of example `b` that are masked out: the first `n` of their
     /// `ld` logits (rows of `s`) become `-∞`.
     fn mask_tokens(
@@ -206,8 +238,10 @@ impl FusedCross {
                     let (mut alpha, mut shift) = (vec![0.0f32; n], vec![0.0f32; n]);
                     for j0 in (ja..jb).step_by(self.bk) {
                         let bc = self.bk.min(jb - j0);
-                        self.normalize(inputs, (None, None), b, j0, bc, blk);
-                        let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+                        if !self.xbar_in_place() {
+                            self.normalize(inputs, (None, None), b, j0, bc, blk);
+                        }
+                        let xh = self.xbar(inputs, &blk.xn, b, j0, bc);
                         for h in 0..heads {
                             let sb = &mut s[..bc * n];
                             gemm(1.0, xh, slab(&qh, b * heads + h, n, c).t(), 0.0, sb);
@@ -346,8 +380,10 @@ impl FusedCross {
                 let mut et = vec![0.0f32; if need_e { heads * c * n } else { 0 }];
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
-                    self.normalize(inputs, (None, None), b, j0, bc, blk);
-                    let xh = MatRef::row_major(&blk.xn[..bc * c], bc, c);
+                    if !self.xbar_in_place() {
+                        self.normalize(inputs, (None, None), b, j0, bc, blk);
+                    }
+                    let xh = self.xbar(inputs, &blk.xn, b, j0, bc);
                     for h in 0..heads {
                         let bh = b * heads + h;
                         let sdb = &mut sd[..bc * 2 * n];
@@ -370,7 +406,11 @@ impl FusedCross {
                             gemm(1.0, sdm, stack, beta, &mut dxh[..bc * c]);
                         }
                     }
-                    if need_x {
+                    if need_x && self.xbar_in_place() {
+                        // (the input is x̄: its gradient is dx̄)
+                        let at = (j0 - ja) * c;
+                        dx_rows[at..at + bc * c].copy_from_slice(&dxh[..bc * c]);
+                    } else if need_x {
                         let norm = (None, &blk.xn[..], &blk.rstd[..]);
                         let dx_out = (&mut dx_rows[..], j0 - ja);
                         let no_affine: (&mut [f32], &mut [f32]) = (&mut [], &mut []);

@@ -85,10 +85,20 @@ impl FeedForward {
         })
     }
 
-    /// `x + FF(LN(x))`. Without dropout the residual is added in the second layer's epilogue
-    /// ([`Linear::forward_add`]) instead of by a separate op.
+    /// `x + FF(LN(x))`. Without dropout, one fused op for a GELU feed-forward
+    /// ([`Tensor::mlp_add`]), and the residual added in the second layer's epilogue
+    /// ([`Linear::forward_add`]) for GEGLU.
     fn forward_add(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let xn = self.norm.forward(x)?;
+        let dropout = ctx.train && self.dropout > 0.0;
+        if self.kind == FeedForwardKind::Gelu && !dropout {
+            // Both layers, the GELU and the residual as one op, whose backward applies the
+            // GELU's derivative in a GEMM epilogue (Tensor::mlp_add).
+            let (w1, w2) = (self.fc1.weight.tensor(), self.fc2.weight.tensor());
+            let b1 = self.fc1.bias.as_ref().map(|b| b.tensor());
+            let b2 = self.fc2.bias.as_ref().map(|b| b.tensor());
+            return Ok(xn.mlp_add(&w1, b1.as_ref(), self.gelu, &w2, b2.as_ref(), x)?);
+        }
         let h = match self.kind {
             FeedForwardKind::Gelu => self.fc1.forward_act(&xn, Some(self.gelu))?,
             FeedForwardKind::Geglu => {
@@ -98,7 +108,7 @@ impl FeedForward {
                 parts[0].mul(&parts[1].gelu(self.gelu))?
             }
         };
-        if !ctx.train || self.dropout == 0.0 {
+        if !dropout {
             return Ok(self.fc2.forward_add(&h, x)?);
         }
         let y = self.fc2.forward(&h)?;

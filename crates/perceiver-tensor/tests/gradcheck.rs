@@ -362,6 +362,72 @@ fn grad_linear() {
 }
 
 #[test]
+fn grad_mlp_add() {
+    let x = randn(&[2, 3, 5], 1);
+    let (w1, b1) = (randn(&[7, 5], 2), randn(&[7], 3));
+    let (w2, b2) = (randn(&[4, 7], 4), randn(&[4], 5));
+    let r = randn(&[2, 3, 4], 6);
+    for act in [GeluKind::Erf, GeluKind::Tanh] {
+        ok(check_gradients(
+            &[
+                x.clone(),
+                w1.clone(),
+                b1.clone(),
+                w2.clone(),
+                b2.clone(),
+                r.clone(),
+            ],
+            |p| p[0].mlp_add(&p[1], Some(&p[2]), act, &p[3], Some(&p[4]), &p[5]),
+        ));
+    }
+    ok(check_gradients(&[x, w1, w2, r], |p| {
+        p[0].mlp_add(&p[1], None, GeluKind::Erf, &p[2], None, &p[3])
+    }));
+}
+
+#[test]
+fn mlp_add_equals_its_composition() -> Result<()> {
+    // large enough for both threads and several blocks; every gradient against the two
+    // linear ops and the add
+    let x = randn(&[300, 40], 1);
+    let (w1, b1) = (randn(&[90, 40], 2).mul_scalar(0.2), randn(&[90], 3));
+    let (w2, b2) = (randn(&[40, 90], 4).mul_scalar(0.2), randn(&[40], 5));
+    let r = randn(&[300, 40], 6);
+    let leaves: Vec<Tensor> = [&x, &w1, &b1, &w2, &b2, &r]
+        .iter()
+        .map(|t| t.requires_grad())
+        .collect();
+    let [x_, w1_, b1_, w2_, b2_, r_] = [0, 1, 2, 3, 4, 5].map(|i| &leaves[i]);
+    let fused = x_.mlp_add(w1_, Some(b1_), GeluKind::Erf, w2_, Some(b2_), r_)?;
+    let h = x_.linear(w1_, Some(b1_), Some(GeluKind::Erf))?;
+    let plain = h.linear_add(w2_, Some(b2_), r_)?;
+    assert_eq!(
+        fused.to_vec(),
+        plain.to_vec(),
+        "the same products and epilogues"
+    );
+    let g = randn(&[300, 40], 7);
+    let gf = fused.mul(&g)?.sum_all().backward()?;
+    let gp = plain.mul(&g)?.sum_all().backward()?;
+    for t in &leaves {
+        let (a, c) = (gf.get(t).unwrap().to_vec(), gp.get(t).unwrap().to_vec());
+        let scale = c.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        assert!(a.iter().zip(&c).all(|(a, c)| (a - c).abs() <= 1e-5 * scale));
+    }
+    let bad = x.mlp_add(
+        &w1,
+        Some(&b1),
+        GeluKind::Erf,
+        &w2,
+        Some(&b2),
+        &randn(&[300, 39], 8),
+    );
+    assert!(bad.unwrap_err().to_string().contains("residual"));
+    assert!(x.mlp_add(&w2, None, GeluKind::Erf, &w1, None, &r).is_err());
+    Ok(())
+}
+
+#[test]
 fn linear_add_equals_linear_then_add() -> Result<()> {
     // large enough for both threads and several output blocks
     let x = randn(&[300, 40], 1);

@@ -61,36 +61,118 @@ impl Backward for LinearBackward {
             }
             None => g2.contiguous(),
         };
-        // The three products are independent: run them as fork-join jobs, so on small layers
-        // (where one GEMM barely gains from a second thread) each thread takes its own.
-        let dx = || {
-            needs[0].then(|| {
-                let w = self.w.as_ref().expect("saved w");
-                let inp = w.shape()[1];
-                let data = gemm_new(1.0, MatRef::of(&dh), MatRef::of(w));
-                Tensor::from_parts(data, &[rows, inp]).reshape_raw(&self.x_shape)
-            })
-        };
-        let dw_db = || {
-            rayon::join(
-                || {
-                    needs[1].then(|| {
-                        let x = self.x.as_ref().expect("saved x");
-                        let inp = x.shape()[1];
-                        let data = gemm_new(1.0, MatRef::of(&dh).t(), MatRef::of(x));
-                        Tensor::from_parts(data, &[out, inp])
-                    })
-                },
-                || (self.has_bias && needs[2]).then(|| super::sum::sum_axes_raw(&dh, &[0])),
-            )
-        };
-        let (dx, (dw, db)) = rayon::join(dx, dw_db);
+        let saved = (self.x.as_ref(), self.w.as_ref());
+        let needs3 = [needs[0], needs[1], self.has_bias && needs[2]];
+        let (dx, dw, db) = linear_grads(&dh, saved, needs3, &self.x_shape);
         let mut grads = vec![dx, dw, if self.has_bias { db } else { None }];
         if self.has_residual {
             grads.push(needs[3].then(|| g.clone()));
         }
         grads
     }
+}
+
+/// `dx = dh·W` (in the shape `x_shape`), `dW = dhᵀ·x` and `db = Σ_rows dh` for `dh: [rows,
+/// out]`, each where `needs` asks for it (`x`, `W` saved for them), as fork-join jobs: on small
+/// layers, where one GEMM barely gains from a second thread, each thread takes its own.
+pub(crate) fn linear_grads(
+    dh: &Tensor,
+    (x, w): (Option<&Tensor>, Option<&Tensor>),
+    needs: [bool; 3],
+    x_shape: &[usize],
+) -> (Option<Tensor>, Option<Tensor>, Option<Tensor>) {
+    let (rows, out) = (dh.shape()[0], dh.shape()[1]);
+    let dx = || {
+        needs[0].then(|| {
+            let w = w.expect("saved w");
+            let data = gemm_new(1.0, MatRef::of(dh), MatRef::of(w));
+            Tensor::from_parts(data, &[rows, w.shape()[1]]).reshape_raw(x_shape)
+        })
+    };
+    let dw_db = || {
+        rayon::join(
+            || {
+                needs[1].then(|| {
+                    let x = x.expect("saved x");
+                    let data = gemm_new(1.0, MatRef::of(dh).t(), MatRef::of(x));
+                    Tensor::from_parts(data, &[out, x.shape()[1]])
+                })
+            },
+            || needs[2].then(|| super::sum::sum_axes_raw(dh, &[0])),
+        )
+    };
+    let (dx, (dw, db)) = rayon::join(dx, dw_db);
+    (dx, dw, db)
+}
+
+/// `x` as `[rows, in]` rows with unit column stride (a copy only when they are strided).
+pub(crate) fn as_rows(x: &Tensor, inp: usize) -> Tensor {
+    let rows = x.numel() / inp.max(1);
+    let x2 = x.detach().reshape_raw(&[rows, inp]);
+    if x2.layout.strides()[1] == 1 || inp <= 1 {
+        x2
+    } else {
+        x2.contiguous()
+    }
+}
+
+/// The fused product, untracked: `act(x2·Wᵀ + b) [+ r]` for `x2: [rows, in]` and `W: [out,
+/// in]`, and with `keep_dact` also `act'(x2·Wᵀ + b)` (else an empty vector). The bias,
+/// activation and residual run on each block of the output as the GEMM finishes it (still in
+/// cache), writing `act'(h)` at the same positions of `dact`; neither buffer is zero-filled.
+pub(crate) fn linear_raw(
+    x2: &Tensor,
+    weight: &Tensor,
+    bvec: Option<&[f32]>,
+    act: Option<GeluKind>,
+    keep_dact: bool,
+    rvec: Option<&[f32]>,
+) -> (Vec<f32>, Vec<f32>) {
+    let (rows, out) = (x2.shape()[0], weight.shape()[0]);
+    let keep_dact = keep_dact && act.is_some();
+    let mut y = Vec::new();
+    let mut dact: Vec<f32> = Vec::with_capacity(if keep_dact { rows * out } else { 0 });
+    if out == 0 || rows == 0 {
+        return (y, dact);
+    }
+    let dact_out = SendPtr(dact.spare_capacity_mut().as_mut_ptr());
+    let dact_row = |i: usize, cols: &std::ops::Range<usize>| -> &mut [MaybeUninit<f32>] {
+        // SAFETY: `dact` has capacity rows x out; the GEMM hands each output block to one
+        // epilogue call, so these elements are written by that call alone.
+        unsafe {
+            std::slice::from_raw_parts_mut(dact_out.get().add(i * out + cols.start), cols.len())
+        }
+    };
+    let kind = act.map(|a| (a, keep_dact));
+    let epilogue = |blk: &mut OutBlock<'_>| {
+        let cols = blk.cols();
+        let bias = bvec.map(|b| &b[cols.clone()]);
+        for i in blk.rows() {
+            let dr = if keep_dact {
+                dact_row(i, &cols)
+            } else {
+                &mut [][..]
+            };
+            // One call per row keeps the vectorised body inlined into the AVX-512 copy.
+            crate::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
+            if let Some(r) = rvec {
+                let r = &r[i * out + cols.start..i * out + cols.end];
+                let row = blk.row_mut(i);
+                crate::simd!(row.iter_mut().zip(r).for_each(|(y, r)| *y += r));
+            }
+        }
+    };
+    let (xm, wt) = (MatRef::of(x2), MatRef::of(weight).t());
+    y = if bvec.is_some() || act.is_some() || rvec.is_some() {
+        gemm_new_then(1.0, xm, wt, &epilogue)
+    } else {
+        gemm_new(1.0, xm, wt)
+    };
+    if keep_dact {
+        // SAFETY: the epilogue wrote every element of `dact` (each output block once).
+        unsafe { dact.set_len(rows * out) };
+    }
+    (y, dact)
 }
 
 /// `y = act(y + b)` on one row segment; with `(kind, true)` also `d = act'(y + b)`.
@@ -202,12 +284,7 @@ impl Tensor {
         // (contiguous, so that each output row's residual is one slice)
         let rvec = residual.map(|r| r.contiguous_data());
         let rows = self.numel() / inp.max(1);
-        let x2 = self.detach().reshape_raw(&[rows, inp]);
-        let x2 = if x2.layout.strides()[1] == 1 || inp <= 1 {
-            x2
-        } else {
-            x2.contiguous()
-        };
+        let x2 = as_rows(self, inp);
         let bvec = bias.map(|b| b.to_vec());
         let none = Tensor::scalar(0.0);
         let mut inputs = vec![self, weight, bias.unwrap_or(&none)];
@@ -215,53 +292,14 @@ impl Tensor {
         // The derivative of the activation is kept only when the op will be recorded.
         let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.node.is_some());
         let keep_dact = act.is_some() && track;
-        let mut y = Vec::new();
-        let mut dact: Vec<f32> = Vec::with_capacity(if keep_dact { rows * out } else { 0 });
-        if out > 0 && rows > 0 {
-            // The bias and activation run on each block of the output as the GEMM finishes it
-            // (still in cache), writing `act'(h)` at the same positions of `dact`. Neither
-            // buffer is zero-filled first.
-            let dact_out = SendPtr(dact.spare_capacity_mut().as_mut_ptr());
-            let dact_row = |i: usize, cols: &std::ops::Range<usize>| -> &mut [MaybeUninit<f32>] {
-                // SAFETY: `dact` has capacity rows x out; the GEMM hands each output block to
-                // one epilogue call, so these elements are written by that call alone.
-                unsafe {
-                    std::slice::from_raw_parts_mut(
-                        dact_out.get().add(i * out + cols.start),
-                        cols.len(),
-                    )
-                }
-            };
-            let kind = act.map(|a| (a, keep_dact));
-            let epilogue = |blk: &mut OutBlock<'_>| {
-                let cols = blk.cols();
-                let bias = bvec.as_deref().map(|b| &b[cols.clone()]);
-                for i in blk.rows() {
-                    let dr = if keep_dact {
-                        dact_row(i, &cols)
-                    } else {
-                        &mut [][..]
-                    };
-                    // One call per row keeps the vectorised body inlined into the AVX-512 copy.
-                    crate::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
-                    if let Some(r) = rvec.as_deref() {
-                        let r = &r[i * out + cols.start..i * out + cols.end];
-                        let row = blk.row_mut(i);
-                        crate::simd!(row.iter_mut().zip(r).for_each(|(y, r)| *y += r));
-                    }
-                }
-            };
-            let (xm, wt) = (MatRef::of(&x2), MatRef::of(weight).t());
-            y = if bvec.is_some() || act.is_some() || rvec.is_some() {
-                gemm_new_then(1.0, xm, wt, &epilogue)
-            } else {
-                gemm_new(1.0, xm, wt)
-            };
-            if keep_dact {
-                // SAFETY: the epilogue wrote every element of `dact` (each output block once).
-                unsafe { dact.set_len(rows * out) };
-            }
-        }
+        let (y, dact) = linear_raw(
+            &x2,
+            weight,
+            bvec.as_deref(),
+            act,
+            keep_dact,
+            rvec.as_deref(),
+        );
         let yt = Tensor::from_parts(y, &out_shape);
         let dact = keep_dact.then(|| Tensor::from_parts(dact, &[rows, out]));
         Ok(record(yt, &inputs, |needs| LinearBackward {

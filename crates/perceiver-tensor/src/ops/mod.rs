@@ -24,6 +24,7 @@ mod log_softmax;
 mod matmul;
 mod max;
 mod mean;
+mod mlp;
 mod mul;
 mod narrow;
 mod neg;

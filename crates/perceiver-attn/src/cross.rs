@@ -90,7 +90,7 @@ struct CrossSaved {
     inputs: Vec<Tensor>,
     out: Vec<f32>,
     lse: Vec<f32>,
-    /// Folded kernel: the attention-weighted normalised inputs `P·LN(x)`, `[b, heads, n, c]`.
+    /// Folded kernel: the attention-weighted rows before the affine `Ū = P·x̄`, `[b, heads, n, c]`.
     u: Vec<f32>,
 }
 

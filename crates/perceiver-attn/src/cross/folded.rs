@@ -167,18 +167,19 @@ impl FusedCross {
     }
 
     /// `x̄` for tokens `j0..j0+bc` of example `b`: a view of the input ([`Self::xbar_in_place`])
-    /// or of `xn`, where [`FusedCross::normalize`] put the block.
+    /// or of `blk.xn`, where [`FusedCross::normalize`] puts the block first.
     fn xbar<'a>(
         &self,
         inputs: &'a [Tensor],
-        xn: &'a [f32],
+        blk: &'a mut super::Block,
         b: usize,
         j0: usize,
         bc: usize,
     ) -> MatRef<'a> {
         let c = self.channels;
         if !self.xbar_in_place() {
-            return MatRef::row_major(&xn[..bc * c], bc, c);
+            self.normalize(inputs, (None, None), b, j0, bc, blk);
+            return MatRef::row_major(&blk.xn[..bc * c], bc, c);
         }
         let (data, l) = inputs[1].raw();
         let s = l.strides();
@@ -238,10 +239,7 @@ impl FusedCross {
                     let (mut alpha, mut shift) = (vec![0.0f32; n], vec![0.0f32; n]);
                     for j0 in (ja..jb).step_by(self.bk) {
                         let bc = self.bk.min(jb - j0);
-                        if !self.xbar_in_place() {
-                            self.normalize(inputs, (None, None), b, j0, bc, blk);
-                        }
-                        let xh = self.xbar(inputs, &blk.xn, b, j0, bc);
+                        let xh = self.xbar(inputs, blk, b, j0, bc);
                         for h in 0..heads {
                             let sb = &mut s[..bc * n];
                             gemm(1.0, xh, slab(&qh, b * heads + h, n, c).t(), 0.0, sb);
@@ -380,10 +378,7 @@ impl FusedCross {
                 let mut et = vec![0.0f32; if need_e { heads * c * n } else { 0 }];
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
-                    if !self.xbar_in_place() {
-                        self.normalize(inputs, (None, None), b, j0, bc, blk);
-                    }
-                    let xh = self.xbar(inputs, &blk.xn, b, j0, bc);
+                    let xh = self.xbar(inputs, blk, b, j0, bc);
                     for h in 0..heads {
                         let bh = b * heads + h;
                         let sdb = &mut sd[..bc * 2 * n];

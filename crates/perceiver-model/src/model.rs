@@ -479,6 +479,19 @@ impl Perceiver {
 
     /// The byte array fed to the cross-attends: `[batch, tokens, input_width]`.
     pub fn embed(&self, input: &Tensor, positions: Option<&Tensor>) -> Result<Tensor> {
+        match self.embed_parts(input, positions)? {
+            (x, None) => Ok(x),
+            (x, Some(p)) => Ok(Tensor::concat(&[&x, &p], 2)?),
+        }
+    }
+
+    /// The two parts of [`Perceiver::embed`]'s byte array: the input channels
+    /// `[batch, tokens, channels]` and the position features (a broadcast view for a grid).
+    fn embed_parts(
+        &self,
+        input: &Tensor,
+        positions: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let c = &self.config;
         let r = input.rank();
         let bad = |msg: String| -> ModelError { Error::invalid("Perceiver", msg).into() };
@@ -527,10 +540,7 @@ impl Perceiver {
                 (x, pos)
             }
         };
-        match pos {
-            None => Ok(x),
-            Some(p) => Ok(Tensor::concat(&[&x, &p], 2)?),
-        }
+        Ok((x, pos))
     }
 
     /// Forward with options (mask, explicit positions, training mode).
@@ -540,8 +550,8 @@ impl Perceiver {
         opts: ForwardOptions<'_>,
     ) -> Result<PerceiverOutput> {
         let c = &self.config;
-        let data = self.embed(input, opts.positions)?;
-        let (b, m) = (data.shape()[0], data.shape()[1]);
+        let (x_in, pos) = self.embed_parts(input, opts.positions)?;
+        let (b, m) = (x_in.shape()[0], x_in.shape()[1]);
         if let Some(mask) = opts.mask {
             if mask.shape() != [b, m] {
                 return Err(Error::shape(
@@ -570,10 +580,17 @@ impl Perceiver {
         let attends = c.num_cross_attends.min(c.num_blocks);
         let share = attends > 1
             && (0..attends).all(|blk| self.cross[self.plan.cross[blk]].attn.runs_fused(ctx.train));
-        let data_bar = if share {
-            Some(data.layer_norm(None, None, c.layer_norm_eps)?)
+        // (normalised straight from the input channels and the position features: the
+        // concatenated array is not built)
+        let parts: Vec<&Tensor> = std::iter::once(&x_in).chain(pos.as_ref()).collect();
+        let (data, data_bar) = if share {
+            let bar = Tensor::layer_norm_concat(&parts, c.layer_norm_eps)?;
+            // (a cross-attend given the normalised rows does not read the raw array)
+            (bar.clone(), Some(bar))
+        } else if parts.len() > 1 {
+            (Tensor::concat(&parts, 2)?, None)
         } else {
-            None
+            (x_in.clone(), None)
         };
         for blk in 0..c.num_blocks {
             if blk < c.num_cross_attends {

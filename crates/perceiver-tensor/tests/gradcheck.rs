@@ -334,6 +334,37 @@ fn grad_layer_norm() {
 }
 
 #[test]
+fn layer_norm_concat_equals_concat_then_layer_norm() -> Result<()> {
+    // a contiguous part, a broadcast one (shared features) and a strided one; enough rows for
+    // the parallel path
+    let x = randn(&[4, 300, 1], 1);
+    let pos = randn(&[300, 6], 2)
+        .unsqueeze(0)?
+        .broadcast_to(&[4, 300, 6])?;
+    let z = randn(&[3, 300, 4], 3).permute(&[2, 1, 0])?;
+    let fused = Tensor::layer_norm_concat(&[&x, &pos, &z], 1e-5)?;
+    let plain = Tensor::concat(&[&x, &pos, &z], 2)?.layer_norm(None, None, 1e-5)?;
+    assert_eq!(fused.shape(), &[4, 300, 10]);
+    assert_eq!(
+        fused.to_vec(),
+        plain.to_vec(),
+        "the same rows through the same kernel"
+    );
+    assert!(Tensor::layer_norm_concat(&[&x, &randn(&[4, 299, 2], 4)], 1e-5).is_err());
+    assert!(Tensor::layer_norm_concat(&[], 1e-5).is_err());
+    Ok(())
+}
+
+#[test]
+fn grad_layer_norm_concat() {
+    // tracked parts take the composition, gradients included
+    ok(check_gradients(
+        &[randn(&[2, 3, 2], 1), randn(&[2, 3, 4], 2)],
+        |p| Tensor::layer_norm_concat(&[&p[0], &p[1]], 1e-5),
+    ));
+}
+
+#[test]
 fn grad_linear() {
     let x = randn(&[2, 3, 5], 1);
     let w = randn(&[4, 5], 2);

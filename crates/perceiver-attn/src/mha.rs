@@ -284,8 +284,8 @@ impl MultiHeadAttention {
     /// Like [`MultiHeadAttention::forward_normed_kv_add`] with `x_bar` holding `kv_norm`'s
     /// normalised rows of the key/value input before its affine (`x.layer_norm(None, None,
     /// kv_norm.eps)`): the fused kernel applies only the affine ([`KvProjection::normalized`]),
-    /// so several cross-attends to one input normalise it once. Only for the fused kernel
-    /// ([`MultiHeadAttention::runs_fused`]); an error otherwise.
+    /// so several cross-attends to one input normalise it once. Only where the fused kernel
+    /// runs ([`MultiHeadAttention::runs_fused`] for `train`); an error otherwise.
     #[track_caller]
     pub fn forward_prenormed_kv_add(
         &self,
@@ -293,12 +293,13 @@ impl MultiHeadAttention {
         x_bar: &Tensor,
         kv_norm: &LayerNorm,
         mask: Option<&Tensor>,
+        train: bool,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        if self.config.kernel != AttnKernel::Fused {
+        if !self.runs_fused(train) {
             return Err(Error::invalid(
                 "MultiHeadAttention",
-                "normalised key/value inputs need the fused kernel; use forward_normed_kv",
+                "normalised key/value inputs need the fused kernel (and no attention dropout in training); use forward_normed_kv",
             ));
         }
         self.fused_cross(x_q, x_bar, Some(kv_norm), true, mask, residual)

@@ -325,5 +325,21 @@ fn layer_normed_kv_fused_matches_reference() -> Result<()> {
         let e = rel_err_floor(fp.grad(&fg)?, rp.grad(&rg)?, 1e-2 * floor);
         assert!(e <= 1e-4, "{}: {e}", fp.name());
     }
+    // The same layer fed the normalised rows (the model's shared normalisation of one input
+    // for several cross-attends), residual included, gradients through the normalisation.
+    let xbar = xkv.layer_norm(None, None, 1e-5)?;
+    let res = Tensor::randn(fo.shape(), &mut rng);
+    let po = fl.forward_prenormed_kv_add(&xq, &xbar, &fln, Some(&m), false, Some(&res))?;
+    assert!(rel_err(&po, &ro.add(&res)?) <= 1e-5);
+    let pg = po.mul(&r)?.sum_all().backward()?;
+    assert!(rel_err(pg.get(&xkv).unwrap(), rg.get(&xkv).unwrap()) <= 1e-4);
+    for (fp, rp) in fstore.iter().zip(rstore.iter()) {
+        let e = rel_err_floor(fp.grad(&pg)?, rp.grad(&rg)?, 1e-2 * floor);
+        assert!(e <= 1e-4, "normalised input, {}: {e}", fp.name());
+    }
+    // Only where the fused kernel runs.
+    assert!(rl
+        .forward_prenormed_kv_add(&xq, &xbar, &rln, Some(&m), false, None)
+        .is_err());
     Ok(())
 }

@@ -191,9 +191,14 @@ impl CrossAttend {
         let q = self.norm_q.forward(z)?;
         let residual = self.query_residual.then_some(z);
         if let Some(xb) = x_bar {
-            let z = self
-                .attn
-                .forward_prenormed_kv_add(&q, xb, &self.norm_kv, mask, residual)?;
+            let z = self.attn.forward_prenormed_kv_add(
+                &q,
+                xb,
+                &self.norm_kv,
+                mask,
+                ctx.train,
+                residual,
+            )?;
             return self.ff.forward_add(&z, ctx);
         }
         // LN(x), K and V are computed block by block inside the fused kernel (never stored

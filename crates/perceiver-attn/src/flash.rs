@@ -21,8 +21,11 @@
 //! Fully masked rows have `l = 0`: their output is 0 and `L = +∞`, so the recomputed `P` is 0
 //! and they pass no gradient.
 //!
-//! All GEMMs run single-threaded inside the rayon tasks and read q, k, v through their strides
-//! (non-contiguous inputs are not copied).
+//! All GEMMs run single-threaded inside the rayon tasks and read q, k, v and `dO` through their
+//! strides (non-contiguous inputs are not copied). The output and the gradients of q, k and v
+//! are `[b, heads, rows, width]` views of `[b, rows, heads, width]` buffers (see [`HeadRows`]),
+//! the layout of the projections around the attention, so merging or splitting heads around
+//! it copies nothing.
 
 use crate::check::{check, scale_of};
 use perceiver_tensor::gemm::{gemm, MatRef};

@@ -258,14 +258,17 @@ impl FlashAttention {
         let (block_q, block_k) = forward_blocks(b_ * h_, n, m);
         let blocks_per_bh = n.div_ceil(block_q);
         let dst = HeadRows::new(&mut out, h_, n, dv);
-        let task = |idx: usize, l_out: &mut [f32]| {
+        let task = |scratch: &mut (Vec<f32>, Vec<f32>), idx: usize, l_out: &mut [f32]| {
             let bh = idx / blocks_per_bh;
             let (b, h) = (bh / h_, bh % h_);
             let i0 = (idx % blocks_per_bh) * block_q;
             let br = l_out.len();
             let qi = qo.rows(b, h, i0, br, dk);
-            let mut s = vec![0.0f32; br * block_k.min(m)];
-            let mut o = vec![0.0f32; br * dv];
+            // Scratch reused by the tasks of one rayon job: the scores are written before they
+            // are read; the output rows accumulate, so they start at zero.
+            let (s, o) = scratch;
+            let o = &mut o[..br * dv];
+            o.fill(0.0);
             let mut mx = vec![f32::NEG_INFINITY; br];
             let mut sum = vec![0.0f32; br];
             let mask = self.mask_row(b, m);
@@ -274,13 +277,13 @@ impl FlashAttention {
                 let sb = &mut s[..br * bc];
                 gemm(scale, qi, ko.rows(b, h, j0, bc, dk).t(), 0.0, sb);
                 masked_columns(sb, bc, mask.map(|mk| &mk[j0..j0 + bc]));
-                online_softmax(sb, bc, &mut mx, &mut sum, &mut o, dv);
+                online_softmax(sb, bc, &mut mx, &mut sum, o, dv);
                 gemm(
                     1.0,
                     MatRef::row_major(sb, br, bc),
                     vo.rows(b, h, j0, bc, dv),
                     1.0,
-                    &mut o,
+                    o,
                 );
             }
             for r in 0..br {
@@ -295,7 +298,7 @@ impl FlashAttention {
                 }
             }
             // SAFETY: this task owns rows i0..i0+br of (b, h).
-            unsafe { dst.write(b, h, i0, &o) };
+            unsafe { dst.write(b, h, i0, o) };
         };
         // One task per (batch, head, query block); their log-sum-exp rows are disjoint chunks.
         let mut chunks: Vec<(usize, &mut [f32])> = Vec::with_capacity(b_ * h_ * blocks_per_bh);
@@ -308,7 +311,15 @@ impl FlashAttention {
                 l_rest = l_tail;
             }
         }
-        chunks.into_par_iter().for_each(|(idx, l)| task(idx, l));
+        let scratch = || {
+            (
+                vec![0.0f32; block_q * block_k.min(m)],
+                vec![0.0f32; block_q * dv],
+            )
+        };
+        chunks
+            .into_par_iter()
+            .for_each_init(scratch, |sc, (idx, l)| task(sc, idx, l));
         (heads_tensor(out, b_, h_, n, dv), lse)
     }
 
@@ -364,18 +375,17 @@ impl FlashAttention {
             }
         }
         let lse = &saved.lse;
+        // Score scratch reused by the tasks of one rayon job (written before it is read).
+        let tile = BLOCK_Q.min(n) * BLOCK_K.min(m);
+        let scratch = || (vec![0.0f32; tile], vec![0.0f32; tile]);
         let partial_dq: Vec<(usize, Vec<f32>)> = tasks
             .into_par_iter()
-            .map(|(bh, ja, keys)| {
+            .map_init(scratch, |(s, dp), (bh, ja, keys)| {
                 let (b, h) = (bh / h_, bh % h_);
                 let mask = self.mask_row(b, m);
                 let mut dq_acc = vec![0.0f32; if needs[0] { n * dk } else { 0 }];
                 let mut dk_out = vec![0.0f32; if needs[1] { keys * dk } else { 0 }];
                 let mut dv_out = vec![0.0f32; if needs[2] { keys * dv } else { 0 }];
-                // Sized for the blocks this problem has (small problems zero far less).
-                let tile = BLOCK_Q.min(n) * BLOCK_K.min(keys);
-                let mut s = vec![0.0f32; tile];
-                let mut dp = vec![0.0f32; tile];
                 for jl in (0..keys).step_by(BLOCK_K) {
                     let j0 = ja + jl;
                     let bc = BLOCK_K.min(keys - jl);

@@ -27,7 +27,7 @@
 //! With `dU = dO·W_v`, `dŪ = dU ⊙ γ` and `D = rowsum(dŪ ⊙ Ū)`: per block, recompute `x̄` and
 //! `[Sᵀ | dPᵀ] = x̄·[Q̂; dŪ]ᵀ` (one product), `P = exp(S - L)`, `dS = P ⊙ (dP - D)`, then
 //! `Eᵀ += x̄ᵀ·dSᵀ` (`E = dS·x̄` is the gradient of `Q̂`) and, only when `x` needs a gradient,
-//! `dx̄ = [Pᵀ | dSᵀ]·[dŪ; Q̂]` (one product) and the LayerNorm backward. The LayerNorm's own
+//! `dx̄ = Pᵀ·dŪ + dSᵀ·Q̂` (read from the same buffers) and the LayerNorm backward. The LayerNorm's own
 //! gradients need nothing per token: `dγ = Σ dU ⊙ Ū + Q̃ ⊙ E` and `dβ = Σ dU` over the rows
 //! that attend to something (the rows of `dS` sum to zero). At the end `dQ̃ = E ⊙ γ`,
 //! `dQ = s·dQ̃·W_kᵀ`, `dW_k = s·Qᵀ·dQ̃`, `dW_v = dOᵀ·U`, `db_v = Σ dO` over rows that attend to
@@ -231,12 +231,14 @@ impl FusedCross {
             .into_par_iter()
             .map_init(
                 // Scratch reused by the tasks of one rayon job (written before it is read).
-                || (self.block(false), vec![0.0f32; self.bk * n]),
-                |(blk, s), (b, ja, jb)| {
+                || {
+                    let cols = (vec![0.0f32; n], vec![0.0f32; n]);
+                    (self.block(false), vec![0.0f32; self.bk * n], cols)
+                },
+                |(blk, s, (alpha, shift)), (b, ja, jb)| {
                     let mut ut = vec![0.0f32; heads * c * n];
                     let mut mx = vec![f32::NEG_INFINITY; heads * n];
                     let mut l = vec![0.0f32; heads * n];
-                    let (mut alpha, mut shift) = (vec![0.0f32; n], vec![0.0f32; n]);
                     for j0 in (ja..jb).step_by(self.bk) {
                         let bc = self.bk.min(jb - j0);
                         let xh = self.xbar(inputs, blk, b, j0, bc);
@@ -246,10 +248,10 @@ impl FusedCross {
                             self.mask_tokens(sb, n, n, b, m, j0..j0 + bc);
                             let rows = h * n..(h + 1) * n;
                             let (mxh, lh) = (&mut mx[rows.clone()], &mut l[rows]);
-                            online_softmax_cols(sb, mxh, lh, &mut alpha, &mut shift);
+                            online_softmax_cols(sb, mxh, lh, alpha, shift);
                             let uth = &mut ut[h * c * n..(h + 1) * c * n];
                             if alpha.iter().any(|&a| a != 1.0) {
-                                scale_rows(uth, Some(&alpha));
+                                scale_rows(uth, Some(alpha));
                             }
                             gemm(1.0, xh.t(), MatRef::row_major(sb, bc, n), 1.0, uth);
                         }
@@ -317,12 +319,10 @@ impl FusedCross {
         let qt = self.folded_queries(q, wk, None);
         let need_x = needs[1];
         let need_e = needs[0] || needs[2] || needs[4];
-        // Per (example, head): dU = dO·W_v, and the stacked operands [Q̂; dŪ] of the scores
-        // and, for dx̄, [dŪ; Q̂].
+        // Per (example, head): dU = dO·W_v, and the stacked operand [Q̂; dŪ] of the scores.
         let nc = n * c;
         let mut du = vec![0.0f32; batch * heads * nc];
         let mut qd = vec![0.0f32; 2 * du.len()];
-        let mut dq_stack = vec![0.0f32; if need_x { qd.len() } else { 0 }];
         if !du.is_empty() {
             du.par_chunks_mut(nc)
                 .zip(qd.par_chunks_mut(2 * nc))
@@ -341,15 +341,6 @@ impl FusedCross {
                     bottom.copy_from_slice(duh);
                     scale_rows(bottom, gamma);
                 });
-            if need_x {
-                dq_stack
-                    .par_chunks_mut(2 * nc)
-                    .zip(qd.par_chunks(2 * nc))
-                    .for_each(|(dst, src)| {
-                        dst[..nc].copy_from_slice(&src[nc..]);
-                        dst[nc..].copy_from_slice(&src[..nc]);
-                    });
-            }
         }
         // D = rowsum(dŪ ⊙ Ū).
         let drow: Vec<f32> = (0..batch * heads * n)
@@ -396,9 +387,26 @@ impl FusedCross {
                             gemm(1.0, xh.t(), ds, 1.0, &mut et[h * c * n..(h + 1) * c * n]);
                         }
                         if need_x {
+                            // dx̄ = Pᵀ·dŪ + dSᵀ·Q̂: each half of [Sᵀ | dPᵀ] (now [P | dS],
+                            // token-major) against the other half of [Q̂; dŪ].
                             let beta = if h == 0 { 0.0 } else { 1.0 };
-                            let stack = slab(&dq_stack, bh, 2 * n, c);
-                            gemm(1.0, sdm, stack, beta, &mut dxh[..bc * c]);
+                            let half = |i: usize| MatRef {
+                                offset: i * n,
+                                cols: n,
+                                ..sdm
+                            };
+                            let stack = slab(&qd, bh, 2 * n, c);
+                            let (qh, dub) = (
+                                MatRef { rows: n, ..stack },
+                                MatRef {
+                                    offset: stack.offset + n * c,
+                                    rows: n,
+                                    ..stack
+                                },
+                            );
+                            let dxb = &mut dxh[..bc * c];
+                            gemm(1.0, half(0), dub, beta, dxb);
+                            gemm(1.0, half(1), qh, 1.0, dxb);
                         }
                     }
                     if need_x && self.xbar_in_place() {
@@ -417,10 +425,12 @@ impl FusedCross {
             .collect();
         // E = dS·x̄ per (example, head), summed over the tasks.
         let mut e = vec![0.0f32; if need_e { batch * heads * nc } else { 0 }];
-        for (b, et) in ets.iter().filter(|_| need_e) {
-            for h in 0..heads {
-                let dst = &mut e[(b * heads + h) * nc..(b * heads + h + 1) * nc];
-                add_transposed(dst, &et[h * c * n..(h + 1) * c * n], n, c);
+        if need_e {
+            for (b, et) in &ets {
+                for h in 0..heads {
+                    let dst = &mut e[(b * heads + h) * nc..(b * heads + h + 1) * nc];
+                    add_transposed(dst, &et[h * c * n..(h + 1) * c * n], n, c);
+                }
             }
         }
         // dγ = Σ dU ⊙ Ū + Q̃ ⊙ E, dβ = Σ dU over the rows that attend.

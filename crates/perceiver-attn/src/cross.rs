@@ -288,12 +288,12 @@ impl FusedCross {
         ghat: &mut [f32],
     ) {
         let c = self.channels;
-        let affine_rows = if dlnw.is_empty() && dlnb.is_empty() {
+        let rows_for_affine = if dlnw.is_empty() && dlnb.is_empty() {
             0
         } else {
             bc
         };
-        for r in 0..affine_rows {
+        for r in 0..rows_for_affine {
             let (gr, xh) = (&dxb[r * c..(r + 1) * c], &xhat[r * c..(r + 1) * c]);
             dlnw.iter_mut()
                 .zip(gr.iter().zip(xh))

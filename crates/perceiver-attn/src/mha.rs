@@ -263,9 +263,7 @@ impl MultiHeadAttention {
         rng: Option<&mut Rng>,
         residual: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let c = &self.config;
-        let dropout = train && c.dropout > 0.0;
-        if c.kernel == AttnKernel::Reference || dropout {
+        if !self.runs_fused(train) {
             let normed = match kv_norm {
                 Some(ln) => ln.forward(x_kv)?,
                 None => x_kv.clone(),

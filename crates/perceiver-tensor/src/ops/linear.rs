@@ -156,9 +156,7 @@ pub(crate) fn linear_raw(
             // One call per row keeps the vectorised body inlined into the AVX-512 copy.
             crate::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
             if let Some(r) = rvec {
-                let r = &r[i * out + cols.start..i * out + cols.end];
-                let row = blk.row_mut(i);
-                crate::simd!(row.iter_mut().zip(r).for_each(|(y, r)| *y += r));
+                kernels::add_assign(blk.row_mut(i), &r[i * out + cols.start..i * out + cols.end]);
             }
         }
     };

@@ -178,43 +178,49 @@ impl CrossAttend {
         })
     }
 
-    /// `x_bar`: `x`'s rows normalised before the LayerNorm's affine, when the caller shares
-    /// them between several cross-attends (see [`Perceiver::forward_with`]).
     fn forward(
         &self,
         z: &Tensor,
-        x: &Tensor,
-        x_bar: Option<&Tensor>,
+        kv: KvInput<'_>,
         mask: Option<&Tensor>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
         let q = self.norm_q.forward(z)?;
         let residual = self.query_residual.then_some(z);
-        if let Some(xb) = x_bar {
-            let z = self.attn.forward_prenormed_kv_add(
+        let z = match kv {
+            KvInput::Normalized(xb) => self.attn.forward_prenormed_kv_add(
                 &q,
                 xb,
                 &self.norm_kv,
                 mask,
                 ctx.train,
                 residual,
-            )?;
-            return self.ff.forward_add(&z, ctx);
-        }
-        // LN(x), K and V are computed block by block inside the fused kernel (never stored
-        // for the whole input); the reference kernel composes the plain ops.
-        // (the query residual is added in the output projection's epilogue)
-        let z = self.attn.forward_normed_kv_add(
-            &q,
-            x,
-            Some(&self.norm_kv),
-            mask,
-            ctx.train,
-            ctx.rng.as_deref_mut(),
-            residual,
-        )?;
+            )?,
+            // LN(x), K and V are computed block by block inside the fused kernel (never stored
+            // for the whole input); the reference kernel composes the plain ops. (The query
+            // residual is added in the output projection's epilogue.)
+            KvInput::Raw(x) => self.attn.forward_normed_kv_add(
+                &q,
+                x,
+                Some(&self.norm_kv),
+                mask,
+                ctx.train,
+                ctx.rng.as_deref_mut(),
+                residual,
+            )?,
+        };
         self.ff.forward_add(&z, ctx)
     }
+}
+
+/// What a cross-attend reads as keys and values.
+#[derive(Clone, Copy)]
+enum KvInput<'a> {
+    /// The byte array, normalised by the cross-attend's own LayerNorm.
+    Raw(&'a Tensor),
+    /// Its rows already normalised before the LayerNorm's affine, shared by several
+    /// cross-attends (see [`Perceiver::forward_with`]).
+    Normalized(&'a Tensor),
 }
 
 /// A latent self-attention layer: `z = z + Attn(LN(z))`, `z = z + FF(LN(z))`.
@@ -588,19 +594,22 @@ impl Perceiver {
         // (normalised straight from the input channels and the position features: the
         // concatenated array is not built)
         let parts: Vec<&Tensor> = std::iter::once(&x_in).chain(pos.as_ref()).collect();
-        let (data, data_bar) = if share {
-            let bar = Tensor::layer_norm_concat(&parts, c.layer_norm_eps)?;
-            // (a cross-attend given the normalised rows does not read the raw array)
-            (bar.clone(), Some(bar))
+        let data = if share {
+            Tensor::layer_norm_concat(&parts, c.layer_norm_eps)?
         } else if parts.len() > 1 {
-            (Tensor::concat(&parts, 2)?, None)
+            Tensor::concat(&parts, 2)?
         } else {
-            (x_in.clone(), None)
+            x_in.clone()
+        };
+        let kv = if share {
+            KvInput::Normalized(&data)
+        } else {
+            KvInput::Raw(&data)
         };
         for blk in 0..c.num_blocks {
             if blk < c.num_cross_attends {
                 let cross = &self.cross[self.plan.cross[blk]];
-                z = cross.forward(&z, &data, data_bar.as_ref(), opts.mask, &mut ctx)?;
+                z = cross.forward(&z, kv, opts.mask, &mut ctx)?;
             }
             for layer in &self.towers[self.plan.towers[blk]] {
                 z = layer.forward(&z, &mut ctx)?;
@@ -622,7 +631,7 @@ impl Perceiver {
                 };
                 let (nq, cq) = (q.shape()[0], q.shape()[1]);
                 let q = q.unsqueeze(0)?.broadcast_to(&[b, nq, cq])?;
-                let out = cross.forward(&q, &z, None, None, &mut ctx)?;
+                let out = cross.forward(&q, KvInput::Raw(&z), None, &mut ctx)?;
                 let y = fc.forward(&out)?;
                 if nq == 1 {
                     let k = y.shape()[2];

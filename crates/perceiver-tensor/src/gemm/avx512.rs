@@ -396,10 +396,7 @@ unsafe fn transpose_block(
         }
         // Recursive block transpose: at distance b, rows i and i+b swap their off-diagonal
         // b x b blocks (b = 8, 4, 2, 1).
-        transpose_step::<8>(&mut r);
-        transpose_step::<4>(&mut r);
-        transpose_step::<2>(&mut r);
-        transpose_step::<1>(&mut r);
+        transpose16(&mut r);
         for (j, v) in r.iter().enumerate() {
             let m = if j < len { out_mask } else { 0 };
             _mm512_mask_storeu_ps(dst.wrapping_add(j * dst_stride), m, *v);
@@ -425,6 +422,16 @@ fn transpose_step<const B: usize>(r: &mut [__m512; 16]) {
             }
         }
     }
+}
+
+/// Transposes sixteen rows of sixteen 32-bit lanes in place (lane `j` of row `i` goes to lane
+/// `i` of row `j`); the AMX kernel's packing uses it on bf16 pairs.
+#[inline(always)]
+pub(super) fn transpose16(r: &mut [__m512; 16]) {
+    transpose_step::<8>(r);
+    transpose_step::<4>(r);
+    transpose_step::<2>(r);
+    transpose_step::<1>(r);
 }
 
 /// Lane indices of the block-transpose step at distance `b`: `(lo, hi)` with `lo[l] = l` or

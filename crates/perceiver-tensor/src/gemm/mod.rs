@@ -21,6 +21,8 @@ use rayon::prelude::*;
 use std::ops::Range;
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 
 /// Work (m·k·n multiply-adds) below which a GEMM stays on one thread.
@@ -315,7 +317,7 @@ unsafe fn gemm_threaded(p: &Product<'_>) {
         unsafe { gemm_depth_split(p, threads) };
         return;
     }
-    if split_rows(m, k, n, threads) {
+    if split_rows(p, threads) {
         let rows = m.div_ceil(threads);
         (0..threads).into_par_iter().for_each(|t| {
             let (r0, r1) = (t * rows, ((t + 1) * rows).min(m));
@@ -390,7 +392,7 @@ unsafe fn gemm_depth_split(p: &Product<'_>, threads: usize) {
 /// packs fewer floats per thread than cutting rows or columns, counting the temporaries.
 fn split_depth(m: usize, k: usize, n: usize, threads: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if Backend::detect() == Backend::Avx512 && k >= 256 * threads {
+    if Backend::detect().has_avx512() && k >= 256 * threads {
         let depth = (m * k + k * n).div_ceil(threads) + 2 * m * n * (threads - 1);
         let rows = avx512::pack_cost(m, k, n, threads, true);
         let cols = avx512::pack_cost(m, k, n, threads, false);
@@ -401,9 +403,14 @@ fn split_depth(m: usize, k: usize, n: usize, threads: usize) -> bool {
 }
 
 /// Whether to cut an `m x k · k x n` product into row blocks (else column blocks).
-fn split_rows(m: usize, k: usize, n: usize, threads: usize) -> bool {
+fn split_rows(p: &Product<'_>, threads: usize) -> bool {
+    let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
     #[cfg(target_arch = "x86_64")]
-    if Backend::detect() == Backend::Avx512 {
+    if Backend::detect() == Backend::Amx && amx::suits(m, k, n, &p.a, &p.b) {
+        return amx::pack_cost(m, k, n, threads, true) <= amx::pack_cost(m, k, n, threads, false);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Backend::detect().has_avx512() {
         return avx512::pack_cost(m, k, n, threads, true)
             <= avx512::pack_cost(m, k, n, threads, false);
     }
@@ -413,6 +420,10 @@ fn split_rows(m: usize, k: usize, n: usize, threads: usize) -> bool {
 /// The GEMM implementation a call uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
+    /// Our AMX tile kernel for large products (f32-accurate through three-part bf16 splits;
+    /// module docs of `gemm::amx`), the AVX-512 kernel for the others (Intel Xeon from the
+    /// 4th generation, on Linux).
+    Amx,
     /// Our packed AVX-512 kernel (x86-64 CPUs with AVX-512F).
     Avx512,
     /// `matrixmultiply::sgemm` (every other CPU).
@@ -420,20 +431,29 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// The backend of this CPU: AVX-512 when available, unless the environment variable
-    /// `PERCEIVER_GEMM=matrixmultiply` asks for the portable one (for comparisons).
+    /// The backend of this CPU: AMX, else AVX-512, else `matrixmultiply`. The environment
+    /// variable `PERCEIVER_GEMM` can ask for a lesser one (for comparisons): `avx512` or
+    /// `matrixmultiply`.
     pub fn detect() -> Backend {
         use std::sync::OnceLock;
         static CHOSEN: OnceLock<Backend> = OnceLock::new();
         *CHOSEN.get_or_init(|| {
+            let asked = std::env::var("PERCEIVER_GEMM").unwrap_or_default();
             #[cfg(target_arch = "x86_64")]
-            if avx512::available()
-                && std::env::var("PERCEIVER_GEMM").as_deref() != Ok("matrixmultiply")
-            {
+            if avx512::available() && asked != "matrixmultiply" {
+                if asked != "avx512" && amx::available() {
+                    return Backend::Amx;
+                }
                 return Backend::Avx512;
             }
+            let _ = asked;
             Backend::MatrixMultiply
         })
+    }
+
+    /// Whether the AVX-512 kernel runs (alone, or beside AMX for the smaller products).
+    pub fn has_avx512(self) -> bool {
+        matches!(self, Backend::Amx | Backend::Avx512)
     }
 }
 
@@ -443,7 +463,15 @@ impl Backend {
 /// The views must be in bounds and the block of `c` valid for writes and not aliased.
 unsafe fn gemm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
-    if Backend::detect() == Backend::Avx512 && avx512::suits(rows.len(), p.a.cols, cols.len()) {
+    if Backend::detect() == Backend::Amx && amx::suits(rows.len(), p.a.cols, cols.len(), &p.a, &p.b)
+    {
+        // SAFETY: the CPU and OS run AMX (detected) and the block suits it; the rest is
+        // forwarded from the caller.
+        unsafe { amx::gemm_block(p, rows, cols) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if Backend::detect().has_avx512() && avx512::suits(rows.len(), p.a.cols, cols.len()) {
         // SAFETY: the CPU has AVX-512F (detected); the rest is forwarded from the caller.
         unsafe { avx512::gemm_block(p, rows, cols) };
         return;
@@ -685,6 +713,10 @@ mod tests {
             if avx512::available() {
                 check_backend(avx512::gemm_block, m, k, n, ta, tb, beta);
             }
+            #[cfg(target_arch = "x86_64")]
+            if amx::available() {
+                check_backend(amx::gemm_block, m, k, n, false, tb, beta);
+            }
         }
     }
 
@@ -697,6 +729,82 @@ mod tests {
         }
         check_all(avx512::gemm_block);
         check_doubly_strided(avx512::gemm_block);
+    }
+
+    /// The AMX kernel on its layouts (row-major `A`, row- or column-major `B`): edge tiles,
+    /// several depth and column blocks, alpha and beta.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn amx_kernel_matches_the_naive_product() {
+        if !amx::available() {
+            eprintln!("skipped: this CPU or OS does not run AMX tiles");
+            return;
+        }
+        let shapes = [
+            (1, 1, 1),
+            (17, 33, 40),
+            (70, 300, 600),
+            (130, 64, 66),
+            (520, 129, 35),
+        ];
+        for (m, k, n) in shapes.into_iter().chain(SHAPES.iter().copied()) {
+            for (tb, beta) in [(false, 0.0), (true, 1.0), (false, 0.5), (true, 0.0)] {
+                check_backend(amx::gemm_block, m, k, n, false, tb, beta);
+            }
+        }
+    }
+
+    /// The AMX kernel's three-part bf16 split keeps f32 accuracy: against an f64 product, the
+    /// error relative to `Σ|a·b|` stays at the level of f32 rounding (a two-part split, or
+    /// three parts with fewer products, would be near 1e-5).
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn amx_kernel_has_f32_accuracy() {
+        if !amx::available() {
+            eprintln!("skipped: this CPU or OS does not run AMX tiles");
+            return;
+        }
+        let (m, k, n) = (96, 700, 80);
+        let mut seed = 12345u32;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+        let b: Vec<f32> = (0..k * n).map(|_| rnd() * 3.0).collect();
+        let worst = |block: Block| {
+            let mut c = vec![0.0; m * n];
+            let p = Product {
+                alpha: 1.0,
+                a: MatRef::row_major(&a, m, k),
+                b: MatRef::row_major(&b, k, n),
+                beta: 0.0,
+                c: c.as_mut_ptr(),
+                ldc: n,
+                epi: None,
+            };
+            // SAFETY: the views are in bounds and `c` holds the m x n output.
+            unsafe { block(&p, 0..m, 0..n) };
+            let mut worst = 0.0f64;
+            for i in 0..m {
+                for j in 0..n {
+                    let (mut exact, mut size) = (0.0f64, 0.0f64);
+                    for p in 0..k {
+                        let t = a[i * k + p] as f64 * b[p * n + j] as f64;
+                        exact += t;
+                        size += t.abs();
+                    }
+                    worst = worst.max((c[i * n + j] as f64 - exact).abs() / size);
+                }
+            }
+            worst
+        };
+        let (tiles, vectors) = (worst(amx::gemm_block), worst(avx512::gemm_block));
+        eprintln!("largest error relative to Σ|a·b|: AMX {tiles:e}, AVX-512 {vectors:e}");
+        assert!(
+            tiles < 2.0 * vectors && tiles < 2e-7,
+            "AMX {tiles:e} vs AVX-512 {vectors:e}"
+        );
     }
 
     /// Operands strided in both directions (every other column of a wider row): the general

@@ -39,8 +39,9 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 /// Depth of a packed block (a multiple of [`STEP`]): the `B` tiles of a column pair,
-/// `KC x 32` in three bf16 parts, are 24 KiB and stay in L1.
-const KC: usize = 64;
+/// `KC x 32` in three bf16 parts, are 24 KiB and stay in L1. (64, 192 and 256 measured
+/// slower on the Linear products of config B.)
+const KC: usize = 128;
 /// Columns of a block (a multiple of 32).
 const NC: usize = 512;
 /// Rows of a block (a multiple of 16): the `A` block (`MC x KC` in three parts, 384 KiB) and

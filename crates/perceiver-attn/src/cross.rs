@@ -360,36 +360,81 @@ impl FusedCross {
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
                     self.project(inputs, &p, b, j0, bc, &mut blk);
-                    for h in 0..heads {
-                        let sb = &mut s[..n * bc];
-                        let kh = MatRef {
-                            data: &blk.k,
-                            offset: h * self.dh,
-                            rows: bc,
-                            cols: self.dh,
-                            row_stride: self.hk(),
-                            col_stride: 1,
-                        };
-                        gemm(self.scale, self.q_view(q, b, h), kh.t(), 0.0, sb);
-                        self.masked(sb, n, bc, b, m, j0);
-                        let oh = &mut o[h * n * dv..(h + 1) * n * dv];
-                        let rows = h * n..(h + 1) * n;
-                        online_softmax(sb, bc, &mut mx[rows.clone()], &mut l[rows], oh, dv);
-                        let vh = MatRef {
-                            data: &blk.v,
-                            offset: h * dv,
-                            rows: bc,
-                            cols: dv,
-                            row_stride: self.hv(),
-                            col_stride: 1,
-                        };
-                        gemm(1.0, MatRef::row_major(sb, n, bc), vh, 1.0, oh);
-                    }
+                    let acc = (&mut o[..], &mut mx[..], &mut l[..]);
+                    self.attend_block(q, b, (j0, bc, m), (&blk.k, 0), (&blk.v, 0), &mut s, acc);
                 }
                 (b, o, mx, l)
             })
             .collect();
         merge_partials(batch, heads * n, dv, &partials)
+    }
+
+    /// The online-softmax step of the projected forward: example `b`'s queries (every head)
+    /// attend to keys `j0..j0+bc` of `m`, whose key and value rows (`hk` and `hv` floats
+    /// apart) start at offsets `k0` of `k` and `v0` of `v`. Accumulates into the task's
+    /// unnormalised outputs, row maxima and row sums; `s` is the score scratch.
+    #[allow(clippy::too_many_arguments)] // the block's coordinates, its sources and the task state
+    fn attend_block(
+        &self,
+        q: &Tensor,
+        b: usize,
+        (j0, bc, m): (usize, usize, usize),
+        (k, k0): (&[f32], usize),
+        (v, v0): (&[f32], usize),
+        s: &mut [f32],
+        (o, mx, l): (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (n, dv) = (q.shape()[2], self.dv);
+        for h in 0..self.heads {
+            let sb = &mut s[..n * bc];
+            let kh = MatRef {
+                data: k,
+                offset: k0 + h * self.dh,
+                rows: bc,
+                cols: self.dh,
+                row_stride: self.hk(),
+                col_stride: 1,
+            };
+            gemm(self.scale, self.q_view(q, b, h), kh.t(), 0.0, sb);
+            self.masked(sb, n, bc, b, m, j0);
+            let oh = &mut o[h * n * dv..(h + 1) * n * dv];
+            let rows = h * n..(h + 1) * n;
+            online_softmax(sb, bc, &mut mx[rows.clone()], &mut l[rows], oh, dv);
+            let vh = MatRef {
+                data: v,
+                offset: v0 + h * dv,
+                rows: bc,
+                cols: dv,
+                row_stride: self.hv(),
+                col_stride: 1,
+            };
+            gemm(1.0, MatRef::row_major(sb, n, bc), vh, 1.0, oh);
+        }
+    }
+
+    /// The projected forward on keys `k: [b, m, hk]` and values `v: [b, m, hv]` given
+    /// (contiguous rows): the same tasks and blocks, without the projection.
+    fn forward_kv_raw(&self, q: &Tensor, k: &[f32], v: &[f32], m: usize) -> Vec<f32> {
+        let (batch, n) = (q.shape()[0], q.shape()[2]);
+        let (heads, dv, hk, hv) = (self.heads, self.dv, self.hk(), self.hv());
+        let partials: Vec<Partial> = self
+            .ranges(batch, m)
+            .into_par_iter()
+            .map(|(b, ja, jb)| {
+                let mut o = vec![0.0f32; heads * n * dv];
+                let mut mx = vec![f32::NEG_INFINITY; heads * n];
+                let mut l = vec![0.0f32; heads * n];
+                let mut s = vec![0.0f32; n * self.bk];
+                for j0 in (ja..jb).step_by(self.bk) {
+                    let bc = self.bk.min(jb - j0);
+                    let (kb, vb) = ((k, (b * m + j0) * hk), (v, (b * m + j0) * hv));
+                    let acc = (&mut o[..], &mut mx[..], &mut l[..]);
+                    self.attend_block(q, b, (j0, bc, m), kb, vb, &mut s, acc);
+                }
+                (b, o, mx, l)
+            })
+            .collect();
+        merge_partials(batch, heads * n, dv, &partials).0
     }
 
     fn backward_raw(
@@ -679,6 +724,77 @@ impl CustomOp for FusedCross {
             .map(|(gv, t)| gv.map(|v| Tensor::from_vec(v, t.shape()).expect("sizes agree")))
             .collect()
     }
+}
+
+/// Cross-attention of queries `q: [b, heads, n, dk]` to keys `k: [b, m, heads·dk]` and values
+/// `v: [b, m, heads·dv]` already projected (the rows of the projections' outputs): the
+/// attention of [`fused_cross_attention`]'s projected kernel (all queries against blocks of
+/// [`block_tokens`] keys), for a caller that attends to one input several times with the same
+/// projections, such as a Perceiver's weight-shared cross-attends at inference. Returns
+/// `[b, heads, n, dv]`; `mask: [b, m]` (non-zero = attend).
+///
+/// Forward only: an error when an input is tracked by autograd (call it under
+/// [`perceiver_tensor::no_grad`]).
+#[track_caller]
+pub fn cross_attention_kv(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    heads: usize,
+    mask: Option<&Tensor>,
+    scale: Option<f32>,
+) -> Result<Tensor> {
+    const OP: &str = "cross_attention_kv";
+    if q.is_tracked() || k.is_tracked() || v.is_tracked() {
+        return Err(Error::invalid(
+            OP,
+            "forward only: its inputs must not be tracked by autograd (run it under no_grad)",
+        ));
+    }
+    let ok = q.rank() == 4 && k.rank() == 3 && v.rank() == 3 && heads > 0 && q.shape()[1] == heads;
+    if !ok || k.shape()[..2] != v.shape()[..2] || k.shape()[0] != q.shape()[0] {
+        return Err(Error::shape(
+            OP,
+            "q must be [batch, heads, n, dk], k [batch, m, heads * dk] and v [batch, m, heads * dv]",
+            q.shape(),
+            k.shape(),
+        ));
+    }
+    let (b, n, dh) = (q.shape()[0], q.shape()[2], q.shape()[3]);
+    let (m, hv) = (k.shape()[1], v.shape()[2]);
+    if k.shape()[2] != heads * dh || hv % heads != 0 || m == 0 {
+        return Err(Error::shape(
+            OP,
+            "k must be [batch, m >= 1, heads * dk] and v [batch, m, heads * dv]",
+            k.shape(),
+            v.shape(),
+        ));
+    }
+    if let Some(mk) = mask {
+        if mk.shape() != [b, m] {
+            return Err(Error::shape(
+                OP,
+                "the key padding mask must be [batch, keys]",
+                mk.shape(),
+                &[b, m],
+            ));
+        }
+    }
+    let op = FusedCross {
+        heads,
+        dh,
+        dv: hv / heads,
+        channels: 0,
+        scale: scale_of(OP, scale, dh)?,
+        bk: block_tokens(n).min(m),
+        eps: None,
+        normalized: false,
+        has: [false; 6],
+        mask: mask.map(|t| t.to_vec()),
+        folded: false,
+    };
+    let out = op.forward_kv_raw(q, &k.contiguous_data(), &v.contiguous_data(), m);
+    Tensor::from_vec(out, &[b, heads, n, hv / heads])
 }
 
 /// How [`fused_cross_attention_with`] evaluates the attention (the results agree up to

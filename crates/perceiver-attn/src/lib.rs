@@ -39,8 +39,8 @@ mod mha;
 mod reference;
 
 pub use cross::{
-    block_tokens, folded_is_cheaper, fused_cross_attention, fused_cross_attention_with,
-    CrossKernel, KvProjection,
+    block_tokens, cross_attention_kv, folded_is_cheaper, fused_cross_attention,
+    fused_cross_attention_with, CrossKernel, KvProjection,
 };
 pub use flash::{flash_attention, FlashAttention, BLOCK_K, BLOCK_Q, FULL_KEYS, FULL_ROWS};
 pub use mha::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};

@@ -1,7 +1,8 @@
 //! The multi-head attention layer the model uses.
 
 use crate::{
-    attention_reference, flash_attention, fused_cross_attention, AttentionOptions, KvProjection,
+    attention_reference, cross_attention_kv, flash_attention, fused_cross_attention,
+    AttentionOptions, KvProjection,
 };
 use perceiver_tensor::nn::{LayerNorm, Linear};
 use perceiver_tensor::{Error, ParamStore, Result, Rng, Tensor};
@@ -200,8 +201,11 @@ impl MultiHeadAttention {
             ));
         }
         let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
-        let k = self.heads_view(&self.to_k.forward(x_kv)?, c.qk_dim)?;
-        let v = self.heads_view(&self.to_v.forward(x_kv)?, c.v_dim)?;
+        let (k, v) = self.project_kv(x_kv, None)?;
+        let (k, v) = (
+            self.heads_view(&k, c.qk_dim)?,
+            self.heads_view(&v, c.v_dim)?,
+        );
         let dropout = train && c.dropout > 0.0;
         let o = match c.kernel {
             AttnKernel::Fused if dropout => {
@@ -214,6 +218,89 @@ impl MultiHeadAttention {
             AttnKernel::Reference => {
                 let opts = AttentionOptions { scale: c.scale, dropout: c.dropout, train };
                 attention_reference(&q, &k, &v, mask, &opts, rng)?
+            }
+        };
+        self.project_out(&o, x_q, residual)
+    }
+
+    /// The keys and values `[b, m, heads · head width]` of a key/value input `x_kv: [b, m,
+    /// kv_dim]`, for a caller that attends to one input several times with these weights (a
+    /// Perceiver's weight-shared cross-attends at inference) and passes them to
+    /// [`MultiHeadAttention::forward_kv_add`]. With `prenormed = Some(ln)`, `x_kv` holds `ln`'s
+    /// normalised rows before its affine (as for
+    /// [`MultiHeadAttention::forward_prenormed_kv_add`]); the affine is folded into the
+    /// projections (`W·diag(γ)`, bias `W·β + b`), so the normalised input is not built.
+    #[track_caller]
+    pub fn project_kv(
+        &self,
+        x_kv: &Tensor,
+        prenormed: Option<&LayerNorm>,
+    ) -> Result<(Tensor, Tensor)> {
+        let c = &self.config;
+        if x_kv.rank() != 3 || x_kv.shape()[2] != c.kv_dim {
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                format!("the key/value input must be [batch, keys, {}]", c.kv_dim),
+                x_kv.shape(),
+                &[c.kv_dim],
+            ));
+        }
+        let project = |layer: &Linear, width: usize| -> Result<Tensor> {
+            let out = match prenormed {
+                None => layer.forward(x_kv)?,
+                Some(ln) => {
+                    let w = layer.weight.tensor();
+                    let folded_w = w.mul(&ln.weight.tensor())?;
+                    let mut folded_b = w
+                        .matmul(&ln.bias.tensor().unsqueeze(1)?)?
+                        .reshape(&[width])?;
+                    if let Some(b) = &layer.bias {
+                        folded_b = folded_b.add(&b.tensor())?;
+                    }
+                    x_kv.linear(&folded_w, Some(&folded_b), None)?
+                }
+            };
+            Ok(out)
+        };
+        Ok((
+            project(&self.to_k, c.qk_dim)?,
+            project(&self.to_v, c.v_dim)?,
+        ))
+    }
+
+    /// Attends from `x_q: [b, n, query_dim]` to keys and values from
+    /// [`MultiHeadAttention::project_kv`], plus `residual` (as in
+    /// [`MultiHeadAttention::forward_add`]). Inference only: the fused kernel
+    /// ([`cross_attention_kv`]) refuses inputs tracked by autograd; no attention dropout.
+    #[track_caller]
+    pub fn forward_kv_add(
+        &self,
+        x_q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        if x_q.rank() != 3 {
+            return Err(Error::shape(
+                "MultiHeadAttention",
+                "queries must be [batch, queries, query_dim]",
+                x_q.shape(),
+                &[c.query_dim],
+            ));
+        }
+        let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
+        let o = match c.kernel {
+            AttnKernel::Fused => cross_attention_kv(&q, k, v, c.heads, mask, c.scale)?,
+            AttnKernel::Reference => {
+                let opts = AttentionOptions {
+                    scale: c.scale,
+                    dropout: c.dropout,
+                    train: false,
+                };
+                let (k, v) = (self.heads_view(k, c.qk_dim)?, self.heads_view(v, c.v_dim)?);
+                attention_reference(&q, &k, &v, mask, &opts, None)?
             }
         };
         self.project_out(&o, x_q, residual)

@@ -343,3 +343,44 @@ fn layer_normed_kv_fused_matches_reference() -> Result<()> {
         .is_err());
     Ok(())
 }
+
+/// Keys and values projected once and reused (a Perceiver's weight-shared cross-attends at
+/// inference): `project_kv` + `forward_kv_add`, from the raw input and from the rows before
+/// the LayerNorm's affine, on both kernels, match the reference layer; the fused kernel refuses
+/// inputs tracked by autograd.
+#[test]
+fn projected_kv_reuse_matches_reference() -> Result<()> {
+    use perceiver_tensor::nn::LayerNorm;
+    use perceiver_tensor::no_grad;
+    let (_, rl) = layer(AttnKernel::Reference, 5);
+    let ln = LayerNorm::new(&mut ParamStore::new(), "norm_kv", 10, 1e-5)?;
+    let mut rng = Rng::new(12);
+    ln.weight.set(&Tensor::randn(&[10], &mut rng))?;
+    ln.bias.set(&Tensor::randn(&[10], &mut rng))?;
+    let xq = Tensor::randn(&[2, 5, 12], &mut rng);
+    let xkv = Tensor::randn(&[2, 1300, 10], &mut rng);
+    let m = mask(2, 1300, false, &mut rng);
+    let res = Tensor::randn(&[2, 5, 12], &mut rng);
+    let want = rl
+        .forward_normed_kv(&xq, &xkv, Some(&ln), Some(&m), false, None)?
+        .add(&res)?;
+    for kernel in [AttnKernel::Fused, AttnKernel::Reference] {
+        let (_, l) = layer(kernel, 5);
+        let got = no_grad(|| -> Result<_> {
+            let raw = l.project_kv(&ln.forward(&xkv)?, None)?;
+            let xbar = xkv.layer_norm(None, None, 1e-5)?;
+            let folded = l.project_kv(&xbar, Some(&ln))?;
+            Ok([raw, folded].map(|(k, v)| l.forward_kv_add(&xq, &k, &v, Some(&m), Some(&res))))
+        })?;
+        for o in got {
+            let e = rel_err(&o?, &want);
+            assert!(e <= 1e-5, "{kernel:?}: {e}");
+        }
+    }
+    let q = Tensor::randn(&[2, 1, 5, 4], &mut rng);
+    let kv = Tensor::randn(&[2, 30, 4], &mut rng);
+    assert!(perceiver_attn::cross_attention_kv(&q, &kv, &kv, 1, None, None).is_ok());
+    let tracked = kv.requires_grad();
+    assert!(perceiver_attn::cross_attention_kv(&q, &tracked, &kv, 1, None, None).is_err());
+    Ok(())
+}

@@ -211,6 +211,30 @@ impl CrossAttend {
         };
         self.ff.forward_add(&z, ctx)
     }
+
+    /// The keys and values this cross-attend computes from `kv` (for
+    /// [`CrossAttend::forward_kv`]).
+    fn project_kv(&self, kv: KvInput<'_>) -> Result<(Tensor, Tensor)> {
+        Ok(match kv {
+            KvInput::Normalized(xb) => self.attn.project_kv(xb, Some(&self.norm_kv))?,
+            KvInput::Raw(x) => self.attn.project_kv(&self.norm_kv.forward(x)?, None)?,
+        })
+    }
+
+    /// [`CrossAttend::forward`] on keys and values from [`CrossAttend::project_kv`] (inference:
+    /// no attention dropout).
+    fn forward_kv(
+        &self,
+        z: &Tensor,
+        (k, v): &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        ctx: &mut Ctx,
+    ) -> Result<Tensor> {
+        let q = self.norm_q.forward(z)?;
+        let residual = self.query_residual.then_some(z);
+        let z = self.attn.forward_kv_add(&q, k, v, mask, residual)?;
+        self.ff.forward_add(&z, ctx)
+    }
 }
 
 /// What a cross-attend reads as keys and values.
@@ -606,10 +630,27 @@ impl Perceiver {
         } else {
             KvInput::Raw(&data)
         };
+        // At inference (no gradients, no attention dropout), cross-attends that share weights
+        // read the same keys and values: they are projected once per weight set and kept
+        // (config B: 2 projections of the 50,176 tokens instead of 8). In training the fused
+        // kernel recomputes them block by block instead, so nothing is stored per token.
+        let reuse = !perceiver_tensor::is_grad_enabled()
+            && (0..attends).all(|blk| self.cross[self.plan.cross[blk]].attn.runs_fused(ctx.train));
+        let mut projected: Vec<Option<(Tensor, Tensor)>> = vec![None; self.cross.len()];
         for blk in 0..c.num_blocks {
             if blk < c.num_cross_attends {
-                let cross = &self.cross[self.plan.cross[blk]];
-                z = cross.forward(&z, kv, opts.mask, &mut ctx)?;
+                let i = self.plan.cross[blk];
+                let cross = &self.cross[i];
+                let shared = (0..attends).filter(|&b| self.plan.cross[b] == i).count() > 1;
+                if reuse && shared {
+                    if projected[i].is_none() {
+                        projected[i] = Some(cross.project_kv(kv)?);
+                    }
+                    let kv = projected[i].as_ref().expect("projected just above");
+                    z = cross.forward_kv(&z, kv, opts.mask, &mut ctx)?;
+                } else {
+                    z = cross.forward(&z, kv, opts.mask, &mut ctx)?;
+                }
             }
             for layer in &self.towers[self.plan.towers[blk]] {
                 z = layer.forward(&z, &mut ctx)?;

@@ -115,6 +115,35 @@ fn a_bad_config_json_names_the_field() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// At inference, cross-attends that share weights project the input's keys and values once
+/// and reuse them: the outputs match the forward that records gradients (which recomputes them
+/// in every cross-attend), with and without a key mask.
+#[test]
+fn inference_reuses_shared_keys_and_values_with_the_same_outputs() {
+    let m = Perceiver::new(small(), &mut Rng::new(7)).unwrap();
+    assert_eq!(m.sharing_plan().cross, vec![0, 1, 1]);
+    let x = Tensor::randn(&[2, 5, 3, 2], &mut Rng::new(8));
+    let keep: Vec<f32> = (0..30)
+        .map(|i| if i % 4 == 3 { 0.0 } else { 1.0 })
+        .collect();
+    let mask = Tensor::from_vec(keep, &[2, 15]).unwrap();
+    for mask in [None, Some(&mask)] {
+        let opts = || ForwardOptions {
+            mask,
+            ..Default::default()
+        };
+        let tracked = m.forward_with(&x, opts()).unwrap().logits;
+        let reused = perceiver_tensor::no_grad(|| m.forward_with(&x, opts()))
+            .unwrap()
+            .logits;
+        assert!(
+            max_diff(&tracked, &reused) < 1e-5,
+            "{}",
+            max_diff(&tracked, &reused)
+        );
+    }
+}
+
 /// A shared set is one set of parameters used at several positions: its gradient is the sum
 /// of the gradients the unshared copies would get.
 #[test]

@@ -26,7 +26,7 @@
 //! - Micro-kernel: two `C` tiles (16 x 32 outputs) in `tmm0`-`tmm1`; per 32 steps of depth it
 //!   loads the three parts of the `A` tile (`tmm2`-`tmm4`) and, per column tile, the three
 //!   parts of `B` (`tmm5`-`tmm7`): 9 tile loads for 12 tile products.
-//! - `A` must be row-major and `B` row- or column-major ([`suits`]); `alpha` is applied while
+//! - Each operand must be row- or column-major ([`suits`]); `alpha` is applied while
 //!   packing `A`, `beta` when the block is written out; edge tiles are computed whole in the
 //!   accumulator and written masked.
 //! - Linux only: the process asks the kernel for the tile state once (`arch_prctl`).
@@ -115,9 +115,10 @@ fn request_tiles() -> bool {
 
 /// Whether a block of `m x k · k x n` goes to this kernel: large enough for the packing to pay
 /// (the tiles are 16 x 32 by 32 deep; a depth of 67, padded to 96, ran at half the AVX-512
-/// kernel's rate), `A` row-major and `B` row- or column-major.
+/// kernel's rate), each operand row- or column-major.
 pub(super) fn suits(m: usize, k: usize, n: usize, a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
-    m >= 64 && n >= 64 && k >= 128 && a.col_stride == 1 && (b.col_stride == 1 || b.row_stride == 1)
+    let unit = |v: &MatRef<'_>| v.col_stride == 1 || v.row_stride == 1;
+    m >= 64 && n >= 64 && k >= 128 && unit(a) && unit(b)
 }
 
 /// Estimated values split and packed by one thread when `threads` threads split an
@@ -286,13 +287,14 @@ fn split(x: __m512) -> [__m256i; 3] {
     }
 }
 
-/// Packs rows `i0..i0+mc`, depth `pc..pc+kc` of a row-major `a`, times `alpha`, into tiles:
+/// Packs rows `i0..i0+mc`, depth `pc..pc+kc` of a row- or column-major `a`, times `alpha`,
+/// into tiles:
 /// row tile `t`, depth step `s`, part `q` at `dst[((t·ks + s)·3 + q)·TILE]`, 16 rows of 32
 /// values, zero past the block.
 ///
 /// # Safety
-/// `dst` must hold `round_up(mc, 16) · ks · 3 · 32` values; the view must be in bounds with
-/// unit column stride.
+/// `dst` must hold `round_up(mc, 16) · ks · 3 · 32` values; the view must be in bounds with a
+/// unit column or row stride.
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[inline(never)]
 unsafe fn pack_a(
@@ -306,6 +308,44 @@ unsafe fn pack_a(
 ) {
     let ks = kc.div_ceil(STEP);
     let scale = _mm512_set1_ps(alpha);
+    if a.col_stride != 1 {
+        // Column-major (a transposed operand, such as `dhᵀ` in a weight gradient): per depth
+        // step, 32 runs of 16 rows, transposed 16 x 16 at a time into the tile rows.
+        let column = |k: usize| {
+            a.data
+                .as_ptr()
+                .wrapping_add(a.offset + i0 * a.row_stride + (pc + k) * a.col_stride)
+        };
+        for t in 0..mc.div_ceil(16) {
+            let rows = lanes(mc - 16 * t);
+            for s in 0..ks {
+                for h in 0..2 {
+                    let mut v = [_mm512_setzero_ps(); 16];
+                    for (kk, x) in v.iter_mut().enumerate() {
+                        let k = STEP * s + 16 * h + kk;
+                        if k < kc {
+                            // SAFETY: masked to the rows of the view (unit row stride).
+                            let run = unsafe {
+                                _mm512_maskz_loadu_ps(rows, column(k).wrapping_add(16 * t))
+                            };
+                            *x = _mm512_mul_ps(run, scale);
+                        }
+                    }
+                    super::avx512::transpose16(&mut v);
+                    for (r, x) in v.iter().enumerate() {
+                        let base = dst.wrapping_add((t * ks + s) * 3 * TILE + r * 32 + 16 * h);
+                        for (q, part) in split(*x).iter().enumerate() {
+                            // SAFETY: inside `dst`.
+                            unsafe {
+                                _mm256_store_si256(base.wrapping_add(q * TILE).cast(), *part)
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
     let row = |r: usize| {
         a.data
             .as_ptr()

@@ -715,7 +715,7 @@ mod tests {
             }
             #[cfg(target_arch = "x86_64")]
             if amx::available() {
-                check_backend(amx::gemm_block, m, k, n, false, tb, beta);
+                check_backend(amx::gemm_block, m, k, n, ta, tb, beta);
             }
         }
     }
@@ -731,7 +731,7 @@ mod tests {
         check_doubly_strided(avx512::gemm_block);
     }
 
-    /// The AMX kernel on its layouts (row-major `A`, row- or column-major `B`): edge tiles,
+    /// The AMX kernel on its layouts (each operand row- or column-major): edge tiles,
     /// several depth and column blocks, alpha and beta.
     #[test]
     #[cfg(target_arch = "x86_64")]
@@ -748,8 +748,13 @@ mod tests {
             (520, 129, 35),
         ];
         for (m, k, n) in shapes.into_iter().chain(SHAPES.iter().copied()) {
-            for (tb, beta) in [(false, 0.0), (true, 1.0), (false, 0.5), (true, 0.0)] {
-                check_backend(amx::gemm_block, m, k, n, false, tb, beta);
+            for (ta, tb, beta) in [
+                (false, false, 0.0),
+                (true, true, 1.0),
+                (false, true, 0.5),
+                (true, false, 0.0),
+            ] {
+                check_backend(amx::gemm_block, m, k, n, ta, tb, beta);
             }
         }
     }

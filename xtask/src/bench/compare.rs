@@ -231,10 +231,12 @@ pub fn run(
     }
     let mut records = Vec::new();
     let mut table = format!(
-        "\n## Side by side with PyTorch ({}; {threads} threads; {rounds} alternating rounds)\n\n\
+        "\n## Side by side with PyTorch ({}; {threads} threads; {rounds} alternating rounds; our \
+         GEMM backend {:?})\n\n\
          | workload | point | ours | PyTorch (SDPA) | ratio ours/PyTorch (median, min–max) | memory growth per token ours / PyTorch |\n\
          |---|---|---:|---:|---:|---:|\n",
-        torch.as_ref().map(|v| format!("torch {v}")).unwrap_or_else(|e| e.clone())
+        torch.as_ref().map(|v| format!("torch {v}")).unwrap_or_else(|e| e.clone()),
+        perceiver_tensor::gemm::Backend::detect()
     );
     for w in workloads(quick) {
         if let Some(f) = filter {

@@ -697,12 +697,13 @@ fn summary_header(threads: usize, quick: bool, args: &[OsString]) -> String {
         .collect();
     format!(
         "# Benchmarks\n\n`cargo xtask bench {}` — commit {commit}, {threads} rayon threads, {} \
-         mode, {cpu} ({} logical CPUs).\n\nMedian of the per-call time over the repeats, with \
+         mode, {cpu} ({} logical CPUs), GEMM backend {:?}.\n\nMedian of the per-call time over the repeats, with \
          the fastest and slowest repeat; GEMM FLOPs are 2·m·k·n; GB/s counts one read of the \
          input and one write of the output.\n",
         args.join(" "),
         if quick { "quick" } else { "full" },
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        perceiver_tensor::gemm::Backend::detect()
     )
 }
 

@@ -770,16 +770,7 @@ pub fn cross_attention_kv(
             v.shape(),
         ));
     }
-    if let Some(mk) = mask {
-        if mk.shape() != [b, m] {
-            return Err(Error::shape(
-                OP,
-                "the key padding mask must be [batch, keys]",
-                mk.shape(),
-                &[b, m],
-            ));
-        }
-    }
+    check_mask(OP, mask, b, m)?;
     let op = FusedCross {
         heads,
         dh,
@@ -795,6 +786,19 @@ pub fn cross_attention_kv(
     };
     let out = op.forward_kv_raw(q, &k.contiguous_data(), &v.contiguous_data(), m);
     Tensor::from_vec(out, &[b, heads, n, hv / heads])
+}
+
+/// A key padding mask, if any, must be `[batch, keys]`.
+fn check_mask(op: &'static str, mask: Option<&Tensor>, b: usize, m: usize) -> Result<()> {
+    match mask {
+        Some(mk) if mk.shape() != [b, m] => Err(Error::shape(
+            op,
+            "the key padding mask must be [batch, keys]",
+            mk.shape(),
+            &[b, m],
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// How [`fused_cross_attention_with`] evaluates the attention (the results agree up to
@@ -915,16 +919,7 @@ pub fn fused_cross_attention_with(
             return Err(Error::invalid(OP, format!("eps must be >= 0, got {eps}")));
         }
     }
-    if let Some(mk) = mask {
-        if mk.shape() != [b, m] {
-            return Err(Error::shape(
-                OP,
-                "the key padding mask must be [batch, keys]",
-                mk.shape(),
-                &[b, m],
-            ));
-        }
-    }
+    check_mask(OP, mask, b, m)?;
     let scale = scale_of(OP, scale, dh)?;
     let dummy = Tensor::scalar(0.0);
     let (lnw, lnb, eps) = match proj.norm {

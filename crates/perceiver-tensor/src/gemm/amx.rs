@@ -212,14 +212,17 @@ unsafe fn run(
     let pa_ptr: *mut u16 = reserve(pa, mmax * kmax * 3 * 2);
     let pb_ptr: *mut u16 = reserve(pb, kmax * nmax * 3 * 2);
     let acc: *mut f32 = reserve(pc_, mmax * nmax * 4);
-    // SAFETY: the tile state was granted (`available`); the configuration is 64 bytes.
-    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for ic in (0..m).step_by(MC) {
             let mc = MC.min(m - ic);
             let (i0, j0) = (r0 + ic, c0 + jc);
             let row_tiles = mc.div_ceil(16);
+            // Configured per block: the epilogue of the previous block ran code of the caller's.
+            // SAFETY: the tile state was granted (`available`); the configuration is 64 bytes.
+            unsafe {
+                asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly))
+            };
             // The C block accumulates in `acc`, tile pair (t, u) at 16 x 32 floats
             // `(u·row_tiles + t)·512` (rows of C a power of two apart would share cache sets).
             let acc_tile = |t: usize, u: usize| acc.wrapping_add((u * row_tiles + t) * 512);

@@ -1,6 +1,7 @@
 //! Fused cross-attention from the raw inputs: LayerNorm, K/V projections and attention,
 //! computed block by block over the inputs, so neither the normalised inputs nor the keys and
-//! values of the whole input are ever stored.
+//! values of the whole input are ever stored. ([`cross_attention_kv`], forward only, runs the
+//! same attention on keys and values a caller projected and keeps, for reuse at inference.)
 //!
 //! # Why
 //! In a Perceiver cross-attend, `K = LN(x)·W_kᵀ` and `V = LN(x)·W_vᵀ` for an input `x` of
@@ -731,7 +732,8 @@ impl CustomOp for FusedCross {
 /// attention of [`fused_cross_attention`]'s projected kernel (all queries against blocks of
 /// [`block_tokens`] keys), for a caller that attends to one input several times with the same
 /// projections, such as a Perceiver's weight-shared cross-attends at inference. Returns
-/// `[b, heads, n, dv]`; `mask: [b, m]` (non-zero = attend).
+/// `[b, heads, n, dv]`; `mask: [b, m]` (non-zero = attend); `scale` multiplies the scores
+/// (default `1/√dk`; must be finite).
 ///
 /// Forward only: an error when an input is tracked by autograd (call it under
 /// [`perceiver_tensor::no_grad`]).

@@ -13,7 +13,8 @@
 //! - [`MultiHeadAttention`]: the layer the model uses (Q/K/V/O projections, heads), which
 //!   selects the fused kernel by default.
 //!
-//! All kernels take `[batch, heads, len, width]` tensors (any strides) and an optional key
+//! All kernels take `[batch, heads, len, width]` tensors (any strides; the keys and values of
+//! [`cross_attention_kv`] are the projections' rows, `[batch, len, heads · width]`) and an optional key
 //! padding mask `[batch, keys]` where non-zero means "attend". A query row whose keys are all
 //! masked outputs zeros (and passes no gradient), in both kernels; PyTorch would output the mean
 //! of the values (lucidrains' `-f32::MAX` fill) or NaN (an `-inf` fill).

@@ -270,8 +270,9 @@ impl MultiHeadAttention {
 
     /// Attends from `x_q: [b, n, query_dim]` to keys and values from
     /// [`MultiHeadAttention::project_kv`], plus `residual` (as in
-    /// [`MultiHeadAttention::forward_add`]). Inference only: the fused kernel
-    /// ([`cross_attention_kv`]) refuses inputs tracked by autograd; no attention dropout.
+    /// [`MultiHeadAttention::forward_add`]). Meant for inference: the fused kernel
+    /// ([`cross_attention_kv`]) refuses inputs tracked by autograd (the reference kernel
+    /// records gradients as usual); no attention dropout either way.
     #[track_caller]
     pub fn forward_kv_add(
         &self,

@@ -1,5 +1,6 @@
-//! Single-precision GEMM: our AVX-512 kernel (module `avx512`) where the CPU has it, else
-//! `matrixmultiply::sgemm`.
+//! Single-precision GEMM: our AMX tile kernel (module `amx`, f32-accurate through three-part
+//! bf16 splits) for the larger products where the CPU and the OS allow it, our AVX-512 kernel
+//! (module `avx512`) where the CPU has it, else `matrixmultiply::sgemm` ([`Backend`]).
 //!
 //! # Design
 //! - Operands are strided views ([`MatRef`]): a transposed operand is passed through its strides

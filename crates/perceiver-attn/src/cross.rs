@@ -86,6 +86,15 @@ struct FusedCross {
     folded: bool,
 }
 
+/// Where the projected forward's keys and values come from.
+#[derive(Clone, Copy)]
+enum KvSource<'a> {
+    /// Projected block by block from the op's inputs (with their parameter vectors).
+    Project(&'a [Tensor], &'a [Option<Vec<f32>>; 6]),
+    /// Given whole, as the rows `[b, m, hk]` and `[b, m, hv]` ([`cross_attention_kv`]).
+    Given(&'a [f32], &'a [f32]),
+}
+
 /// Saved for the backward: the inputs (shared), the output and the log-sum-exp rows.
 struct CrossSaved {
     inputs: Vec<Tensor>,
@@ -344,25 +353,38 @@ impl FusedCross {
     }
 
     fn forward_raw(&self, inputs: &[Tensor]) -> (Vec<f32>, Vec<f32>) {
-        let q = &inputs[0];
-        let (batch, n) = (q.shape()[0], q.shape()[2]);
-        let m = inputs[1].shape()[1];
-        let (heads, dv) = (self.heads, self.dv);
         let p = Self::vecs(inputs, self.has);
-        let tasks = self.ranges(batch, m);
-        let partials: Vec<Partial> = tasks
+        let m = inputs[1].shape()[1];
+        self.attend_tasks(&inputs[0], m, KvSource::Project(inputs, &p))
+    }
+
+    /// The projected forward's tasks: each (example, range of key blocks) attends to its blocks
+    /// ([`FusedCross::attend_block`]) with the keys and values from `src`; the partial results
+    /// of each example are merged. Returns the outputs and the log-sum-exp rows.
+    fn attend_tasks(&self, q: &Tensor, m: usize, src: KvSource<'_>) -> (Vec<f32>, Vec<f32>) {
+        let (batch, n) = (q.shape()[0], q.shape()[2]);
+        let (heads, dv, hk, hv) = (self.heads, self.dv, self.hk(), self.hv());
+        let partials: Vec<Partial> = self
+            .ranges(batch, m)
             .into_par_iter()
             .map(|(b, ja, jb)| {
-                let mut blk = self.block(false);
+                let mut blk = None;
                 let mut o = vec![0.0f32; heads * n * dv];
                 let mut mx = vec![f32::NEG_INFINITY; heads * n];
                 let mut l = vec![0.0f32; heads * n];
                 let mut s = vec![0.0f32; n * self.bk];
                 for j0 in (ja..jb).step_by(self.bk) {
                     let bc = self.bk.min(jb - j0);
-                    self.project(inputs, &p, b, j0, bc, &mut blk);
+                    let (kb, vb) = match src {
+                        KvSource::Project(inputs, p) => {
+                            let blk = blk.get_or_insert_with(|| self.block(false));
+                            self.project(inputs, p, b, j0, bc, blk);
+                            ((&blk.k[..], 0), (&blk.v[..], 0))
+                        }
+                        KvSource::Given(k, v) => ((k, (b * m + j0) * hk), (v, (b * m + j0) * hv)),
+                    };
                     let acc = (&mut o[..], &mut mx[..], &mut l[..]);
-                    self.attend_block(q, b, (j0, bc, m), (&blk.k, 0), (&blk.v, 0), &mut s, acc);
+                    self.attend_block(q, b, (j0, bc, m), kb, vb, &mut s, acc);
                 }
                 (b, o, mx, l)
             })
@@ -411,31 +433,6 @@ impl FusedCross {
             };
             gemm(1.0, MatRef::row_major(sb, n, bc), vh, 1.0, oh);
         }
-    }
-
-    /// The projected forward on keys `k: [b, m, hk]` and values `v: [b, m, hv]` given
-    /// (contiguous rows): the same tasks and blocks, without the projection.
-    fn forward_kv_raw(&self, q: &Tensor, k: &[f32], v: &[f32], m: usize) -> Vec<f32> {
-        let (batch, n) = (q.shape()[0], q.shape()[2]);
-        let (heads, dv, hk, hv) = (self.heads, self.dv, self.hk(), self.hv());
-        let partials: Vec<Partial> = self
-            .ranges(batch, m)
-            .into_par_iter()
-            .map(|(b, ja, jb)| {
-                let mut o = vec![0.0f32; heads * n * dv];
-                let mut mx = vec![f32::NEG_INFINITY; heads * n];
-                let mut l = vec![0.0f32; heads * n];
-                let mut s = vec![0.0f32; n * self.bk];
-                for j0 in (ja..jb).step_by(self.bk) {
-                    let bc = self.bk.min(jb - j0);
-                    let (kb, vb) = ((k, (b * m + j0) * hk), (v, (b * m + j0) * hv));
-                    let acc = (&mut o[..], &mut mx[..], &mut l[..]);
-                    self.attend_block(q, b, (j0, bc, m), kb, vb, &mut s, acc);
-                }
-                (b, o, mx, l)
-            })
-            .collect();
-        merge_partials(batch, heads * n, dv, &partials).0
     }
 
     fn backward_raw(
@@ -786,7 +783,8 @@ pub fn cross_attention_kv(
         mask: mask.map(|t| t.to_vec()),
         folded: false,
     };
-    let out = op.forward_kv_raw(q, &k.contiguous_data(), &v.contiguous_data(), m);
+    let (k, v) = (k.contiguous_data(), v.contiguous_data());
+    let (out, _) = op.attend_tasks(q, m, KvSource::Given(&k, &v));
     Tensor::from_vec(out, &[b, heads, n, hv / heads])
 }
 

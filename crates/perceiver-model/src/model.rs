@@ -643,10 +643,10 @@ impl Perceiver {
                 let cross = &self.cross[i];
                 let shared = (0..attends).filter(|&b| self.plan.cross[b] == i).count() > 1;
                 if reuse && shared {
-                    if projected[i].is_none() {
-                        projected[i] = Some(cross.project_kv(kv)?);
-                    }
-                    let kv = projected[i].as_ref().expect("projected just above");
+                    let kv = match &mut projected[i] {
+                        Some(done) => &*done,
+                        slot => &*slot.insert(cross.project_kv(kv)?),
+                    };
                     z = cross.forward_kv(&z, kv, opts.mask, &mut ctx)?;
                 } else {
                     z = cross.forward(&z, kv, opts.mask, &mut ctx)?;

@@ -253,7 +253,7 @@ unsafe fn run(
                         let ap = pa_ptr.wrapping_add(t * ks * 3 * TILE);
                         // SAFETY: the packed tiles hold ks steps; the accumulator tile is in
                         // `acc`.
-                        unsafe { kernel(ap, bp, ks, acc_tile(t, u), 32, pc > 0) };
+                        unsafe { kernel(ap, bp, ks, acc_tile(t, u), pc > 0) };
                     }
                 }
             }
@@ -512,14 +512,15 @@ unsafe fn pack_b(b: MatRef<'_>, pc: usize, kc: usize, j0: usize, nc: usize, dst:
     }
 }
 
-/// `C` (16 x 32 at `c`, rows `ldc` floats apart) `+=` (or `=` when `!load`) the product of one
-/// row tile of packed `A` and one column pair of packed `B`, over `steps` depth steps.
+/// `C` (a contiguous 16 x 32 accumulator tile pair at `c`) `+=` (or `=` when `!load`) the
+/// product of one row tile of packed `A` and one column pair of packed `B`, over `steps` depth
+/// steps.
 ///
 /// # Safety
-/// The tiles must be configured ([`CONFIG`]); `a` and `b` must hold `steps` steps; the 16 x 32
-/// block at `c` must be valid for reads and writes.
+/// The tiles must be configured ([`CONFIG`]); `a` and `b` must hold `steps` steps; the 512
+/// floats at `c` must be valid for reads and writes.
 #[inline(always)]
-unsafe fn kernel(a: *const u16, b: *const u16, steps: usize, c: *mut f32, ldc: usize, load: bool) {
+unsafe fn kernel(a: *const u16, b: *const u16, steps: usize, c: *mut f32, load: bool) {
     macro_rules! load {
         ($t:literal, $p:expr, $stride:expr) => {
             asm!(concat!("tileloadd tmm", $t, ", [{p} + {s}*1]"), p = in(reg) $p, s = in(reg) ($stride as usize), options(nostack, readonly))
@@ -533,7 +534,7 @@ unsafe fn kernel(a: *const u16, b: *const u16, steps: usize, c: *mut f32, ldc: u
             )
         };
     }
-    let cs = ldc * 4;
+    let cs: usize = 32 * 4; // bytes between rows of the accumulator
     let c1 = c.wrapping_add(16);
     // SAFETY: as stated in the contract; tiles are 16 rows of 64 bytes.
     unsafe {

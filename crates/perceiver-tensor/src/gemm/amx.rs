@@ -22,9 +22,12 @@
 //!
 //! # Design
 //! - Loop nest: for each block of [`NC`] columns and [`MC`] rows (its `C` block stays in L2),
-//!   for each depth block of [`KC`]: `B` and `A` are split and packed into tiles, then every
-//!   pair of 16-column tiles meets every 16-row tile of `A`, accumulating into a contiguous
-//!   copy of the `C` block (written out with `beta` at the end). The `B` tiles of a column pair
+//!   for each depth block of [`KC`]: `B` and `A` are split and packed into tiles (`B` once for
+//!   all row blocks when the depth is a single block), then every pair of 16-column tiles
+//!   meets every 16-row tile of `A`, accumulating into a contiguous copy of the `C` block; each
+//!   tile pair is written out with `beta` right after its last depth block, while it is in L1
+//!   (a pass over the whole block at the end was a sixth of the AMX samples of a config A
+//!   step). The `B` tiles of a column pair
 //!   (`KC x 32` in three parts, 24 KiB) stay in L1 while the `A` block streams from L2.
 //! - Micro-kernel: two `C` tiles (16 x 32 outputs) in `tmm0`-`tmm1`; per 32 steps of depth it
 //!   loads the three parts of the `A` tile (`tmm2`-`tmm4`) and, per column tile, the three
@@ -239,12 +242,39 @@ unsafe fn run(
             // The C block accumulates in `acc`, tile pair (t, u) at 16 x 32 floats
             // `(u·row_tiles + t)·512` (rows of C a power of two apart would share cache sets).
             let acc_tile = |t: usize, u: usize| acc.wrapping_add((u * row_tiles + t) * 512);
+            // C = acc + beta·C on tile pair (t, u)'s valid part (C is not read when beta = 0),
+            // written as soon as its last depth block is done, while it is in L1.
+            let write_out = |t: usize, u: usize| {
+                let (mr, nr) = (16.min(mc - 16 * t), 32.min(nc - 32 * u));
+                for i in 0..mr {
+                    let src = acc_tile(t, u).wrapping_add(32 * i);
+                    let dst = c.wrapping_add((i0 + 16 * t + i) * ldc + j0 + 32 * u);
+                    for h in 0..2 {
+                        let mask = lanes(nr.saturating_sub(16 * h));
+                        // SAFETY: masked to the valid columns of row i of the caller's block;
+                        // `src` is inside `acc`.
+                        unsafe {
+                            let mut v = _mm512_load_ps(src.wrapping_add(16 * h));
+                            if beta != 0.0 {
+                                let old = _mm512_maskz_loadu_ps(mask, dst.wrapping_add(16 * h));
+                                v = _mm512_fmadd_ps(old, _mm512_set1_ps(beta), v);
+                            }
+                            _mm512_mask_storeu_ps(dst.wrapping_add(16 * h), mask, v);
+                        }
+                    }
+                }
+            };
             for pc in (0..k).step_by(KC) {
                 let kc = KC.min(k - pc);
                 let ks = kc.div_ceil(STEP);
+                let last = pc + kc == k;
                 // SAFETY: the buffers hold the padded blocks; the views are in bounds.
                 unsafe {
-                    pack_b(b, pc, kc, j0, nc, pb_ptr);
+                    // With one depth block, B's block packed for the first row block serves
+                    // every row block.
+                    if ic == 0 || k > KC {
+                        pack_b(b, pc, kc, j0, nc, pb_ptr);
+                    }
                     pack_a(a, i0, mc, pc, kc, alpha, pa_ptr);
                 }
                 for u in 0..nc.div_ceil(32) {
@@ -254,28 +284,8 @@ unsafe fn run(
                         // SAFETY: the packed tiles hold ks steps; the accumulator tile is in
                         // `acc`.
                         unsafe { kernel(ap, bp, ks, acc_tile(t, u), pc > 0) };
-                    }
-                }
-            }
-            // C = acc + beta·C on the block's valid part (C is not read when beta = 0).
-            for u in 0..nc.div_ceil(32) {
-                for t in 0..row_tiles {
-                    let (mr, nr) = (16.min(mc - 16 * t), 32.min(nc - 32 * u));
-                    for i in 0..mr {
-                        let src = acc_tile(t, u).wrapping_add(32 * i);
-                        let dst = c.wrapping_add((i0 + 16 * t + i) * ldc + j0 + 32 * u);
-                        for h in 0..2 {
-                            let mask = lanes(nr.saturating_sub(16 * h));
-                            // SAFETY: masked to the valid columns of row i of the caller's
-                            // block; `src` is inside `acc`.
-                            unsafe {
-                                let mut v = _mm512_load_ps(src.wrapping_add(16 * h));
-                                if beta != 0.0 {
-                                    let old = _mm512_maskz_loadu_ps(mask, dst.wrapping_add(16 * h));
-                                    v = _mm512_fmadd_ps(old, _mm512_set1_ps(beta), v);
-                                }
-                                _mm512_mask_storeu_ps(dst.wrapping_add(16 * h), mask, v);
-                            }
+                        if last {
+                            write_out(t, u);
                         }
                     }
                 }

@@ -747,6 +747,8 @@ mod tests {
             (70, 300, 600),
             (130, 64, 66),
             (520, 129, 35),
+            // Two row blocks sharing one packed depth block of `B`.
+            (600, 100, 70),
         ];
         for (m, k, n) in shapes.into_iter().chain(SHAPES.iter().copied()) {
             for (ta, tb, beta) in [

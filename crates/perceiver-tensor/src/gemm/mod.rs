@@ -136,6 +136,80 @@ pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f3
     };
 }
 
+/// [`gemm_ldc`] on the calling thread alone, for callers that already give each thread its
+/// own share of the work (a row block of a layer per thread): no fork-join inside.
+pub fn gemm_serial(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, n) = (a.rows, b.cols);
+    check(a, b);
+    assert!(ldc >= n, "gemm: output row stride smaller than its width");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
+    // SAFETY: the views were checked by `check` and the output is large enough.
+    unsafe {
+        serial_raw(Product {
+            alpha,
+            a,
+            b,
+            beta,
+            c: c.as_mut_ptr(),
+            ldc,
+            epi: None,
+        })
+    };
+}
+
+/// [`gemm_serial`] with `beta = 0` into an output that need not be initialised: every element
+/// of the `m x n` block (rows `ldc` apart) is written.
+pub fn gemm_serial_into(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [std::mem::MaybeUninit<f32>],
+    ldc: usize,
+) {
+    let (m, n) = (a.rows, b.cols);
+    check(a, b);
+    assert!(ldc >= n, "gemm: output row stride smaller than its width");
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
+    // SAFETY: checked as in `gemm_serial`; with beta = 0 the output is written, never read.
+    unsafe {
+        serial_raw(Product {
+            alpha,
+            a,
+            b,
+            beta: 0.0,
+            c: c.as_mut_ptr().cast(),
+            ldc,
+            epi: None,
+        })
+    };
+}
+
+/// One block covering the whole product, on this thread (profiled like [`gemm_raw`]).
+///
+/// # Safety
+/// As [`gemm_raw`].
+unsafe fn serial_raw(p: Product<'_>) {
+    let started = crate::autograd::profile::start();
+    let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
+    // SAFETY: forwarded from the caller (the k = 0 case writes beta·C serially).
+    unsafe {
+        if k == 0 {
+            gemm_threaded(&p)
+        } else {
+            gemm_block(&p, 0..m, 0..n)
+        }
+    };
+    if let Some(t0) = started {
+        crate::autograd::profile::gemm_call((m, k, n), (p.a.layout(), p.b.layout()), t0);
+    }
+}
+
 /// `A·B` into a new row-major vector of `m·n` elements, `alpha`-scaled. The output is not
 /// zero-filled first: with `beta = 0` the GEMM writes every element without reading it.
 pub fn gemm_new(alpha: f32, a: MatRef<'_>, b: MatRef<'_>) -> Vec<f32> {
@@ -536,6 +610,40 @@ mod tests {
             }
         }
         c
+    }
+
+    /// The single-threaded entries: into a wider output (row stride > n), accumulating with
+    /// beta, and into uninitialised memory; a depth of zero scales C by beta.
+    #[test]
+    fn serial_products_match_the_naive_product() {
+        for (m, k, n) in [(3, 5, 4), (70, 130, 90), (200, 0, 3)] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 9) as f32 - 4.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.5).collect();
+            let want = naive(m, k, n, &a, &b);
+            let ldc = n + 3;
+            let mut c = vec![1.0f32; m * ldc];
+            let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+            gemm_serial(1.0, am, bm, 2.0, &mut c, ldc);
+            let mut fresh = vec![std::mem::MaybeUninit::new(f32::NAN); m * ldc];
+            gemm_serial_into(1.0, am, bm, &mut fresh, ldc);
+            for i in 0..m {
+                for j in 0..ldc {
+                    let got = c[i * ldc + j];
+                    if j < n {
+                        let w = want[i * n + j];
+                        assert!(
+                            (got - w - 2.0).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{m}x{k}x{n}"
+                        );
+                        // SAFETY: written by gemm_serial_into (j < n).
+                        let f = unsafe { fresh[i * ldc + j].assume_init() };
+                        assert!((f - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{k}x{n} into");
+                    } else {
+                        assert_eq!(got, 1.0, "a column past n was written");
+                    }
+                }
+            }
+        }
     }
 
     fn check(m: usize, k: usize, n: usize) {

@@ -175,7 +175,7 @@ pub(crate) fn linear_raw(
 
 /// `y = act(y + b)` on one row segment; with `(kind, true)` also `d = act'(y + b)`.
 #[inline(always)]
-fn bias_act_row(
+pub(super) fn bias_act_row(
     y: &mut [f32],
     d: &mut [MaybeUninit<f32>],
     bias: Option<&[f32]>,

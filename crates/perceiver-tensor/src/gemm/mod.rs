@@ -115,49 +115,19 @@ pub fn gemm(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) 
 /// [`gemm`] into an output whose rows are `ldc` elements apart (`ldc >= n`), for example a
 /// column block of a wider matrix: `c[i·ldc + j]` for `i < m`, `j < n`.
 pub fn gemm_ldc(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], ldc: usize) {
-    let (m, n) = (a.rows, b.cols);
-    check(a, b);
-    assert!(ldc >= n, "gemm: output row stride smaller than its width");
-    if m == 0 || n == 0 {
-        return;
+    if let Some(p) = checked(alpha, a, b, beta, (c.as_mut_ptr(), c.len()), ldc) {
+        // SAFETY: `checked` validated the views and the output's size.
+        unsafe { gemm_raw(p) };
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
-    // SAFETY: the views were checked by `check` and the output is large enough.
-    unsafe {
-        gemm_raw(Product {
-            alpha,
-            a,
-            b,
-            beta,
-            c: c.as_mut_ptr(),
-            ldc,
-            epi: None,
-        })
-    };
 }
 
 /// [`gemm_ldc`] on the calling thread alone, for callers that already give each thread its
 /// own share of the work (a row block of a layer per thread): no fork-join inside.
 pub fn gemm_serial(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32], ldc: usize) {
-    let (m, n) = (a.rows, b.cols);
-    check(a, b);
-    assert!(ldc >= n, "gemm: output row stride smaller than its width");
-    if m == 0 || n == 0 {
-        return;
+    if let Some(p) = checked(alpha, a, b, beta, (c.as_mut_ptr(), c.len()), ldc) {
+        // SAFETY: `checked` validated the views and the output's size.
+        unsafe { serial_raw(p) };
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
-    // SAFETY: the views were checked by `check` and the output is large enough.
-    unsafe {
-        serial_raw(Product {
-            alpha,
-            a,
-            b,
-            beta,
-            c: c.as_mut_ptr(),
-            ldc,
-            epi: None,
-        })
-    };
 }
 
 /// [`gemm_serial`] with `beta = 0` into an output that need not be initialised: every element
@@ -169,25 +139,40 @@ pub fn gemm_serial_into(
     c: &mut [std::mem::MaybeUninit<f32>],
     ldc: usize,
 ) {
+    let out = (c.as_mut_ptr().cast(), c.len());
+    if let Some(p) = checked(alpha, a, b, 0.0, out, ldc) {
+        // SAFETY: validated by `checked`; with beta = 0 the output is written, never read.
+        unsafe { serial_raw(p) };
+    }
+}
+
+/// The product `C = alpha·A·B + beta·C` into the `len` floats at `c` (rows `ldc` apart),
+/// after checking the shapes, the views and the output's size (panics on a mismatch: internal
+/// invariants of the ops); `None` when the output is empty.
+fn checked<'a>(
+    alpha: f32,
+    a: MatRef<'a>,
+    b: MatRef<'a>,
+    beta: f32,
+    (c, len): (*mut f32, usize),
+    ldc: usize,
+) -> Option<Product<'a>> {
     let (m, n) = (a.rows, b.cols);
     check(a, b);
     assert!(ldc >= n, "gemm: output row stride smaller than its width");
     if m == 0 || n == 0 {
-        return;
+        return None;
     }
-    assert!(c.len() >= (m - 1) * ldc + n, "gemm: output too small");
-    // SAFETY: checked as in `gemm_serial`; with beta = 0 the output is written, never read.
-    unsafe {
-        serial_raw(Product {
-            alpha,
-            a,
-            b,
-            beta: 0.0,
-            c: c.as_mut_ptr().cast(),
-            ldc,
-            epi: None,
-        })
-    };
+    assert!(len >= (m - 1) * ldc + n, "gemm: output too small");
+    Some(Product {
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        ldc,
+        epi: None,
+    })
 }
 
 /// One block covering the whole product, on this thread (profiled like [`gemm_raw`]).

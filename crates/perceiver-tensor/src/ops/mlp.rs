@@ -72,25 +72,33 @@ impl Backward for MlpBackward {
     }
     fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let out = self.w2.shape()[0];
-        let hidden = self.w2.shape()[1];
         let rows = g.numel() / out.max(1);
         let g2 = g.reshape_raw(&[rows, out]);
-        let need_pre = needs[0] || needs[1] || (self.has_b1 && needs[2]);
-        let (a, dact) = match &self.hidden {
-            Hidden::Act(kept) => (&kept.a, kept.dact.contiguous_data()),
+        let (dx, dw1, db1, dw2, db2) = match &self.hidden {
+            Hidden::Act(kept) => self.backward_whole(&g2, needs, kept),
             Hidden::Pre { h, b1, act, block } => {
-                let (dx, dw1, db1, dw2, db2) =
-                    self.backward_blocked(&g2, needs, h, b1.as_deref(), *act, *block);
-                return vec![
-                    dx,
-                    dw1,
-                    if self.has_b1 { db1 } else { None },
-                    dw2,
-                    if self.has_b2 { db2 } else { None },
-                    needs[5].then(|| g.clone()),
-                ];
+                self.backward_blocked(&g2, needs, h, b1.as_deref(), *act, *block)
             }
         };
+        vec![
+            dx,
+            dw1,
+            if self.has_b1 { db1 } else { None },
+            dw2,
+            if self.has_b2 { db2 } else { None },
+            needs[5].then(|| g.clone()),
+        ]
+    }
+}
+
+impl MlpBackward {
+    /// The whole-layer backward (see the module docs): `(dx, dW1, db1, dW2, db2)` where
+    /// `needs` asks for them.
+    fn backward_whole(&self, g2: &Tensor, needs: &[bool], kept: &ActKept) -> Grads {
+        let (out, hidden) = (self.w2.shape()[0], self.w2.shape()[1]);
+        let rows = g2.shape()[0];
+        let need_pre = needs[0] || needs[1] || (self.has_b1 && needs[2]);
+        let dact = kept.dact.contiguous_data();
         // dpre = (g·W2) ⊙ act'(h), the derivative applied to each block in the epilogue.
         let dpre = || {
             need_pre.then(|| {
@@ -102,7 +110,7 @@ impl Backward for MlpBackward {
                         crate::simd!(row.iter_mut().zip(d).for_each(|(v, d)| *v *= d));
                     }
                 };
-                let data = gemm_new_then(1.0, MatRef::of(&g2), MatRef::of(&self.w2), &epilogue);
+                let data = gemm_new_then(1.0, MatRef::of(g2), MatRef::of(&self.w2), &epilogue);
                 Tensor::from_parts(data, &[rows, hidden])
             })
         };
@@ -110,12 +118,12 @@ impl Backward for MlpBackward {
             rayon::join(
                 || {
                     needs[3].then(|| {
-                        let a = a.as_ref().expect("saved activations");
-                        let data = gemm_new(1.0, MatRef::of(&g2).t(), MatRef::of(a));
+                        let a = kept.a.as_ref().expect("saved activations");
+                        let data = gemm_new(1.0, MatRef::of(g2).t(), MatRef::of(a));
                         Tensor::from_parts(data, &[out, hidden])
                     })
                 },
-                || (self.has_b2 && needs[4]).then(|| super::sum::sum_axes_raw(&g2, &[0])),
+                || (self.has_b2 && needs[4]).then(|| super::sum::sum_axes_raw(g2, &[0])),
             )
         };
         let (dpre, (dw2, db2)) = rayon::join(dpre, dw2_db2);
@@ -127,14 +135,7 @@ impl Backward for MlpBackward {
             }
             None => (None, None, None),
         };
-        vec![
-            dx,
-            dw1,
-            if self.has_b1 { db1 } else { None },
-            dw2,
-            if self.has_b2 { db2 } else { None },
-            needs[5].then(|| g.clone()),
-        ]
+        (dx, dw1, db1, dw2, db2)
     }
 }
 

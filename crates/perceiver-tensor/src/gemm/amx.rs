@@ -23,7 +23,8 @@
 //! # Design
 //! - Loop nest: for each block of [`NC`] columns and [`MC`] rows (its `C` block stays in L2),
 //!   for each depth block of [`KC`]: `B` and `A` are split and packed into tiles (`B` once for
-//!   all row blocks when the depth is a single block), then every pair of 16-column tiles
+//!   all row blocks when the depth is a single block, or beforehand for several products with
+//!   [`PackedB`]), then every pair of 16-column tiles
 //!   meets every 16-row tile of `A`, accumulating into a contiguous copy of the `C` block; each
 //!   tile pair is written out with `beta` right after its last depth block, while it is in L1
 //!   (a pass over the whole block at the end was a sixth of the AMX samples of a config A
@@ -162,14 +163,89 @@ fn reserve<T>(buf: &mut Vec<__m512i>, bytes: usize) -> *mut T {
 /// says where it pays); the views must be in bounds, and the block of `c` valid for writes (and
 /// reads when `beta != 0`) and not aliased.
 pub(super) unsafe fn gemm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
+    // SAFETY: forwarded from the caller.
+    unsafe { with_bufs(p, rows, cols, None) }
+}
+
+/// [`gemm_block`] on all of the product with `B` packed beforehand ([`PackedB`], which must
+/// hold `p.b`).
+///
+/// # Safety
+/// As [`gemm_block`].
+pub(super) unsafe fn gemm_prepacked(p: &Product<'_>, pre: &PackedB) {
+    let (m, n) = (p.a.rows, p.b.cols);
+    assert!(
+        pre.k == p.a.cols && pre.n == n,
+        "amx: the packed B has another shape"
+    );
+    // SAFETY: forwarded from the caller.
+    unsafe { with_bufs(p, 0..m, 0..n, Some(pre)) }
+}
+
+/// [`run`] with this thread's buffers.
+///
+/// # Safety
+/// As [`gemm_block`].
+unsafe fn with_bufs(
+    p: &Product<'_>,
+    rows: Range<usize>,
+    cols: Range<usize>,
+    pre: Option<&PackedB>,
+) {
     PACKS.with(|packs| match packs.try_borrow_mut() {
         // SAFETY: forwarded from the caller.
-        Ok(mut bufs) => unsafe { run(p, rows, cols, &mut bufs) },
+        Ok(mut bufs) => unsafe { run(p, rows, cols, &mut bufs, pre) },
         // Re-entered on this thread (not expected: the kernel calls nothing that could): use
         // fresh buffers rather than fail.
         // SAFETY: forwarded from the caller.
-        Err(_) => unsafe { run(p, rows, cols, &mut Default::default()) },
+        Err(_) => unsafe { run(p, rows, cols, &mut Default::default(), pre) },
     })
+}
+
+/// A right operand `B` (`k x n`) split and packed once, block by block as [`run`] packs it, for
+/// several products with it (a layer's weights across the row blocks of its input).
+pub(super) struct PackedB {
+    tiles: Vec<__m512i>,
+    k: usize,
+    n: usize,
+}
+
+impl PackedB {
+    /// Packs `b` (row- or column-major).
+    pub(super) fn new(b: MatRef<'_>) -> PackedB {
+        let (k, n) = (b.rows, b.cols);
+        let mut tiles = Vec::new();
+        let total: usize = Self::blocks(k, n).map(|(_, _, len)| len).sum();
+        let base: *mut u16 = reserve(&mut tiles, total * 2);
+        let mut at = 0;
+        for (jc, pc, len) in Self::blocks(k, n) {
+            let (kc, nc) = (KC.min(k - pc), NC.min(n - jc));
+            // SAFETY: this block's `len` values are inside `tiles`; the view is in bounds (its
+            // caller's contract) with a unit stride (checked by `suits` before use).
+            unsafe { pack_b(b, pc, kc, jc, nc, base.wrapping_add(at)) };
+            at += len;
+        }
+        PackedB { tiles, k, n }
+    }
+
+    /// The blocks in [`run`]'s order: `(jc, pc, values)`, columns outer.
+    fn blocks(k: usize, n: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+        (0..n).step_by(NC).flat_map(move |jc| {
+            (0..k).step_by(KC).map(move |pc| {
+                let (kc, nc) = (KC.min(k - pc), NC.min(n - jc));
+                (jc, pc, kc.div_ceil(STEP) * nc.next_multiple_of(32) * 3 * 32)
+            })
+        })
+    }
+
+    /// The packed block at columns `jc`, depth `pc`.
+    fn block(&self, jc: usize, pc: usize) -> *const u16 {
+        let before: usize = Self::blocks(self.k, self.n)
+            .take_while(|&(j, p, _)| (j, p) != (jc, pc))
+            .map(|(_, _, len)| len)
+            .sum();
+        self.tiles.as_ptr().cast::<u16>().wrapping_add(before)
+    }
 }
 
 /// The tile configuration: palette 1, all eight tiles 16 rows x 64 bytes.
@@ -198,6 +274,7 @@ unsafe fn run(
     rows: Range<usize>,
     cols: Range<usize>,
     bufs: &mut [Vec<__m512i>; 3],
+    pre: Option<&PackedB>,
 ) {
     let Product {
         alpha,
@@ -268,15 +345,20 @@ unsafe fn run(
                 let kc = KC.min(k - pc);
                 let ks = kc.div_ceil(STEP);
                 let last = pc + kc == k;
-                // SAFETY: the buffers hold the padded blocks; the views are in bounds.
-                unsafe {
-                    // With one depth block, B's block packed for the first row block serves
-                    // every row block.
-                    if ic == 0 || k > KC {
-                        pack_b(b, pc, kc, j0, nc, pb_ptr);
+                // B's block: packed beforehand, or here (with one depth block, the block packed
+                // for the first row block serves every row block).
+                let pb_ptr: *const u16 = match pre {
+                    Some(pre) => pre.block(j0, pc),
+                    None => {
+                        if ic == 0 || k > KC {
+                            // SAFETY: the buffer holds the padded block; the view is in bounds.
+                            unsafe { pack_b(b, pc, kc, j0, nc, pb_ptr) };
+                        }
+                        pb_ptr
                     }
-                    pack_a(a, i0, mc, pc, kc, alpha, pa_ptr);
-                }
+                };
+                // SAFETY: as for B.
+                unsafe { pack_a(a, i0, mc, pc, kc, alpha, pa_ptr) };
                 for u in 0..nc.div_ceil(32) {
                     let bp = pb_ptr.wrapping_add(u * ks * 6 * TILE);
                     for t in 0..row_tiles {

@@ -130,6 +130,100 @@ pub fn gemm_serial(alpha: f32, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut 
     }
 }
 
+/// A right operand prepared once for several single-threaded products with it
+/// ([`gemm_serial_packed`]): on the AMX kernel its tiles are split and packed here, so that
+/// the products skip that step (a layer's weights over each row block of its input); on
+/// other kernels it only keeps the view and each product packs as usual.
+pub struct PackedB<'a> {
+    view: MatRef<'a>,
+    #[cfg(target_arch = "x86_64")]
+    amx: Option<amx::PackedB>,
+}
+
+impl<'a> PackedB<'a> {
+    /// Prepares `b` (`k x n`) for products whose left operands have at least `min_rows` rows
+    /// (the tile kernel is used for 64 and more).
+    pub fn new(b: MatRef<'a>, min_rows: usize) -> Self {
+        check(MatRef::row_major(&[], 0, b.rows), b);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let probe = MatRef::row_major(&[], 0, b.rows);
+            let tiles = Backend::detect() == Backend::Amx
+                && amx::suits(min_rows, b.rows, b.cols, &probe, &b);
+            PackedB {
+                view: b,
+                amx: tiles.then(|| amx::PackedB::new(b)),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = min_rows;
+            PackedB { view: b }
+        }
+    }
+}
+
+/// [`gemm_serial`] with a right operand prepared by [`PackedB::new`].
+pub fn gemm_serial_packed(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: &PackedB<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let len = c.len();
+    // SAFETY: `c` is valid for reads and writes of `len` floats.
+    unsafe { serial_packed(alpha, a, b, beta, (c.as_mut_ptr(), len), ldc) }
+}
+
+/// [`gemm_serial_packed`] with `beta = 0` into an output that need not be initialised (every
+/// element of the `m x n` block is written).
+pub fn gemm_serial_packed_into(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: &PackedB<'_>,
+    c: &mut [std::mem::MaybeUninit<f32>],
+    ldc: usize,
+) {
+    let len = c.len();
+    // SAFETY: `c` is valid for writes of `len` floats; with beta = 0 they are not read.
+    unsafe { serial_packed(alpha, a, b, 0.0, (c.as_mut_ptr().cast(), len), ldc) }
+}
+
+/// The product of [`gemm_serial_packed`] into `len` floats at `c`.
+///
+/// # Safety
+/// `c` must be valid for writes of `len` floats (and reads when `beta != 0`).
+unsafe fn serial_packed(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: &PackedB<'_>,
+    beta: f32,
+    out: (*mut f32, usize),
+    ldc: usize,
+) {
+    let Some(p) = checked(alpha, a, b.view, beta, out, ldc) else {
+        return;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if let Some(pre) = &b.amx {
+        let (m, k, n) = (a.rows, a.cols, b.view.cols);
+        if amx::suits(m, k, n, &a, &b.view) {
+            let started = crate::autograd::profile::start();
+            // SAFETY: validated by `checked`; the tiles were packed from `b.view` on this CPU
+            // (the AMX kernel runs).
+            unsafe { amx::gemm_prepacked(&p, pre) };
+            if let Some(t0) = started {
+                crate::autograd::profile::gemm_call((m, k, n), (a.layout(), 'p'), t0);
+            }
+            return;
+        }
+    }
+    // SAFETY: validated by `checked`.
+    unsafe { serial_raw(p) };
+}
+
 /// [`gemm_serial`] with `beta = 0` into an output that need not be initialised: every element
 /// of the `m x n` block (rows `ldc` apart) is written.
 pub fn gemm_serial_into(
@@ -625,6 +719,43 @@ mod tests {
                         assert!((f - w).abs() <= 1e-4 * (1.0 + w.abs()), "{m}x{k}x{n} into");
                     } else {
                         assert_eq!(got, 1.0, "a column past n was written");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Products with a right operand prepared once ([`PackedB`]): several blocks of columns
+    /// and depth on the tile kernel, both layouts of `B`, beta, and left operands too small
+    /// for the tiles (the plain path); the same values as the naive product.
+    #[test]
+    fn prepacked_products_match_the_naive_product() {
+        for (m, k, n) in [(70, 300, 600), (64, 128, 64), (200, 40, 90), (20, 130, 70)] {
+            let a: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+                .collect();
+            let b: Vec<f32> = (0..k * n)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+                .collect();
+            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let want = naive(m, k, n, &a, &b);
+            let am = MatRef::row_major(&a, m, k);
+            for bm in [
+                MatRef::row_major(&b, k, n),
+                MatRef::row_major(&bt, n, k).t(),
+            ] {
+                let pre = PackedB::new(bm, m);
+                for (mm, rows) in [(am, m), (MatRef { rows: m / 2, ..am }, m / 2)] {
+                    let mut c = vec![1.0f32; rows * n];
+                    gemm_serial_packed(1.0, mm, &pre, 0.5, &mut c, n);
+                    let mut fresh = vec![std::mem::MaybeUninit::new(f32::NAN); rows * n];
+                    gemm_serial_packed_into(1.0, mm, &pre, &mut fresh, n);
+                    for (i, w) in want[..rows * n].iter().enumerate() {
+                        let tol = 1e-4 * (1.0 + w.abs());
+                        assert!((c[i] - w - 0.5).abs() <= tol, "{m}x{k}x{n} at {i}");
+                        // SAFETY: every element was written by gemm_serial_packed_into.
+                        let f = unsafe { fresh[i].assume_init() };
+                        assert!((f - w).abs() <= tol, "{m}x{k}x{n} into, at {i}");
                     }
                 }
             }

@@ -15,7 +15,9 @@
 //! products stream the `rows x hidden` layer through memory several times (`act(h)` and
 //! `act'(h)` written by the forward, read back, `dpre` written and read twice). There each
 //! thread takes a contiguous share of the rows and runs everything on blocks of
-//! [`BLOCK_ROWS`] rows with single-threaded products ([`gemm_serial`]), so a block's hidden
+//! [`BLOCK_ROWS`] rows with single-threaded products ([`gemm_serial`]; each thread prepares
+//! the weights once for all its blocks, [`PackedB`]: on the AMX kernel their bf16 split is
+//! then done once per thread rather than once per block), so a block's hidden
 //! layer stays in cache: the forward keeps only `x·W1ᵀ` (one `rows x hidden` array, nothing
 //! else per hidden unit), and the backward recomputes `act` and `act'` from it per block,
 //! accumulating each thread's weight and bias gradients, added at the end. A training step of
@@ -25,7 +27,10 @@
 use super::linear::{as_rows, bias_act_row, linear_grads, linear_raw};
 use super::GeluKind;
 use crate::autograd::{record, Backward};
-use crate::gemm::{gemm_new, gemm_new_then, gemm_serial, gemm_serial_into, MatRef, OutBlock};
+use crate::gemm::{
+    gemm_new, gemm_new_then, gemm_serial, gemm_serial_packed, gemm_serial_packed_into, MatRef,
+    OutBlock, PackedB,
+};
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
@@ -216,8 +221,7 @@ fn forward_blocked(
     let mut y: Vec<f32> = Vec::with_capacity(rows * out);
     let mut h: Vec<f32> = Vec::with_capacity(if keep { rows * hidden } else { 0 });
     let share = shares(rows);
-    let w1t = MatRef::row_major(w1, hidden, inp).t();
-    let w2t = MatRef::row_major(w2, out, hidden).t();
+    let rows_per_block = block.min(rows);
     let ys = y.spare_capacity_mut()[..rows * out].par_chunks_mut(share * out);
     let hs: Vec<&mut [MaybeUninit<f32>]> = if keep {
         h.spare_capacity_mut()[..rows * hidden]
@@ -231,6 +235,10 @@ fn forward_blocked(
     ys.zip(hs.into_par_iter())
         .enumerate()
         .for_each(|(t, (y_share, mut h_share))| {
+            // Each thread prepares the weights once for all its blocks (its own copy, in its
+            // own cache).
+            let w1t = PackedB::new(MatRef::row_major(w1, hidden, inp).t(), rows_per_block);
+            let w2t = PackedB::new(MatRef::row_major(w2, out, hidden).t(), rows_per_block);
             SCRATCH.with(|s| {
                 let mut s = s.borrow_mut();
                 if s.len() < block * hidden {
@@ -241,14 +249,8 @@ fn forward_blocked(
                 for b0 in (0..n).step_by(block) {
                     let len = block.min(n - b0);
                     let a = &mut s[..len * hidden];
-                    gemm_serial(
-                        1.0,
-                        row_range(x, r0 + b0..r0 + b0 + len),
-                        w1t,
-                        0.0,
-                        a,
-                        hidden,
-                    );
+                    let xb = row_range(x, r0 + b0..r0 + b0 + len);
+                    gemm_serial_packed(1.0, xb, &w1t, 0.0, a, hidden);
                     if let Some(hk) = h_share.as_deref_mut() {
                         let dst = &mut hk[b0 * hidden..(b0 + len) * hidden];
                         dst.iter_mut().zip(a.iter()).for_each(|(d, v)| {
@@ -259,7 +261,8 @@ fn forward_blocked(
                         crate::simd!(bias_act_row(row, &mut [], b1, Some((act, false))));
                     }
                     let yb = &mut y_share[b0 * out..(b0 + len) * out];
-                    gemm_serial_into(1.0, MatRef::row_major(a, len, hidden), w2t, yb, out);
+                    let am = MatRef::row_major(a, len, hidden);
+                    gemm_serial_packed_into(1.0, am, &w2t, yb, out);
                     // SAFETY: the product wrote every element of the block.
                     let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
                     for (i, row) in yb.chunks_mut(out).enumerate() {
@@ -326,6 +329,7 @@ impl MlpBackward {
         let gd = g2.contiguous_data();
         let w2 = self.w2.contiguous_data();
         let w1 = self.w1.as_ref().map(|w| w.contiguous_data());
+        let rows_per_block = block.min(rows);
         let x = self.x.as_ref().map(MatRef::of);
         let share = shares(rows);
         let mut dx: Vec<f32> = Vec::with_capacity(if want[0] { rows * inp } else { 0 });
@@ -342,6 +346,11 @@ impl MlpBackward {
             .into_par_iter()
             .enumerate()
             .map(|(t, mut dx_share)| {
+                // Each thread prepares the weights once for all its blocks.
+                let w2p = PackedB::new(MatRef::row_major(&w2, out, hidden), rows_per_block);
+                let w1p = w1
+                    .as_ref()
+                    .map(|w| PackedB::new(MatRef::row_major(w, hidden, inp), rows_per_block));
                 let mut p = Partial {
                     dw1: sized(want[1], hidden * inp),
                     db1: sized(want[2], hidden),
@@ -365,8 +374,7 @@ impl MlpBackward {
                         let gm = MatRef::row_major(g_blk, len, out);
                         let (a, dpre) = (&mut a_buf[..len * hidden], &mut dpre_buf[..len * hidden]);
                         if need_pre {
-                            let w2m = MatRef::row_major(&w2, out, hidden);
-                            gemm_serial(1.0, gm, w2m, 0.0, dpre, hidden);
+                            gemm_serial_packed(1.0, gm, &w2p, 0.0, dpre, hidden);
                         }
                         let h_blk = &h[rr.start * hidden..rr.end * hidden];
                         for ((a_row, h_row), dp_row) in a
@@ -397,10 +405,9 @@ impl MlpBackward {
                             gemm_serial(1.0, gm.t(), am, 1.0, &mut p.dw2, hidden);
                         }
                         let pm = MatRef::row_major(dpre, len, hidden);
-                        if let (Some(dxs), Some(w1)) = (dx_share.as_deref_mut(), w1.as_ref()) {
-                            let w1m = MatRef::row_major(w1, hidden, inp);
+                        if let (Some(dxs), Some(w1)) = (dx_share.as_deref_mut(), w1p.as_ref()) {
                             let dst = &mut dxs[b0 * inp..(b0 + len) * inp];
-                            gemm_serial_into(1.0, pm, w1m, dst, inp);
+                            gemm_serial_packed_into(1.0, pm, w1, dst, inp);
                         }
                         if let (true, Some(x)) = (want[1], x) {
                             let xm = row_range(x, rr.clone());

@@ -130,14 +130,17 @@ pub(super) fn suits(m: usize, k: usize, n: usize, a: &MatRef<'_>, b: &MatRef<'_>
 
 /// Estimated values split and packed by one thread when `threads` threads split an
 /// `m x k · k x n` product by rows (`rows = true`) or by columns; used to choose the split
-/// (`B` is packed once per block of [`MC`] rows, `A` once per block of [`NC`] columns).
+/// (`B` is packed once per block of [`MC`] rows, or once when the depth is one block; `A` once
+/// per block of [`NC`] columns).
 pub(super) fn pack_cost(m: usize, k: usize, n: usize, threads: usize, rows: bool) -> usize {
     let (mt, nt) = if rows {
         (m.div_ceil(threads), n)
     } else {
         (m, n.div_ceil(threads))
     };
-    k * nt * mt.div_ceil(MC) + mt * k * nt.div_ceil(NC)
+    // With one depth block, `B`'s block serves every row block (see `run`).
+    let b_packs = if k <= KC { 1 } else { mt.div_ceil(MC) };
+    k * nt * b_packs + mt * k * nt.div_ceil(NC)
 }
 
 thread_local! {
@@ -159,8 +162,8 @@ fn reserve<T>(buf: &mut Vec<__m512i>, bytes: usize) -> *mut T {
 /// Rows `rows`, columns `cols` of the product.
 ///
 /// # Safety
-/// [`available`] must be true and each operand row- or column-major (any shape runs; [`suits`]
-/// says where it pays); the views must be in bounds, and the block of `c` valid for writes (and
+/// [`available`] must be true, `k > 0` and each operand row- or column-major (any other shape
+/// runs; [`suits`] says where it pays); the views must be in bounds, and the block of `c` valid for writes (and
 /// reads when `beta != 0`) and not aliased.
 pub(super) unsafe fn gemm_block(p: &Product<'_>, rows: Range<usize>, cols: Range<usize>) {
     // SAFETY: forwarded from the caller.
@@ -211,8 +214,12 @@ pub(super) struct PackedB {
 }
 
 impl PackedB {
-    /// Packs `b` (row- or column-major).
+    /// Packs `b` (row- or column-major; panics otherwise, or where the kernel cannot run).
     pub(super) fn new(b: MatRef<'_>) -> PackedB {
+        assert!(
+            available() && (b.row_stride == 1 || b.col_stride == 1) && b.in_bounds(),
+            "amx::PackedB: needs the tile kernel and an in-bounds row- or column-major operand"
+        );
         let (k, n) = (b.rows, b.cols);
         let mut tiles = Vec::new();
         let total: usize = Self::blocks(k, n).map(|(_, _, len)| len).sum();
@@ -220,8 +227,8 @@ impl PackedB {
         let mut at = 0;
         for (jc, pc, len) in Self::blocks(k, n) {
             let (kc, nc) = (KC.min(k - pc), NC.min(n - jc));
-            // SAFETY: this block's `len` values are inside `tiles`; the view is in bounds (its
-            // caller's contract) with a unit stride (checked by `suits` before use).
+            // SAFETY: this block's `len` values are inside `tiles`; the view is in bounds with a
+            // unit stride and the CPU runs the kernel (asserted above).
             unsafe { pack_b(b, pc, kc, jc, nc, base.wrapping_add(at)) };
             at += len;
         }
@@ -240,6 +247,7 @@ impl PackedB {
 
     /// The packed block at columns `jc`, depth `pc`.
     fn block(&self, jc: usize, pc: usize) -> *const u16 {
+        debug_assert!(jc < self.n && pc < self.k && jc % NC == 0 && pc % KC == 0);
         let before: usize = Self::blocks(self.k, self.n)
             .take_while(|&(j, p, _)| (j, p) != (jc, pc))
             .map(|(_, _, len)| len)
@@ -287,6 +295,7 @@ unsafe fn run(
     } = *p;
     let (r0, c0) = (rows.start, cols.start);
     let (m, n, k) = (rows.len(), cols.len(), a.cols);
+    debug_assert!(k > 0 && (pre.is_none() || (c0 == 0 && n == b.cols)));
     let kmax = KC.min(k.next_multiple_of(STEP));
     let (mmax, nmax) = (
         MC.min(m.next_multiple_of(16)),

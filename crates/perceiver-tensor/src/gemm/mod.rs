@@ -730,7 +730,14 @@ mod tests {
     /// for the tiles (the plain path); the same values as the naive product.
     #[test]
     fn prepacked_products_match_the_naive_product() {
-        for (m, k, n) in [(70, 300, 600), (64, 128, 64), (200, 40, 90), (20, 130, 70)] {
+        let shapes = [
+            (70, 300, 600),
+            (64, 128, 64),
+            (200, 40, 90),
+            (20, 130, 70),
+            (600, 128, 96),
+        ];
+        for (m, k, n) in shapes {
             let a: Vec<f32> = (0..m * k)
                 .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
                 .collect();
@@ -740,12 +747,18 @@ mod tests {
             let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
             let want = naive(m, k, n, &a, &b);
             let am = MatRef::row_major(&a, m, k);
+            // The same left operand column-major (a transposed copy read through strides).
+            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let amt = MatRef::row_major(&at, k, m).t();
             for bm in [
                 MatRef::row_major(&b, k, n),
                 MatRef::row_major(&bt, n, k).t(),
             ] {
-                let pre = PackedB::new(bm, m);
-                for (mm, rows) in [(am, m), (MatRef { rows: m / 2, ..am }, m / 2)] {
+                // Prepared for 64-row products; used by all of A (above 512 rows: two row
+                // blocks), by half of it, and by A column-major.
+                let pre = PackedB::new(bm, 64);
+                let half = MatRef { rows: m / 2, ..am };
+                for (mm, rows) in [(am, m), (half, m / 2), (amt, m)] {
                     let mut c = vec![1.0f32; rows * n];
                     gemm_serial_packed(1.0, mm, &pre, 0.5, &mut c, n);
                     let mut fresh = vec![std::mem::MaybeUninit::new(f32::NAN); rows * n];

@@ -50,10 +50,10 @@ struct MlpBackward {
     has_b2: bool,
 }
 
-/// `act(h)` (when `W2` needs a gradient) and `act'(h)`.
+/// `act(h)` (when `W2` needs a gradient) and `act'(h)` (`[rows, hidden]`, row-major).
 struct ActKept {
     a: Option<Tensor>,
-    dact: Tensor,
+    dact: Vec<f32>,
 }
 
 /// What the forward kept of the hidden layer.
@@ -103,7 +103,7 @@ impl MlpBackward {
         let (out, hidden) = (self.w2.shape()[0], self.w2.shape()[1]);
         let rows = g2.shape()[0];
         let need_pre = needs[0] || needs[1] || (self.has_b1 && needs[2]);
-        let dact = kept.dact.contiguous_data();
+        let dact = &kept.dact;
         // dpre = (g·W2) ⊙ act'(h), the derivative applied to each block in the epilogue.
         let dpre = || {
             need_pre.then(|| {
@@ -170,9 +170,12 @@ fn with_block_rows<R>(block: usize, f: impl FnOnce() -> R) -> R {
 }
 
 /// The row-blocked path's block size, when it applies: several blocks per thread and small
-/// weights (each thread packs them once per block; config B's 4 M-value layers run as whole
-/// products).
+/// weights (each thread splits them for the products once; config B's 4 M-value layers run as
+/// whole products), no empty dimension.
 fn block_rows(rows: usize, inp: usize, hidden: usize, out: usize) -> Option<usize> {
+    if rows == 0 || inp == 0 || hidden == 0 || out == 0 {
+        return None;
+    }
     #[cfg(test)]
     if let Some(b) = FORCE_BLOCK.with(Cell::get) {
         return Some(b);
@@ -221,7 +224,7 @@ fn forward_blocked(
     let mut y: Vec<f32> = Vec::with_capacity(rows * out);
     let mut h: Vec<f32> = Vec::with_capacity(if keep { rows * hidden } else { 0 });
     let share = shares(rows);
-    let rows_per_block = block.min(rows);
+    let rows_per_block = block.min(share);
     let ys = y.spare_capacity_mut()[..rows * out].par_chunks_mut(share * out);
     let hs: Vec<&mut [MaybeUninit<f32>]> = if keep {
         h.spare_capacity_mut()[..rows * hidden]
@@ -329,9 +332,9 @@ impl MlpBackward {
         let gd = g2.contiguous_data();
         let w2 = self.w2.contiguous_data();
         let w1 = self.w1.as_ref().map(|w| w.contiguous_data());
-        let rows_per_block = block.min(rows);
         let x = self.x.as_ref().map(MatRef::of);
         let share = shares(rows);
+        let rows_per_block = block.min(share);
         let mut dx: Vec<f32> = Vec::with_capacity(if want[0] { rows * inp } else { 0 });
         let dx_shares: Vec<Option<&mut [MaybeUninit<f32>]>> = if want[0] {
             dx.spare_capacity_mut()[..rows * inp]
@@ -347,10 +350,12 @@ impl MlpBackward {
             .enumerate()
             .map(|(t, mut dx_share)| {
                 // Each thread prepares the weights once for all its blocks.
-                let w2p = PackedB::new(MatRef::row_major(&w2, out, hidden), rows_per_block);
-                let w1p = w1
-                    .as_ref()
-                    .map(|w| PackedB::new(MatRef::row_major(w, hidden, inp), rows_per_block));
+                let w2p = need_pre
+                    .then(|| PackedB::new(MatRef::row_major(&w2, out, hidden), rows_per_block));
+                let w1p = want[0].then(|| {
+                    let w1 = w1.as_ref().expect("w1 is saved when x needs a gradient");
+                    PackedB::new(MatRef::row_major(w1, hidden, inp), rows_per_block)
+                });
                 let mut p = Partial {
                     dw1: sized(want[1], hidden * inp),
                     db1: sized(want[2], hidden),
@@ -373,14 +378,16 @@ impl MlpBackward {
                         let g_blk = &gd[rr.start * out..rr.end * out];
                         let gm = MatRef::row_major(g_blk, len, out);
                         let (a, dpre) = (&mut a_buf[..len * hidden], &mut dpre_buf[..len * hidden]);
-                        if need_pre {
-                            gemm_serial_packed(1.0, gm, &w2p, 0.0, dpre, hidden);
+                        if let Some(w2p) = &w2p {
+                            gemm_serial_packed(1.0, gm, w2p, 0.0, dpre, hidden);
                         }
                         let h_blk = &h[rr.start * hidden..rr.end * hidden];
+                        let recompute = need_pre || want[3];
                         for ((a_row, h_row), dp_row) in a
                             .chunks_mut(hidden)
                             .zip(h_blk.chunks(hidden))
                             .zip(dpre.chunks_mut(hidden))
+                            .filter(|_| recompute)
                         {
                             a_row.copy_from_slice(h_row);
                             // SAFETY: f32 slices are valid MaybeUninit<f32> slices.
@@ -405,11 +412,13 @@ impl MlpBackward {
                             gemm_serial(1.0, gm.t(), am, 1.0, &mut p.dw2, hidden);
                         }
                         let pm = MatRef::row_major(dpre, len, hidden);
-                        if let (Some(dxs), Some(w1)) = (dx_share.as_deref_mut(), w1p.as_ref()) {
+                        if let Some(dxs) = dx_share.as_deref_mut() {
+                            let w1 = w1p.as_ref().expect("prepared when x needs a gradient");
                             let dst = &mut dxs[b0 * inp..(b0 + len) * inp];
                             gemm_serial_packed_into(1.0, pm, w1, dst, inp);
                         }
-                        if let (true, Some(x)) = (want[1], x) {
+                        if want[1] {
+                            let x = x.expect("x is saved when w1 needs a gradient");
                             let xm = row_range(x, rr.clone());
                             gemm_serial(1.0, pm.t(), xm, 1.0, &mut p.dw1, inp);
                         }
@@ -419,6 +428,7 @@ impl MlpBackward {
             })
             .collect();
         let mut it = partials.into_iter();
+        // (`block_rows` sends no empty input here: there is at least one share.)
         let mut sum = it.next().expect("at least one share");
         for p in it {
             for (acc, v) in [
@@ -534,10 +544,7 @@ impl Tensor {
                 let (a, dact) = linear_raw(&x2, w1, b1v.as_deref(), Some(act), track, None);
                 let a = Tensor::from_parts(a, &[rows, hidden]);
                 let (y, _) = linear_raw(&a, w2, b2v.as_deref(), None, false, Some(&rvec));
-                let kept = Hidden::Act(Box::new(ActKept {
-                    a: Some(a),
-                    dact: Tensor::from_parts(dact, &[rows, hidden]),
-                }));
+                let kept = Hidden::Act(Box::new(ActKept { a: Some(a), dact }));
                 (y, kept)
             }
         };
@@ -585,6 +592,7 @@ mod tests {
             (GeluKind::Tanh, true, [true; 6]),
             (GeluKind::Erf, false, [true; 6]),
             (GeluKind::Erf, true, [false, true, false, true, true, false]),
+            (GeluKind::Erf, true, [false, false, false, true, true, true]),
             (
                 GeluKind::Erf,
                 true,
@@ -625,6 +633,74 @@ mod tests {
                     _ => panic!("gradient {i} present on one path only"),
                 }
             }
+        }
+    }
+
+    /// Without gradients (inference) both paths give the outputs they give with gradients.
+    #[test]
+    fn untracked_forward_matches_tracked_on_both_paths() {
+        let x = randn(&[40, 12], 1);
+        let (w1, b1) = (randn(&[20, 12], 2).mul_scalar(0.3), randn(&[20], 3));
+        let (w2, b2) = (randn(&[9, 20], 4).mul_scalar(0.3), randn(&[9], 5));
+        let r = randn(&[40, 9], 6);
+        let run = |track: bool| {
+            let w1 = if track {
+                w1.requires_grad()
+            } else {
+                w1.clone()
+            };
+            let y = x.mlp_add(&w1, Some(&b1), GeluKind::Erf, &w2, Some(&b2), &r);
+            y.unwrap().to_vec()
+        };
+        let tracked = run(true);
+        assert_eq!(crate::no_grad(|| run(true)), tracked, "whole-layer path");
+        assert_eq!(run(false), tracked, "whole-layer path, nothing tracked");
+        let blocked = with_block_rows(8, || (run(true), crate::no_grad(|| run(true))));
+        assert_eq!(blocked.0, blocked.1, "row-blocked path");
+        let scale = tracked.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        assert!(blocked
+            .0
+            .iter()
+            .zip(&tracked)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
+    }
+
+    /// Config A's widths, where the blocks' products run on the tile kernel with the weights
+    /// prepared once per thread (and a last block under 64 rows on the plain path): the same
+    /// outputs and gradients as the whole-layer path.
+    #[test]
+    fn row_blocked_path_at_config_a_widths() {
+        let x = randn(&[600, 128], 1);
+        let (w1, b1) = (randn(&[256, 128], 2).mul_scalar(0.1), randn(&[256], 3));
+        let (w2, b2) = (randn(&[128, 256], 4).mul_scalar(0.1), randn(&[128], 5));
+        let r = randn(&[600, 128], 6);
+        let g = randn(&[600, 128], 7);
+        let run = || {
+            let leaves: Vec<Tensor> = [&x, &w1, &b1, &w2, &b2, &r]
+                .iter()
+                .map(|t| t.requires_grad())
+                .collect();
+            let (b1, b2) = (Some(&leaves[2]), Some(&leaves[4]));
+            let y = leaves[0]
+                .mlp_add(&leaves[1], b1, GeluKind::Erf, &leaves[3], b2, &leaves[5])
+                .unwrap();
+            let grads = y.mul(&g).unwrap().sum_all().backward().unwrap();
+            let mut all = vec![y.to_vec()];
+            all.extend(leaves.iter().map(|t| grads.get(t).unwrap().to_vec()));
+            all
+        };
+        let whole = run();
+        let blocked = with_block_rows(256, run);
+        for (i, (a, b)) in blocked.iter().zip(&whole).enumerate() {
+            let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+            let worst = a
+                .iter()
+                .zip(b)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "output/gradient {i}: {worst} against {scale}"
+            );
         }
     }
 

@@ -247,7 +247,7 @@ impl PackedB {
 
     /// The packed block at columns `jc`, depth `pc`.
     fn block(&self, jc: usize, pc: usize) -> *const u16 {
-        debug_assert!(jc < self.n && pc < self.k && jc % NC == 0 && pc % KC == 0);
+        debug_assert!(jc < self.n && pc < self.k && jc.is_multiple_of(NC) && pc.is_multiple_of(KC));
         let before: usize = Self::blocks(self.k, self.n)
             .take_while(|&(j, p, _)| (j, p) != (jc, pc))
             .map(|(_, _, len)| len)

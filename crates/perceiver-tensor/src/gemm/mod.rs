@@ -144,10 +144,11 @@ impl<'a> PackedB<'a> {
     /// Prepares `b` (`k x n`) for products whose left operands have at least `min_rows` rows
     /// (the tile kernel is used for 64 and more).
     pub fn new(b: MatRef<'a>, min_rows: usize) -> Self {
-        check(MatRef::row_major(&[], 0, b.rows), b);
+        // A row-major left operand of no rows: the shape check here, the layout for `suits`.
+        let probe = MatRef::row_major(&[], 0, b.rows);
+        check(probe, b);
         #[cfg(target_arch = "x86_64")]
         {
-            let probe = MatRef::row_major(&[], 0, b.rows);
             let tiles = Backend::detect() == Backend::Amx
                 && amx::suits(min_rows, b.rows, b.cols, &probe, &b);
             PackedB {
@@ -157,7 +158,7 @@ impl<'a> PackedB<'a> {
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = min_rows;
+            let _ = (min_rows, probe);
             PackedB { view: b }
         }
     }
@@ -208,15 +209,10 @@ unsafe fn serial_packed(
     };
     #[cfg(target_arch = "x86_64")]
     if let Some(pre) = &b.amx {
-        let (m, k, n) = (a.rows, a.cols, b.view.cols);
-        if amx::suits(m, k, n, &a, &b.view) {
-            let started = crate::autograd::profile::start();
+        if amx::suits(a.rows, a.cols, b.view.cols, &a, &b.view) {
             // SAFETY: validated by `checked`; the tiles were packed from `b.view` on this CPU
             // (the AMX kernel runs).
-            unsafe { amx::gemm_prepacked(&p, pre) };
-            if let Some(t0) = started {
-                crate::autograd::profile::gemm_call((m, k, n), (a.layout(), 'p'), t0);
-            }
+            profiled(&p, 'p', || unsafe { amx::gemm_prepacked(&p, pre) });
             return;
         }
     }
@@ -274,19 +270,15 @@ fn checked<'a>(
 /// # Safety
 /// As [`gemm_raw`].
 unsafe fn serial_raw(p: Product<'_>) {
-    let started = crate::autograd::profile::start();
     let (m, k, n) = (p.a.rows, p.a.cols, p.b.cols);
     // SAFETY: forwarded from the caller (the k = 0 case writes beta·C serially).
-    unsafe {
+    profiled(&p, p.b.layout(), || unsafe {
         if k == 0 {
             gemm_threaded(&p)
         } else {
             gemm_block(&p, 0..m, 0..n)
         }
-    };
-    if let Some(t0) = started {
-        crate::autograd::profile::gemm_call((m, k, n), (p.a.layout(), p.b.layout()), t0);
-    }
+    });
 }
 
 /// `A·B` into a new row-major vector of `m·n` elements, `alpha`-scaled. The output is not
@@ -431,12 +423,18 @@ unsafe impl Sync for Product<'_> {}
 /// The views must be in bounds, `m, n > 0`, and `c` valid for writes of the `m x n` block with
 /// row stride `ldc >= n` (read too when `beta != 0`).
 unsafe fn gemm_raw(p: Product<'_>) {
-    let started = crate::autograd::profile::start();
     // SAFETY: forwarded from the caller.
-    unsafe { gemm_threaded(&p) };
+    profiled(&p, p.b.layout(), || unsafe { gemm_threaded(&p) });
+}
+
+/// Runs `product` (which computes `p`), recording its time under `p`'s shape and layouts when
+/// profiling is on (`b_layout`: the right operand's, or `'p'` when it was packed beforehand).
+fn profiled(p: &Product<'_>, b_layout: char, product: impl FnOnce()) {
+    let started = crate::autograd::profile::start();
+    product();
     if let Some(t0) = started {
         let shape = (p.a.rows, p.a.cols, p.b.cols);
-        crate::autograd::profile::gemm_call(shape, (p.a.layout(), p.b.layout()), t0);
+        crate::autograd::profile::gemm_call(shape, (p.a.layout(), b_layout), t0);
     }
 }
 
@@ -677,6 +675,13 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    /// The `cols x rows` transpose of a row-major `rows x cols` matrix.
+    fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| x[(i % rows) * cols + i / rows])
+            .collect()
+    }
+
     fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
         let mut c = vec![0.0; m * n];
         for i in 0..m {
@@ -744,11 +749,11 @@ mod tests {
             let b: Vec<f32> = (0..k * n)
                 .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
                 .collect();
-            let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let bt = transposed(&b, k, n);
             let want = naive(m, k, n, &a, &b);
             let am = MatRef::row_major(&a, m, k);
             // The same left operand column-major (a transposed copy read through strides).
-            let at: Vec<f32> = (0..k * m).map(|i| a[(i % m) * k + i / m]).collect();
+            let at = transposed(&a, m, k);
             let amt = MatRef::row_major(&at, k, m).t();
             for bm in [
                 MatRef::row_major(&b, k, n),
@@ -798,7 +803,7 @@ mod tests {
             );
         }
         // transposed operand through strides, and beta = 1 accumulation
-        let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+        let bt = transposed(&b, k, n);
         let mut c2 = want.clone();
         let btv = MatRef::row_major(&bt, n, k).t();
         gemm(1.0, MatRef::row_major(&a, m, k), btv, 1.0, &mut c2);
@@ -847,8 +852,8 @@ mod tests {
             .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
             .collect();
         let want = naive(m, k, n, &a, &b);
-        let at: Vec<f32> = (0..m * k).map(|i| a[(i % m) * k + i / m]).collect();
-        let bt: Vec<f32> = (0..k * n).map(|i| b[(i % k) * n + i / k]).collect();
+        let at = transposed(&a, m, k);
+        let bt = transposed(&b, k, n);
         let av = if ta {
             MatRef::row_major(&at, k, m).t()
         } else {

@@ -190,6 +190,23 @@ fn shares(rows: usize) -> usize {
     rows.div_ceil(rayon::current_num_threads().max(1)).max(1)
 }
 
+/// The spare capacity of `buf` (at least `rows x width` floats) cut into each thread's share of
+/// `share` rows, when `on`; else as many `None`s.
+fn spare_shares(
+    buf: &mut Vec<f32>,
+    on: bool,
+    (rows, width): (usize, usize),
+    share: usize,
+) -> Vec<Option<&mut [MaybeUninit<f32>]>> {
+    if !on {
+        return (0..rows.div_ceil(share)).map(|_| None).collect();
+    }
+    buf.spare_capacity_mut()[..rows * width]
+        .chunks_mut(share * width)
+        .map(Some)
+        .collect()
+}
+
 /// Rows `r` of a matrix view.
 fn row_range(m: MatRef<'_>, r: std::ops::Range<usize>) -> MatRef<'_> {
     MatRef {
@@ -226,15 +243,7 @@ fn forward_blocked(
     let share = shares(rows);
     let rows_per_block = block.min(share);
     let ys = y.spare_capacity_mut()[..rows * out].par_chunks_mut(share * out);
-    let hs: Vec<&mut [MaybeUninit<f32>]> = if keep {
-        h.spare_capacity_mut()[..rows * hidden]
-            .chunks_mut(share * hidden)
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut hs = hs.into_iter().map(Some).collect::<Vec<_>>();
-    hs.resize_with(rows.div_ceil(share), || None);
+    let hs = spare_shares(&mut h, keep, (rows, hidden), share);
     ys.zip(hs.into_par_iter())
         .enumerate()
         .for_each(|(t, (y_share, mut h_share))| {
@@ -336,14 +345,7 @@ impl MlpBackward {
         let share = shares(rows);
         let rows_per_block = block.min(share);
         let mut dx: Vec<f32> = Vec::with_capacity(if want[0] { rows * inp } else { 0 });
-        let dx_shares: Vec<Option<&mut [MaybeUninit<f32>]>> = if want[0] {
-            dx.spare_capacity_mut()[..rows * inp]
-                .chunks_mut(share * inp)
-                .map(Some)
-                .collect()
-        } else {
-            (0..rows.div_ceil(share)).map(|_| None).collect()
-        };
+        let dx_shares = spare_shares(&mut dx, want[0], (rows, inp), share);
         let sized = |on: bool, len: usize| if on { vec![0.0f32; len] } else { Vec::new() };
         let partials: Vec<Partial> = dx_shares
             .into_par_iter()
@@ -577,15 +579,62 @@ mod tests {
         Tensor::randn(shape, &mut Rng::new(seed))
     }
 
+    /// `[x, w1, b1, w2, b2, residual]` of a layer `inp -> hidden -> out` over rows `lead`, the
+    /// weights scaled by `w_scale` (seeds 1 to 6).
+    fn layer(
+        lead: &[usize],
+        (inp, hidden, out): (usize, usize, usize),
+        w_scale: f32,
+    ) -> [Tensor; 6] {
+        let with = |last: usize| [lead, &[last]].concat();
+        [
+            randn(&with(inp), 1),
+            randn(&[hidden, inp], 2).mul_scalar(w_scale),
+            randn(&[hidden], 3),
+            randn(&[out, hidden], 4).mul_scalar(w_scale),
+            randn(&[out], 5),
+            randn(&with(out), 6),
+        ]
+    }
+
+    /// The output of `mlp_add` on `p` and the gradient of `Σ output ⊙ g` for each of the six
+    /// inputs that `tracked` marks (`None` for the others).
+    fn run(
+        p: &[Tensor; 6],
+        act: GeluKind,
+        biases: bool,
+        tracked: [bool; 6],
+        g: &Tensor,
+    ) -> (Vec<f32>, Vec<Option<Vec<f32>>>) {
+        let leaves: Vec<Tensor> = p
+            .iter()
+            .zip(tracked)
+            .map(|(t, on)| if on { t.requires_grad() } else { t.clone() })
+            .collect();
+        let (b1, b2) = (biases.then_some(&leaves[2]), biases.then_some(&leaves[4]));
+        let y = leaves[0]
+            .mlp_add(&leaves[1], b1, act, &leaves[3], b2, &leaves[5])
+            .unwrap();
+        let grads = y.mul(g).unwrap().sum_all().backward().unwrap();
+        let gs = leaves
+            .iter()
+            .map(|t| grads.get(t).map(Tensor::to_vec))
+            .collect();
+        (y.to_vec(), gs)
+    }
+
+    /// `a` equals `b` up to `1e-5` of `b`'s largest magnitude.
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5 * scale)
+    }
+
     /// The row-blocked path (blocks of 8 rows, rows not a multiple of the blocks or the
     /// threads) gives the whole-layer path's outputs and gradients, with and without biases
     /// and with only some inputs tracked.
     #[test]
     fn row_blocked_path_matches_the_whole_layer() {
-        let x = randn(&[3, 13, 12], 1);
-        let (w1, b1) = (randn(&[20, 12], 2).mul_scalar(0.3), randn(&[20], 3));
-        let (w2, b2) = (randn(&[9, 20], 4).mul_scalar(0.3), randn(&[9], 5));
-        let r = randn(&[3, 13, 9], 6);
+        let p = layer(&[3, 13], (12, 20, 9), 0.3);
         let g = randn(&[3, 13, 9], 7);
         for (act, biases, tracked) in [
             (GeluKind::Erf, true, [true; 6]),
@@ -599,29 +648,8 @@ mod tests {
                 [true, false, false, false, false, false],
             ),
         ] {
-            let run = || {
-                let leaves: Vec<Tensor> = [&x, &w1, &b1, &w2, &b2, &r]
-                    .iter()
-                    .zip(tracked)
-                    .map(|(t, on)| if on { t.requires_grad() } else { (*t).clone() })
-                    .collect();
-                let (b1, b2) = (biases.then_some(&leaves[2]), biases.then_some(&leaves[4]));
-                let y = leaves[0]
-                    .mlp_add(&leaves[1], b1, act, &leaves[3], b2, &leaves[5])
-                    .unwrap();
-                let grads = y.mul(&g).unwrap().sum_all().backward().unwrap();
-                let gs: Vec<Option<Vec<f32>>> = leaves
-                    .iter()
-                    .map(|t| grads.get(t).map(Tensor::to_vec))
-                    .collect();
-                (y.to_vec(), gs)
-            };
-            let (y_whole, g_whole) = run();
-            let (y_blk, g_blk) = with_block_rows(8, run);
-            let close = |a: &[f32], b: &[f32]| {
-                let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() <= 1e-5 * scale)
-            };
+            let (y_whole, g_whole) = run(&p, act, biases, tracked, &g);
+            let (y_blk, g_blk) = with_block_rows(8, || run(&p, act, biases, tracked, &g));
             assert!(
                 close(&y_blk, &y_whole),
                 "outputs ({act:?}, biases {biases})"
@@ -639,11 +667,8 @@ mod tests {
     /// Without gradients (inference) both paths give the outputs they give with gradients.
     #[test]
     fn untracked_forward_matches_tracked_on_both_paths() {
-        let x = randn(&[40, 12], 1);
-        let (w1, b1) = (randn(&[20, 12], 2).mul_scalar(0.3), randn(&[20], 3));
-        let (w2, b2) = (randn(&[9, 20], 4).mul_scalar(0.3), randn(&[9], 5));
-        let r = randn(&[40, 9], 6);
-        let run = |track: bool| {
+        let [x, w1, b1, w2, b2, r] = layer(&[40], (12, 20, 9), 0.3);
+        let forward = |track: bool| {
             let w1 = if track {
                 w1.requires_grad()
             } else {
@@ -652,17 +677,16 @@ mod tests {
             let y = x.mlp_add(&w1, Some(&b1), GeluKind::Erf, &w2, Some(&b2), &r);
             y.unwrap().to_vec()
         };
-        let tracked = run(true);
-        assert_eq!(crate::no_grad(|| run(true)), tracked, "whole-layer path");
-        assert_eq!(run(false), tracked, "whole-layer path, nothing tracked");
-        let blocked = with_block_rows(8, || (run(true), crate::no_grad(|| run(true))));
+        let tracked = forward(true);
+        assert_eq!(
+            crate::no_grad(|| forward(true)),
+            tracked,
+            "whole-layer path"
+        );
+        assert_eq!(forward(false), tracked, "whole-layer path, nothing tracked");
+        let blocked = with_block_rows(8, || (forward(true), crate::no_grad(|| forward(true))));
         assert_eq!(blocked.0, blocked.1, "row-blocked path");
-        let scale = tracked.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-        assert!(blocked
-            .0
-            .iter()
-            .zip(&tracked)
-            .all(|(a, b)| (a - b).abs() <= 1e-5 * scale));
+        assert!(close(&blocked.0, &tracked));
     }
 
     /// Config A's widths, where the blocks' products run on the tile kernel with the weights
@@ -670,49 +694,24 @@ mod tests {
     /// outputs and gradients as the whole-layer path.
     #[test]
     fn row_blocked_path_at_config_a_widths() {
-        let x = randn(&[600, 128], 1);
-        let (w1, b1) = (randn(&[256, 128], 2).mul_scalar(0.1), randn(&[256], 3));
-        let (w2, b2) = (randn(&[128, 256], 4).mul_scalar(0.1), randn(&[128], 5));
-        let r = randn(&[600, 128], 6);
+        let p = layer(&[600], (128, 256, 128), 0.1);
         let g = randn(&[600, 128], 7);
-        let run = || {
-            let leaves: Vec<Tensor> = [&x, &w1, &b1, &w2, &b2, &r]
-                .iter()
-                .map(|t| t.requires_grad())
-                .collect();
-            let (b1, b2) = (Some(&leaves[2]), Some(&leaves[4]));
-            let y = leaves[0]
-                .mlp_add(&leaves[1], b1, GeluKind::Erf, &leaves[3], b2, &leaves[5])
-                .unwrap();
-            let grads = y.mul(&g).unwrap().sum_all().backward().unwrap();
-            let mut all = vec![y.to_vec()];
-            all.extend(leaves.iter().map(|t| grads.get(t).unwrap().to_vec()));
-            all
-        };
-        let whole = run();
-        let blocked = with_block_rows(256, run);
-        for (i, (a, b)) in blocked.iter().zip(&whole).enumerate() {
-            let scale = b.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
-            let worst = a
-                .iter()
-                .zip(b)
-                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-            assert!(
-                worst <= 1e-5 * scale,
-                "output/gradient {i}: {worst} against {scale}"
-            );
+        let all = [true; 6];
+        let (y_whole, g_whole) = run(&p, GeluKind::Erf, true, all, &g);
+        let (y_blk, g_blk) = with_block_rows(256, || run(&p, GeluKind::Erf, true, all, &g));
+        assert!(close(&y_blk, &y_whole), "outputs");
+        for (i, (a, b)) in g_blk.iter().zip(&g_whole).enumerate() {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            assert!(close(a, b), "gradient {i}");
         }
     }
 
     /// Gradient check of the row-blocked path itself (blocks of 2 rows).
     #[test]
     fn grad_row_blocked_mlp_add() {
-        let x = randn(&[2, 3, 5], 1);
-        let (w1, b1) = (randn(&[7, 5], 2), randn(&[7], 3));
-        let (w2, b2) = (randn(&[4, 7], 4), randn(&[4], 5));
-        let r = randn(&[2, 3, 4], 6);
+        let p = layer(&[2, 3], (5, 7, 4), 1.0);
         with_block_rows(2, || {
-            let checked = check_gradients(&[x, w1, b1, w2, b2, r], |p| {
+            let checked = check_gradients(&p, |p| {
                 p[0].mlp_add(&p[1], Some(&p[2]), GeluKind::Erf, &p[3], Some(&p[4]), &p[5])
             });
             assert!(checked.is_ok(), "{checked:?}");

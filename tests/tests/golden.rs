@@ -24,8 +24,8 @@
 //! fails.
 
 use perceiver_model::import::{hf, lucidrains};
-use perceiver_model::io::read_safetensors;
 use perceiver_model::{import_reference, AttentionKernel, Reference};
+use perceiver_nn::io::load_safetensors as read_safetensors;
 use perceiver_tensor::Tensor;
 use perceiver_tests::{in_ci, shared_dir};
 use std::collections::{BTreeMap, HashMap};

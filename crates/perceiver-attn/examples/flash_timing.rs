@@ -21,7 +21,7 @@ fn main() {
         _ => (32, 4, 64, 64, 32),
     };
     let iters = args.get(5).copied().unwrap_or(200);
-    perceiver_tensor::memory::retain_freed_memory();
+    perceiver_nn::runtime::retain_freed_memory();
     let mut rng = Rng::new(0);
     let q = Tensor::randn(&[b, h, n, d], &mut rng).requires_grad();
     let k = Tensor::randn(&[b, h, m, d], &mut rng).requires_grad();

@@ -35,8 +35,8 @@ mod folded;
 
 use crate::check::scale_of;
 use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
-use perceiver_tensor::gemm::{gemm, gemm_ldc, MatRef};
-use perceiver_tensor::kernels::{add_assign, dot, fast_exp, layer_norm_row, sum};
+use perceiver_kernels::gemm::{gemm, gemm_ldc, MatRef};
+use perceiver_kernels::{add_assign, dot, fast_exp, layer_norm_row, sum};
 use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
@@ -174,7 +174,7 @@ impl FusedCross {
             row: tmp,
             ..
         } = blk;
-        perceiver_tensor::simd!({
+        perceiver_kernels::simd!({
             for r in 0..bc {
                 let base = xl.offset() + b * sb + (j0 + r) * sm;
                 let src: &[f32] = if sc == 1 {
@@ -215,14 +215,14 @@ impl FusedCross {
         gemm(
             1.0,
             xn,
-            MatRef::of(&inputs[4]).t(),
+            inputs[4].mat().t(),
             0.0,
             &mut blk.k[..bc * self.hk()],
         );
         gemm(
             1.0,
             xn,
-            MatRef::of(&inputs[5]).t(),
+            inputs[5].mat().t(),
             0.0,
             &mut blk.v[..bc * self.hv()],
         );
@@ -555,8 +555,8 @@ impl FusedCross {
                         continue;
                     }
                     let dxb = &mut dxn[..bc * c];
-                    gemm(1.0, dkm, MatRef::of(&inputs[4]), 0.0, dxb);
-                    gemm(1.0, dvm, MatRef::of(&inputs[5]), 1.0, dxb);
+                    gemm(1.0, dkm, inputs[4].mat(), 0.0, dxb);
+                    gemm(1.0, dvm, inputs[5].mat(), 1.0, dxb);
                     let dx_out = (&mut dx_rows[..], j0 - ja);
                     let acc_ln = (&mut acc.dlnw[..], &mut acc.dlnb[..]);
                     let norm = (p[0].as_deref(), &blk.xhat[..], &blk.rstd[..]);

@@ -28,8 +28,8 @@
 //! it copies nothing.
 
 use crate::check::{check, scale_of};
-use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::{add_assign, exp_shift_sum, fast_exp, max as kmax};
+use perceiver_kernels::gemm::{gemm, MatRef};
+use perceiver_kernels::{add_assign, exp_shift_sum, fast_exp, max as kmax};
 use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
 use rayon::prelude::*;
 
@@ -72,7 +72,7 @@ pub(crate) fn online_softmax(
     width: usize,
 ) {
     // Vectorised as a whole (the row maxima and rescaling were baseline SSE code).
-    perceiver_tensor::simd!(for r in 0..mx.len() {
+    perceiver_kernels::simd!(for r in 0..mx.len() {
         let row = &mut s[r * bc..(r + 1) * bc];
         let rmax = kmax(row);
         if rmax == f32::NEG_INFINITY {
@@ -110,7 +110,7 @@ pub(crate) fn softmax_grad(dp: &mut [f32], p: &[f32], bc: usize, d: &[f32]) {
     if bc == 0 {
         return;
     }
-    perceiver_tensor::simd!(
+    perceiver_kernels::simd!(
         for ((dr, pr), &d) in dp.chunks_mut(bc).zip(p.chunks(bc)).zip(d) {
             dr.iter_mut().zip(pr).for_each(|(x, p)| *x = p * (*x - d));
         }
@@ -122,7 +122,7 @@ pub(crate) fn softmax_grad(dp: &mut [f32], p: &[f32], bc: usize, d: &[f32]) {
 pub(crate) fn row_dots(a: &[f32], b: &[f32], width: usize) -> Vec<f32> {
     a.chunks(width.max(1))
         .zip(b.chunks(width.max(1)))
-        .map(|(x, y)| perceiver_tensor::kernels::dot(x, y))
+        .map(|(x, y)| perceiver_kernels::dot(x, y))
         .collect()
 }
 
@@ -420,7 +420,7 @@ impl FlashAttention {
                             // sums to zero up to rounding, which matters when the values
                             // attended to are nearly equal. Otherwise D = rowsum(dO ⊙ O).
                             let dr = if bc == m {
-                                perceiver_tensor::kernels::dot(prow, &dpb[r * bc..(r + 1) * bc])
+                                perceiver_kernels::dot(prow, &dpb[r * bc..(r + 1) * bc])
                             } else {
                                 drow[bh * n + i0 + r]
                             };
@@ -475,7 +475,7 @@ fn mat_row_dot(a: MatRef<'_>, b: MatRef<'_>) -> f32 {
     if a.col_stride == 1 && b.col_stride == 1 {
         let x = &a.data[a.offset..a.offset + a.cols];
         let y = &b.data[b.offset..b.offset + b.cols];
-        return perceiver_tensor::kernels::dot(x, y);
+        return perceiver_kernels::dot(x, y);
     }
     (0..a.cols)
         .map(|j| a.data[a.offset + j * a.col_stride] * b.data[b.offset + j * b.col_stride])

@@ -4,8 +4,9 @@ use crate::{
     attention_reference, cross_attention_kv, flash_attention, fused_cross_attention,
     AttentionOptions, KvProjection,
 };
-use perceiver_tensor::nn::{LayerNorm, Linear};
-use perceiver_tensor::{Error, ParamStore, Result, Rng, Tensor};
+use perceiver_nn::ParamStore;
+use perceiver_nn::{LayerNorm, Linear};
+use perceiver_tensor::{Error, Result, Rng, Tensor};
 
 /// Which attention kernel a layer runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

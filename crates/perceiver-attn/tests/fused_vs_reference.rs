@@ -6,8 +6,9 @@ use perceiver_attn::{
     attention_reference, flash_attention, AttentionOptions, AttnKernel, MultiHeadAttention,
     MultiHeadAttentionConfig,
 };
+use perceiver_nn::ParamStore;
 use perceiver_tensor::testing::check_gradients;
-use perceiver_tensor::{ParamStore, Result, Rng, Tensor};
+use perceiver_tensor::{Result, Rng, Tensor};
 use proptest::prelude::*;
 
 /// max |a - b| / max |b| (the metric of the golden fixtures).
@@ -292,7 +293,7 @@ proptest! {
 
 #[test]
 fn layer_normed_kv_fused_matches_reference() -> Result<()> {
-    use perceiver_tensor::nn::LayerNorm;
+    use perceiver_nn::LayerNorm;
     let (fs, fl) = layer(AttnKernel::Fused, 5);
     let (rs, rl) = layer(AttnKernel::Reference, 5);
     let mut fstore = fs.clone();
@@ -350,7 +351,7 @@ fn layer_normed_kv_fused_matches_reference() -> Result<()> {
 /// inputs tracked by autograd.
 #[test]
 fn projected_kv_reuse_matches_reference() -> Result<()> {
-    use perceiver_tensor::nn::LayerNorm;
+    use perceiver_nn::LayerNorm;
     use perceiver_tensor::no_grad;
     let (_, rl) = layer(AttnKernel::Reference, 5);
     let ln = LayerNorm::new(&mut ParamStore::new(), "norm_kv", 10, 1e-5)?;

@@ -301,13 +301,7 @@ pub fn in_pool<T: Send>(n: Option<usize>, f: impl FnOnce() -> Result<T> + Send) 
     if n == Some(0) {
         return Err(CliError::new("--threads must be at least 1"));
     }
-    let mut b = rayon::ThreadPoolBuilder::new()
-        .thread_name(|i| format!("compute-{i}"))
-        .start_handler(|_| perceiver_tensor::kernels::flush_denormals());
-    if let Some(n) = n {
-        b = b.num_threads(n);
-    }
-    let pool = b
+    let pool = perceiver_nn::runtime::compute_pool(n)
         .build()
         .map_err(|e| CliError::new(format!("--threads: {e}")))?;
     pool.install(f)

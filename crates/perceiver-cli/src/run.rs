@@ -11,7 +11,7 @@ use perceiver_model::train::{
     Trainer, TrainerConfig,
 };
 use perceiver_model::{preset, Perceiver, CONFIG_FILE};
-use perceiver_tensor::optim::{
+use perceiver_nn::optim::{
     Adam, AdamConfig, Constant, ConstantThenCosine, Cosine, Lamb, LambConfig, LinearWarmup,
     LrSchedule, Optimizer, Sgd, SgdConfig, StepDecay,
 };

@@ -17,9 +17,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     // Run inside the pool and keep freed memory in the heap, as `perceiver train` and the
     // benchmarks do.
-    perceiver_tensor::memory::retain_freed_memory();
-    rayon::ThreadPoolBuilder::new()
-        .start_handler(|_| perceiver_tensor::kernels::flush_denormals())
+    perceiver_nn::runtime::retain_freed_memory();
+    perceiver_nn::runtime::compute_pool(None)
         .build()?
         .install(run)
 }

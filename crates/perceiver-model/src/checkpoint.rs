@@ -2,9 +2,9 @@
 //! canonical name, f32, shared sets once) and `config.json` (the [`PerceiverConfig`]).
 //! Both files are written atomically (temporary file + rename).
 
-use crate::io::{read_safetensors, write_atomic};
 use crate::{ModelError, Perceiver, PerceiverConfig, Result};
-use perceiver_tensor::io::save_safetensors;
+use perceiver_nn::io::save_safetensors;
+use perceiver_nn::io::{load_safetensors as read_safetensors, write_bytes_atomic as write_atomic};
 use perceiver_tensor::Rng;
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,7 +31,10 @@ impl Perceiver {
             &self.params().to_named_tensors(),
             Some(meta),
         )?;
-        write_atomic(&dir.join(CONFIG_FILE), self.config().to_json().as_bytes())
+        Ok(write_atomic(
+            dir.join(CONFIG_FILE),
+            self.config().to_json().as_bytes(),
+        )?)
     }
 
     /// Reads a checkpoint written by [`Perceiver::save_checkpoint`]: validates the

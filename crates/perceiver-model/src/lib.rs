@@ -29,7 +29,6 @@ mod config;
 mod count;
 mod error;
 pub mod import;
-pub mod io;
 mod model;
 pub mod presets;
 pub mod train;

@@ -6,9 +6,10 @@ use crate::config::{
 };
 use crate::{ModelError, Result, TensorProblem};
 use perceiver_attn::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
+use perceiver_nn::{LayerNorm, Linear};
+use perceiver_nn::{Param, ParamStore};
 use perceiver_pos::{init_array, FourierFeatures, PositionEncoder};
-use perceiver_tensor::nn::{LayerNorm, Linear};
-use perceiver_tensor::{Error, GeluKind, Param, ParamStore, Rng, Tensor};
+use perceiver_tensor::{Error, GeluKind, Rng, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Options of one forward pass.

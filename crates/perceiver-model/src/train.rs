@@ -23,7 +23,7 @@
 //! ```
 //! use perceiver_model::train::{TrainBatch, Trainer, TrainerConfig};
 //! use perceiver_model::{Perceiver, PerceiverConfig};
-//! use perceiver_tensor::optim::{Adam, AdamConfig, Constant};
+//! use perceiver_nn::optim::{Adam, AdamConfig, Constant};
 //! use perceiver_tensor::{Rng, Tensor};
 //! let config = PerceiverConfig { input_axes: vec![4, 4], num_latents: 4, latent_dim: 16,
 //!     ..PerceiverConfig::default() };
@@ -38,10 +38,10 @@
 //! # Ok::<(), perceiver_model::train::TrainError>(())
 //! ```
 
-use crate::io::write_atomic;
 use crate::{ModelError, Perceiver};
-use perceiver_tensor::io::{load_safetensors, save_safetensors};
-use perceiver_tensor::optim::{clip_grad_norm, global_grad_norm, LrSchedule, Optimizer};
+use perceiver_nn::io::write_bytes_atomic as write_atomic;
+use perceiver_nn::io::{load_safetensors, save_safetensors};
+use perceiver_nn::optim::{clip_grad_norm, global_grad_norm, LrSchedule, Optimizer};
 use perceiver_tensor::{no_grad, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -466,7 +466,7 @@ impl Trainer {
         };
         let json = serde_json::to_string_pretty(&state)
             .map_err(|e| format_err(&new.join(TRAINER_FILE), e))?;
-        write_atomic(&new.join(TRAINER_FILE), json.as_bytes())?;
+        write_atomic(new.join(TRAINER_FILE), json.as_bytes())?;
         if old.exists() {
             std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
         }
@@ -553,7 +553,7 @@ pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
 mod tests {
     use super::*;
     use crate::PerceiverConfig;
-    use perceiver_tensor::optim::{Adam, AdamConfig, Cosine};
+    use perceiver_nn::optim::{Adam, AdamConfig, Cosine};
 
     fn tiny() -> PerceiverConfig {
         PerceiverConfig {

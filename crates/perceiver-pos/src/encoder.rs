@@ -1,8 +1,9 @@
 //! The position encoding a model uses, as configuration data, and the module built from it.
 
 use crate::{FourierConfig, FourierConfigError, FourierFeatures, TrainablePositionEncoding};
-use perceiver_tensor::nn::Linear;
-use perceiver_tensor::{Error, ParamStore, Result, Rng, Tensor};
+use perceiver_nn::Linear;
+use perceiver_nn::ParamStore;
+use perceiver_tensor::{Error, Result, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Which position encoding is concatenated to the inputs.

@@ -1,6 +1,7 @@
 //! Trainable position encodings: one learned vector per input index.
 
-use perceiver_tensor::{Error, Param, ParamStore, Result, Rng, Tensor};
+use perceiver_nn::{Param, ParamStore};
+use perceiver_tensor::{Error, Result, Rng, Tensor};
 
 /// A learned `[index_dim, channels]` array, initialised from a truncated normal
 /// (mean 0, std `init_scale`, cut at ±2 std, as DeepMind's `TrainablePositionEncoding`).

@@ -1,8 +1,10 @@
 //! # perceiver-tensor
 //!
-//! The bottom layer of the Perceiver workspace: an f32 [`Tensor`] with strided views, the ops
-//! the model needs (each with its gradient), reverse-mode autograd, named parameters,
-//! optimizers with learning-rate schedules, safetensors I/O and a GEMM that uses both cores.
+//! The tensor and autograd core of the Perceiver workspace: an f32 [`Tensor`] with strided
+//! views, the ops the model needs (each with its gradient), reverse-mode autograd with custom
+//! ops and stable leaves ([`autograd::Leaf`]), and the gradient checker ([`testing`]). It
+//! computes through `perceiver-kernels` (GEMM and SIMD row kernels); parameters, layers,
+//! optimizers and checkpoints are the layer above (`perceiver-nn`).
 //!
 //! ```
 //! use perceiver_tensor::{Rng, Tensor};
@@ -21,16 +23,10 @@
 
 pub mod autograd;
 mod error;
-pub mod gemm;
-pub mod io;
-pub mod kernels;
 pub mod layout;
-pub mod memory;
-pub mod nn;
 pub mod ops;
-pub mod optim;
-pub mod params;
 pub mod rng;
+pub mod strided;
 mod tensor;
 pub mod testing;
 
@@ -38,7 +34,6 @@ pub use autograd::{
     apply_custom, is_grad_enabled, no_grad, Backward, CustomOp, Grads, NoGradGuard,
 };
 pub use error::{Error, Result};
-pub use ops::GeluKind;
-pub use params::{Param, ParamStore};
+pub use perceiver_kernels::GeluKind;
 pub use rng::Rng;
 pub use tensor::Tensor;

@@ -4,6 +4,7 @@ use crate::autograd::Node;
 use crate::layout::{for_each_row, numel, Layout};
 use crate::rng::Rng;
 use crate::{Error, Result};
+use perceiver_kernels as kernels;
 use std::fmt;
 use std::sync::Arc;
 
@@ -339,6 +340,21 @@ impl Tensor {
         (&self.storage, &self.layout)
     }
 
+    /// A GEMM view of a rank-2 tensor (any strides). Panics on another rank (an internal
+    /// invariant of the callers, which validate shapes first).
+    pub fn mat(&self) -> perceiver_kernels::gemm::MatRef<'_> {
+        let l = &self.layout;
+        assert_eq!(l.shape().len(), 2, "Tensor::mat needs a rank-2 tensor");
+        perceiver_kernels::gemm::MatRef {
+            data: &self.storage,
+            offset: l.offset(),
+            rows: l.shape()[0],
+            cols: l.shape()[1],
+            row_stride: l.strides()[0],
+            col_stride: l.strides()[1],
+        }
+    }
+
     /// Contiguous elements, borrowing when possible.
     pub fn contiguous_data(&self) -> std::borrow::Cow<'_, [f32]> {
         match self.as_slice() {
@@ -358,11 +374,11 @@ impl Tensor {
         let dst = Arc::make_mut(&mut self.storage);
         match other.as_slice() {
             Some(src) => {
-                crate::kernels::add_assign(dst, src);
+                kernels::add_assign(dst, src);
             }
             None => {
                 let src = other.to_vec();
-                crate::kernels::add_assign(dst, &src);
+                kernels::add_assign(dst, &src);
             }
         }
         self.node = None;

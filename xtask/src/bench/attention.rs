@@ -6,8 +6,9 @@
 
 use super::{mark_setup_done, Group, Point, Work};
 use perceiver_attn::{MultiHeadAttention, MultiHeadAttentionConfig};
-use perceiver_tensor::nn::LayerNorm;
-use perceiver_tensor::{no_grad, ParamStore, Rng, Tensor};
+use perceiver_nn::LayerNorm;
+use perceiver_nn::ParamStore;
+use perceiver_tensor::{no_grad, Rng, Tensor};
 use std::hint::black_box;
 
 /// The `attention` group.

@@ -236,7 +236,7 @@ pub fn run(
          | workload | point | ours | PyTorch (SDPA) | ratio ours/PyTorch (median, min–max) | memory growth per token ours / PyTorch |\n\
          |---|---|---:|---:|---:|---:|\n",
         torch.as_ref().map(|v| format!("torch {v}")).unwrap_or_else(|e| e.clone()),
-        perceiver_tensor::gemm::Backend::detect()
+        perceiver_kernels::gemm::Backend::detect()
     );
     for w in workloads(quick) {
         if let Some(f) = filter {

@@ -1,9 +1,9 @@
-//! GEMM on the Perceiver's shapes: `perceiver_tensor::gemm::gemm` on row-major views, and the
+//! GEMM on the Perceiver's shapes: `perceiver_kernels::gemm::gemm` on row-major views, and the
 //! same products through `Tensor::matmul` (which adds the output allocation and, for a batched
 //! left operand, the batch folding).
 
 use super::{Group, Point, Work};
-use perceiver_tensor::gemm::{gemm, MatRef};
+use perceiver_kernels::gemm::{gemm, MatRef};
 use perceiver_tensor::{Rng, Tensor};
 use std::hint::black_box;
 

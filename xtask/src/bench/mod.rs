@@ -312,9 +312,7 @@ fn ensure_release(command: &str, args: &[OsString]) -> Result<()> {
 }
 
 fn init_threads(threads: usize) -> Result<()> {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .start_handler(|_| perceiver_tensor::kernels::flush_denormals())
+    perceiver_nn::runtime::compute_pool(Some(threads))
         .build_global()
         .map_err(|e| format!("could not build the rayon pool: {e}").into())
 }
@@ -705,7 +703,7 @@ fn summary_header(threads: usize, quick: bool, args: &[OsString]) -> String {
         args.join(" "),
         if quick { "quick" } else { "full" },
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        perceiver_tensor::gemm::Backend::detect()
+        perceiver_kernels::gemm::Backend::detect()
     )
 }
 

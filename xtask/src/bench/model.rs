@@ -6,7 +6,7 @@
 use super::{Group, Point, Work};
 use perceiver_model::presets::preset;
 use perceiver_model::Perceiver;
-use perceiver_tensor::optim::{Adam, AdamConfig, Optimizer};
+use perceiver_nn::optim::{Adam, AdamConfig, Optimizer};
 use perceiver_tensor::{no_grad, Rng, Tensor};
 use std::hint::black_box;
 

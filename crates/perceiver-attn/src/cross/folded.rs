@@ -36,8 +36,8 @@
 //! instead of five.
 
 use super::{merge_partials, slab, task_rows, CrossSaved, FusedCross, Partial};
-use perceiver_tensor::gemm::{gemm, MatRef};
-use perceiver_tensor::kernels::{add_assign, dot, fast_exp};
+use perceiver_kernels::gemm::{gemm, MatRef};
+use perceiver_kernels::{add_assign, dot, fast_exp};
 use perceiver_tensor::Tensor;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -99,7 +99,7 @@ fn online_softmax_cols(
     shift: &mut [f32],
 ) {
     let n = mx.len();
-    perceiver_tensor::simd!({
+    perceiver_kernels::simd!({
         shift.fill(f32::NEG_INFINITY);
         for row in s.chunks(n) {
             shift.iter_mut().zip(row).for_each(|(m, &v)| *m = m.max(v));
@@ -131,7 +131,7 @@ fn online_softmax_cols(
 /// `dS = P ⊙ (dP - D)`.
 fn softmax_grad_cols(sd: &mut [f32], lse: &[f32], d: &[f32]) {
     let n = lse.len();
-    perceiver_tensor::simd!({
+    perceiver_kernels::simd!({
         for row in sd.chunks_mut(2 * n) {
             let (p, dp) = row.split_at_mut(n);
             for (((p, dp), &l), &d) in p.iter_mut().zip(dp).zip(lse).zip(d) {

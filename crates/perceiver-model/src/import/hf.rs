@@ -322,7 +322,7 @@ pub fn import_hf(tensors: &[(String, Tensor)], config: PerceiverConfig) -> Resul
 /// `model.safetensors`).
 pub fn import_hf_file(path: impl AsRef<Path>, config: PerceiverConfig) -> Result<Perceiver> {
     let path = path.as_ref();
-    let (tensors, _) = crate::io::read_safetensors(path)?;
+    let (tensors, _) = perceiver_nn::io::load_safetensors(path)?;
     let map = name_map(&config)?;
     map.import(
         config,

@@ -269,7 +269,7 @@ pub fn import_lucidrains_file(
     config: PerceiverConfig,
 ) -> Result<Perceiver> {
     let path = path.as_ref();
-    let (tensors, _) = crate::io::read_safetensors(path)?;
+    let (tensors, _) = perceiver_nn::io::load_safetensors(path)?;
     let map = name_map(&config)?;
     map.import(config, &tensors, "lucidrains", &path.display().to_string())
 }

@@ -87,6 +87,48 @@ impl Node {
     }
 }
 
+/// A stable leaf of the autograd graph: every tensor attached to it ([`Tensor::attach`]) is
+/// the same variable to [`Grads`], whatever its value. This is what a trainable parameter is
+/// built on: its value can be replaced between steps while its gradient stays under one id.
+#[derive(Clone)]
+pub struct Leaf(Arc<Node>);
+
+impl Leaf {
+    /// A new leaf for tensors of `shape`.
+    pub fn new(shape: &[usize]) -> Leaf {
+        Leaf(Node::leaf(shape))
+    }
+
+    /// The id its gradient is stored under in [`Grads`].
+    pub fn id(&self) -> NodeId {
+        self.0.id
+    }
+}
+
+impl std::fmt::Debug for Leaf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Leaf({:?}, {:?})", self.0.id, self.0.shape)
+    }
+}
+
+impl Tensor {
+    /// This tensor tracked as the variable `leaf` (the shapes must agree). Outside
+    /// [`no_grad`] gradients with respect to it are stored under [`Leaf::id`]; inside, the
+    /// tensor is returned untracked.
+    pub fn attach(&self, leaf: &Leaf) -> Tensor {
+        debug_assert_eq!(
+            self.shape(),
+            &leaf.0.shape[..],
+            "Tensor::attach: shape of the leaf"
+        );
+        if is_grad_enabled() {
+            self.clone().with_node(Some(leaf.0.clone()))
+        } else {
+            self.detach()
+        }
+    }
+}
+
 impl Drop for Node {
     // Dropping a long chain of nodes recursively could overflow the stack: unlink iteratively.
     fn drop(&mut self) {

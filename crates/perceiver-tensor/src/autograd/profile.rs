@@ -6,7 +6,8 @@
 //! attributes to each op its own time plus any untracked work just before it: accurate for a
 //! model's forward pass, where nearly everything is tracked. Every GEMM is also timed, by shape
 //! and operand layout (`r` row-major, `c` column-major, `s` strided otherwise), wherever it is
-//! called from (ops, fused kernels). [`report`] returns both tables and [`reset`] clears them.
+//! called from (ops, fused kernels), through the GEMM's profiling hook, installed the first time
+//! profiling is asked about ([`mark`], [`reset`] or the first op). [`report`] returns both tables and [`reset`] clears them.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -15,7 +16,14 @@ use std::time::Instant;
 /// Whether profiling is on (`PERCEIVER_PROFILE` set to something other than `0`).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var("PERCEIVER_PROFILE").is_ok_and(|v| v != "0" && !v.is_empty()))
+    *ON.get_or_init(|| {
+        let on = std::env::var("PERCEIVER_PROFILE").is_ok_and(|v| v != "0" && !v.is_empty());
+        if on {
+            // The GEMMs (called from ops and fused kernels alike) report to the same table.
+            perceiver_kernels::gemm::set_profile_hook(gemm_call);
+        }
+        on
+    })
 }
 
 #[derive(Default)]
@@ -53,7 +61,7 @@ pub(crate) fn forward_op(op: &'static str) {
 }
 
 /// Records one GEMM of `m x k · k x n` with the given operand layouts.
-pub(crate) fn gemm_call(shape: (usize, usize, usize), layouts: (char, char), started: Instant) {
+fn gemm_call(shape: (usize, usize, usize), layouts: (char, char), started: Instant) {
     let secs = started.elapsed().as_secs_f64();
     let mut t = table().lock().expect("profile lock");
     let e = t

@@ -1,8 +1,8 @@
 //! Shared machinery of broadcasting binary ops.
 
-use crate::kernels;
 use crate::layout::broadcast_shapes;
 use crate::{Result, Tensor};
+use perceiver_kernels as kernels;
 
 /// `f(a, b)` with NumPy broadcasting, as a new contiguous untracked tensor.
 #[track_caller]
@@ -37,9 +37,10 @@ pub(crate) fn map_to(
     }
     let la = a.layout.broadcast_to(shape).expect("validated broadcast");
     let lb = b.layout.broadcast_to(shape).expect("validated broadcast");
-    let data = kernels::strided_map(shape, [(&a.storage, &la), (&b.storage, &lb)], |[x, y]| {
-        f(x, y)
-    });
+    let data =
+        crate::strided::strided_map(shape, [(&a.storage, &la), (&b.storage, &lb)], |[x, y]| {
+            f(x, y)
+        });
     Tensor::from_parts(data, shape)
 }
 
@@ -67,6 +68,6 @@ fn row_broadcast(
         return None;
     }
     let n = r.len();
-    let data = crate::kernels::row_map(x, r, n, f);
+    let data = kernels::row_map(x, r, n, f);
     Some(Tensor::from_parts(data, shape))
 }

@@ -2,9 +2,9 @@
 //! matching slice of the gradient (a view).
 
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::layout::{check_axis, Layout};
 use crate::{Error, Result, Tensor};
+use perceiver_kernels as kernels;
 use std::mem::MaybeUninit;
 
 struct ConcatBackward {
@@ -75,7 +75,7 @@ impl Tensor {
                     Some(i) => layout.narrow(0, i, 1),
                     None => layout.clone(),
                 };
-                kernels::copy_into_uninit(out, &full.narrow(axis, start, s), src, &layout);
+                crate::strided::copy_into_uninit(out, &full.narrow(axis, start, s), src, &layout);
                 start += s;
             }
         };
@@ -84,10 +84,14 @@ impl Tensor {
         } else {
             numel
         };
-        let data = kernels::filled_chunks(numel, per, |start, out| {
-            let item = (out.len() < numel).then(|| start / per.max(1));
-            copy_all(out, item)
-        });
+        // SAFETY: `copy_all` writes every element of the chunk it is given (each input's
+        // part of the whole output, or of one item's slice of it).
+        let data = unsafe {
+            kernels::elementwise::filled_chunks(numel, per, |start, out| {
+                let item = (out.len() < numel).then(|| start / per.max(1));
+                copy_all(out, item)
+            })
+        };
         let out = Tensor::from_parts(data, &shape);
         Ok(record(out, tensors, |_| ConcatBackward { axis, sizes }))
     }

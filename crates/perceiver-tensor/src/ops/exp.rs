@@ -3,6 +3,7 @@
 use super::unary;
 use crate::autograd::{record, Backward};
 use crate::Tensor;
+use perceiver_kernels as kernels;
 
 struct ExpBackward {
     saved: Tensor,
@@ -20,7 +21,7 @@ impl Backward for ExpBackward {
 impl Tensor {
     /// Elementwise e^x; the rule saves the output: dx = g * y.
     pub fn exp(&self) -> Tensor {
-        let out = unary::map(self, crate::kernels::fast_exp);
+        let out = unary::map(self, kernels::fast_exp);
         let saved = out.detach();
         record(out, &[self], |_| ExpBackward { saved })
     }

@@ -8,71 +8,8 @@
 use super::unary;
 use crate::autograd::{record, Backward};
 use crate::Tensor;
-
-/// Which GELU: PyTorch's default exact form, or the tanh approximation (DeepMind's JAX code).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GeluKind {
-    /// `0.5 x (1 + erf(x / √2))`.
-    #[default]
-    Erf,
-    /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
-    Tanh,
-}
-
-const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-const INV_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-const INV_SQRT_2PI: f32 = 0.398_942_3;
-
-#[inline(always)]
-pub(crate) fn gelu_erf(x: f32) -> f32 {
-    0.5 * x * (1.0 + crate::kernels::fast_erf(x * INV_SQRT_2))
-}
-
-#[inline(always)]
-fn gelu_erf_grad(x: f32) -> f32 {
-    gelu_erf_and_grad(x).1
-}
-
-#[inline(always)]
-pub(crate) fn gelu_tanh(x: f32) -> f32 {
-    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    0.5 * x * (1.0 + crate::kernels::fast_tanh(u))
-}
-
-#[inline(always)]
-fn gelu_tanh_grad(x: f32) -> f32 {
-    gelu_tanh_and_grad(x).1
-}
-
-/// `(gelu(x), gelu'(x))` (exact form), sharing the erf.
-#[inline(always)]
-pub(crate) fn gelu_erf_and_grad(x: f32) -> (f32, f32) {
-    let cdf = 0.5 * (1.0 + crate::kernels::fast_erf(x * INV_SQRT_2));
-    let pdf = INV_SQRT_2PI * crate::kernels::fast_exp(-0.5 * x * x);
-    (x * cdf, cdf + x * pdf)
-}
-
-/// `(gelu(x), gelu'(x))` (tanh form), sharing the tanh.
-#[inline(always)]
-pub(crate) fn gelu_tanh_and_grad(x: f32) -> (f32, f32) {
-    let u = SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
-    let t = crate::kernels::fast_tanh(u);
-    let y = 0.5 * x * (1.0 + t);
-    let d =
-        0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * x * x);
-    (y, d)
-}
-
-#[inline(always)]
-fn gelu_erf_bwd(g: f32, x: f32) -> f32 {
-    g * gelu_erf_grad(x)
-}
-
-#[inline(always)]
-fn gelu_tanh_bwd(g: f32, x: f32) -> f32 {
-    g * gelu_tanh_grad(x)
-}
+use perceiver_kernels::gelu::{gelu_erf, gelu_erf_bwd, gelu_tanh, gelu_tanh_bwd};
+use perceiver_kernels::GeluKind;
 
 struct GeluBackward {
     x: Tensor,

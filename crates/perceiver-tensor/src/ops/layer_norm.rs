@@ -7,8 +7,8 @@
 //! `dw = Σ_rows g·x̂`, `db = Σ_rows g`.
 
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::{Error, Result, Tensor};
+use perceiver_kernels as kernels;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -48,7 +48,7 @@ impl Backward for LayerNormBackward {
             };
             let mut xhat = vec![0.0f32; d];
             let mut gh = vec![0.0f32; d];
-            crate::simd!(for r in 0..nrows {
+            perceiver_kernels::simd!(for r in 0..nrows {
                 let row = r0 + r;
                 let xr = &x[row * d..(row + 1) * d];
                 let gr = &gd[row * d..(row + 1) * d];
@@ -181,7 +181,7 @@ impl Tensor {
             let rows_per = rows_per.max(1);
             let body =
                 |y: &mut [MaybeUninit<f32>], x: &[f32], mean: &mut [f32], rstd: &mut [f32]| {
-                    crate::simd!(for (((yr, xr), m), r) in y
+                    perceiver_kernels::simd!(for (((yr, xr), m), r) in y
                         .chunks_mut(d)
                         .zip(x.chunks(d))
                         .zip(mean.iter_mut())
@@ -270,11 +270,11 @@ impl Tensor {
         if d > 0 && rows > 0 {
             let body = |r0: usize, y: &mut [MaybeUninit<f32>]| {
                 let mut row = vec![0.0f32; d];
-                crate::simd!(for (i, yr) in y.chunks_mut(d).enumerate() {
+                perceiver_kernels::simd!(for (i, yr) in y.chunks_mut(d).enumerate() {
                     let mut at = 0;
                     for (p, &w) in parts.iter().zip(&widths) {
                         let (data, l) = p.raw();
-                        let (base, cs) = (kernels::row_base(l, r0 + i), l.strides()[r - 1]);
+                        let (base, cs) = (crate::strided::row_base(l, r0 + i), l.strides()[r - 1]);
                         for (j, v) in row[at..at + w].iter_mut().enumerate() {
                             *v = data[base + j * cs];
                         }

@@ -1,7 +1,7 @@
 //! `linear`: `act(x·Wᵀ + b)` over the last axis, fused.
 //!
-//! One GEMM over all rows (threaded by [`crate::gemm::gemm`]; the transposed weight is a strided
-//! view) whose epilogue ([`crate::gemm::gemm_new_then`]) adds the bias and applies the
+//! One GEMM over all rows (threaded by [`perceiver_kernels::gemm::gemm`]; the transposed weight is a strided
+//! view) whose epilogue ([`perceiver_kernels::gemm::gemm_new_then`]) adds the bias and applies the
 //! activation to each block of the output as soon as the GEMM finishes it, while it is in cache:
 //! no separate pass over the output, no tensor per step. (Earlier versions ran one parallel pass
 //! after the GEMM; per-panel GEMMs with the epilogue were slower still, as each panel repacked
@@ -15,13 +15,13 @@
 //! Backward, with `dh = g ⊙ act'(h)` (or `g` without an activation):
 //! `dx = dh·W`, `dW = dhᵀ·x`, `db = Σ_rows dh`, and `dr = g` for a residual.
 
-use super::gelu::{gelu_erf, gelu_erf_and_grad, gelu_tanh, gelu_tanh_and_grad};
 use super::GeluKind;
 use crate::autograd::{record, Backward};
-use crate::gemm::{gemm_new, gemm_new_then, MatRef, OutBlock};
-use crate::kernels;
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
+use perceiver_kernels as kernels;
+use perceiver_kernels::gelu::bias_act_row;
+use perceiver_kernels::gemm::{gemm_new, gemm_new_then, OutBlock};
 use std::mem::MaybeUninit;
 
 /// A raw output pointer shared by the epilogue calls, which write disjoint blocks.
@@ -85,7 +85,7 @@ pub(crate) fn linear_grads(
     let dx = || {
         needs[0].then(|| {
             let w = w.expect("saved w");
-            let data = gemm_new(1.0, MatRef::of(dh), MatRef::of(w));
+            let data = gemm_new(1.0, dh.mat(), w.mat());
             Tensor::from_parts(data, &[rows, w.shape()[1]]).reshape_raw(x_shape)
         })
     };
@@ -94,7 +94,7 @@ pub(crate) fn linear_grads(
             || {
                 needs[1].then(|| {
                     let x = x.expect("saved x");
-                    let data = gemm_new(1.0, MatRef::of(dh).t(), MatRef::of(x));
+                    let data = gemm_new(1.0, dh.mat().t(), x.mat());
                     Tensor::from_parts(data, &[out, x.shape()[1]])
                 })
             },
@@ -154,13 +154,13 @@ pub(crate) fn linear_raw(
                 &mut [][..]
             };
             // One call per row keeps the vectorised body inlined into the AVX-512 copy.
-            crate::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
+            perceiver_kernels::simd!(bias_act_row(blk.row_mut(i), dr, bias, kind));
             if let Some(r) = rvec {
                 kernels::add_assign(blk.row_mut(i), &r[i * out + cols.start..i * out + cols.end]);
             }
         }
     };
-    let (xm, wt) = (MatRef::of(x2), MatRef::of(weight).t());
+    let (xm, wt) = (x2.mat(), weight.mat().t());
     y = if bvec.is_some() || act.is_some() || rvec.is_some() {
         gemm_new_then(1.0, xm, wt, &epilogue)
     } else {
@@ -171,46 +171,6 @@ pub(crate) fn linear_raw(
         unsafe { dact.set_len(rows * out) };
     }
     (y, dact)
-}
-
-/// `y = act(y + b)` on one row segment; with `(kind, true)` also `d = act'(y + b)`.
-#[inline(always)]
-pub(super) fn bias_act_row(
-    y: &mut [f32],
-    d: &mut [MaybeUninit<f32>],
-    bias: Option<&[f32]>,
-    act: Option<(GeluKind, bool)>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if matches!(act, Some((GeluKind::Erf, _))) && crate::kernels::avx512::available() {
-        let d = matches!(act, Some((_, true))).then_some(d);
-        // SAFETY: the CPU has AVX-512F (the lengths are checked inside; the epilogue slices
-        // the bias and `d` to the block's columns).
-        unsafe { crate::kernels::avx512::bias_gelu_erf(y, d, bias) };
-        return;
-    }
-    if let Some(b) = bias {
-        y.iter_mut().zip(b).for_each(|(v, bb)| *v += bb);
-    }
-    match act {
-        Some((GeluKind::Erf, true)) => {
-            for (y, d) in y.iter_mut().zip(d) {
-                let (v, dv) = gelu_erf_and_grad(*y);
-                *y = v;
-                d.write(dv);
-            }
-        }
-        Some((GeluKind::Tanh, true)) => {
-            for (y, d) in y.iter_mut().zip(d) {
-                let (v, dv) = gelu_tanh_and_grad(*y);
-                *y = v;
-                d.write(dv);
-            }
-        }
-        Some((GeluKind::Erf, false)) => y.iter_mut().for_each(|y| *y = gelu_erf(*y)),
-        Some((GeluKind::Tanh, false)) => y.iter_mut().for_each(|y| *y = gelu_tanh(*y)),
-        None => {}
-    }
 }
 
 impl Tensor {

@@ -3,9 +3,9 @@
 
 use super::softmax::{rows_map, rows_zip};
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::layout::check_axis;
 use crate::{Result, Tensor};
+use perceiver_kernels as kernels;
 
 #[inline(always)]
 pub(crate) fn log_softmax_row(x: &[f32], y: &mut [f32]) {

@@ -7,9 +7,9 @@
 //! one GEMM, forward and backward.
 
 use crate::autograd::{record, Backward};
-use crate::gemm::{gemm, MatRef};
 use crate::layout::{broadcast_shapes, numel, Layout, Shape};
 use crate::{Error, Result, Tensor};
+use perceiver_kernels::gemm::{gemm, MatRef};
 use rayon::prelude::*;
 
 struct MatmulBackward {
@@ -120,7 +120,7 @@ pub(crate) fn matmul_raw(a: &Tensor, b: &Tensor) -> Tensor {
     };
     let threads = rayon::current_num_threads();
     let per = m * k * n;
-    if nb >= threads && threads > 1 && nb * per >= crate::gemm::PAR_MIN_FMAS {
+    if nb >= threads && threads > 1 && nb * per >= perceiver_kernels::gemm::PAR_MIN_FMAS {
         out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| {
             gemm(
                 1.0,

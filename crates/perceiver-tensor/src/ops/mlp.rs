@@ -24,15 +24,17 @@
 //! config A ran 5-6% faster (`model_timing mnist-small 32 30`, alternating with the
 //! whole-layer build).
 
-use super::linear::{as_rows, bias_act_row, linear_grads, linear_raw};
+use super::linear::{as_rows, linear_grads, linear_raw};
 use super::GeluKind;
 use crate::autograd::{record, Backward};
-use crate::gemm::{
+use crate::layout::Shape;
+use crate::{Error, Result, Tensor};
+use perceiver_kernels as kernels;
+use perceiver_kernels::gelu::bias_act_row;
+use perceiver_kernels::gemm::{
     gemm_new, gemm_new_then, gemm_serial, gemm_serial_packed, gemm_serial_packed_into, MatRef,
     OutBlock, PackedB,
 };
-use crate::layout::Shape;
-use crate::{Error, Result, Tensor};
 use rayon::prelude::*;
 #[cfg(test)]
 use std::cell::Cell;
@@ -112,10 +114,10 @@ impl MlpBackward {
                     for i in blk.rows() {
                         let d = &dact[i * hidden + cols.start..i * hidden + cols.end];
                         let row = blk.row_mut(i);
-                        crate::simd!(row.iter_mut().zip(d).for_each(|(v, d)| *v *= d));
+                        perceiver_kernels::simd!(row.iter_mut().zip(d).for_each(|(v, d)| *v *= d));
                     }
                 };
-                let data = gemm_new_then(1.0, MatRef::of(g2), MatRef::of(&self.w2), &epilogue);
+                let data = gemm_new_then(1.0, g2.mat(), self.w2.mat(), &epilogue);
                 Tensor::from_parts(data, &[rows, hidden])
             })
         };
@@ -124,7 +126,7 @@ impl MlpBackward {
                 || {
                     needs[3].then(|| {
                         let a = kept.a.as_ref().expect("saved activations");
-                        let data = gemm_new(1.0, MatRef::of(g2).t(), MatRef::of(a));
+                        let data = gemm_new(1.0, g2.mat().t(), a.mat());
                         Tensor::from_parts(data, &[out, hidden])
                     })
                 },
@@ -218,7 +220,7 @@ fn row_range(m: MatRef<'_>, r: std::ops::Range<usize>) -> MatRef<'_> {
 
 /// `acc[j] += Σ_i block[i, j]` for a row-major block of width `acc.len()`.
 fn add_column_sums(acc: &mut [f32], block: &[f32]) {
-    crate::simd!(for row in block.chunks_exact(acc.len()) {
+    perceiver_kernels::simd!(for row in block.chunks_exact(acc.len()) {
         acc.iter_mut().zip(row).for_each(|(a, v)| *a += v);
     });
 }
@@ -270,7 +272,12 @@ fn forward_blocked(
                         });
                     }
                     for row in a.chunks_mut(hidden) {
-                        crate::simd!(bias_act_row(row, &mut [], b1, Some((act, false))));
+                        perceiver_kernels::simd!(bias_act_row(
+                            row,
+                            &mut [],
+                            b1,
+                            Some((act, false))
+                        ));
                     }
                     let yb = &mut y_share[b0 * out..(b0 + len) * out];
                     let am = MatRef::row_major(a, len, hidden);
@@ -279,10 +286,10 @@ fn forward_blocked(
                     let yb = unsafe { &mut *(yb as *mut [MaybeUninit<f32>] as *mut [f32]) };
                     for (i, row) in yb.chunks_mut(out).enumerate() {
                         if let Some(b) = b2 {
-                            crate::kernels::add_assign(row, b);
+                            kernels::add_assign(row, b);
                         }
                         let ri = (r0 + b0 + i) * out;
-                        crate::kernels::add_assign(row, &r[ri..ri + out]);
+                        kernels::add_assign(row, &r[ri..ri + out]);
                     }
                 }
             })
@@ -341,7 +348,7 @@ impl MlpBackward {
         let gd = g2.contiguous_data();
         let w2 = self.w2.contiguous_data();
         let w1 = self.w1.as_ref().map(|w| w.contiguous_data());
-        let x = self.x.as_ref().map(MatRef::of);
+        let x = self.x.as_ref().map(Tensor::mat);
         let share = shares(rows);
         let rows_per_block = block.min(share);
         let mut dx: Vec<f32> = Vec::with_capacity(if want[0] { rows * inp } else { 0 });
@@ -395,9 +402,9 @@ impl MlpBackward {
                             // SAFETY: f32 slices are valid MaybeUninit<f32> slices.
                             let d =
                                 unsafe { &mut *(d_row as *mut [f32] as *mut [MaybeUninit<f32>]) };
-                            crate::simd!(bias_act_row(a_row, d, b1, Some((act, true))));
+                            perceiver_kernels::simd!(bias_act_row(a_row, d, b1, Some((act, true))));
                             if need_pre {
-                                crate::simd!(dp_row
+                                perceiver_kernels::simd!(dp_row
                                     .iter_mut()
                                     .zip(d_row.iter())
                                     .for_each(|(v, d)| *v *= d));
@@ -439,7 +446,7 @@ impl MlpBackward {
                 (&mut sum.dw2, &p.dw2),
                 (&mut sum.db2, &p.db2),
             ] {
-                crate::kernels::add_assign(acc, v);
+                kernels::add_assign(acc, v);
             }
         }
         if want[0] {
@@ -526,7 +533,7 @@ impl Tensor {
             Some(block) => {
                 let w = (w1.contiguous_data(), w2.contiguous_data());
                 let (y, h) = forward_blocked(
-                    MatRef::of(&x2),
+                    x2.mat(),
                     (&w.0, b1v.as_deref()),
                     (&w.1, b2v.as_deref()),
                     (act, hidden),

@@ -42,7 +42,7 @@ mod tanh;
 mod unary;
 mod where_;
 
-pub use gelu::GeluKind;
+pub use perceiver_kernels::GeluKind;
 
 /// Every differentiable op: `(method, module, gradient-check test name)`.
 ///

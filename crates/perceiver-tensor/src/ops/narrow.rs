@@ -2,7 +2,6 @@
 //! into a zero tensor of the input's shape.
 
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::layout::{check_axis, Layout, Shape};
 use crate::{Error, Result, Tensor};
 
@@ -20,7 +19,7 @@ impl Backward for NarrowBackward {
         let mut data = vec![0.0f32; crate::layout::numel(&self.shape)];
         let region =
             Layout::contiguous(&self.shape).narrow(self.axis, self.start, g.shape()[self.axis]);
-        kernels::copy_into(&mut data, &region, g);
+        crate::strided::copy_into(&mut data, &region, g);
         vec![Some(Tensor::from_parts(data, &self.shape))]
     }
 }

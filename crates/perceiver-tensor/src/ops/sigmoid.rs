@@ -3,11 +3,12 @@
 use super::unary;
 use crate::autograd::{record, Backward};
 use crate::Tensor;
+use perceiver_kernels as kernels;
 
 #[inline(always)]
 fn sigmoid(x: f32) -> f32 {
     // e^-|x| never overflows; the two branches are selects, so the loop vectorises.
-    let e = crate::kernels::fast_exp(-x.abs());
+    let e = kernels::fast_exp(-x.abs());
     let r = 1.0 / (1.0 + e);
     if x >= 0.0 {
         r

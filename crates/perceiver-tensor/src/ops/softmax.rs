@@ -2,9 +2,9 @@
 //! `exp`). The rule saves the output: `dx = y · (g - Σ g·y)`.
 
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::layout::check_axis;
 use crate::{Result, Tensor};
+use perceiver_kernels as kernels;
 use rayon::prelude::*;
 
 /// Applies `f(input_row, output_row)` to every row of length `len`, in parallel when large.
@@ -22,14 +22,14 @@ pub(crate) fn rows_map(
         out.par_chunks_mut(rows * len)
             .zip(x.par_chunks(rows * len))
             .for_each(|(o, x)| {
-                crate::simd!({
+                perceiver_kernels::simd!({
                     for (o, x) in o.chunks_mut(len).zip(x.chunks(len)) {
                         f(x, o)
                     }
                 })
             });
     } else {
-        crate::simd!({
+        perceiver_kernels::simd!({
             for (o, x) in out.chunks_mut(len).zip(x.chunks(len)) {
                 f(x, o)
             }
@@ -54,14 +54,14 @@ pub(crate) fn rows_zip(
         out.par_chunks_mut(rows * len)
             .zip(a.par_chunks(rows * len).zip(b.par_chunks(rows * len)))
             .for_each(|(o, (a, b))| {
-                crate::simd!({
+                perceiver_kernels::simd!({
                     for ((o, a), b) in o.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
                         f(a, b, o)
                     }
                 })
             });
     } else {
-        crate::simd!({
+        perceiver_kernels::simd!({
             for ((o, a), b) in out.chunks_mut(len).zip(a.chunks(len)).zip(b.chunks(len)) {
                 f(a, b, o)
             }

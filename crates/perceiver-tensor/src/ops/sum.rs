@@ -2,9 +2,9 @@
 //! input shape (a stride-0 view, no copy).
 
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::layout::{check_axis, Shape};
 use crate::{Result, Tensor};
+use perceiver_kernels as kernels;
 use rayon::prelude::*;
 
 /// Sorted, de-duplicated axes, validated against the shape.
@@ -57,7 +57,7 @@ pub(crate) fn rows_for_reduction(
 /// one dispatched call per row).
 fn column_sums(block: &[f32], inner: usize) -> Vec<f32> {
     let mut acc = vec![0.0f32; inner];
-    crate::simd!(for row in block.chunks_exact(inner) {
+    perceiver_kernels::simd!(for row in block.chunks_exact(inner) {
         for (a, &v) in acc.iter_mut().zip(row) {
             *a += v;
         }

@@ -3,6 +3,7 @@
 use super::unary;
 use crate::autograd::{record, Backward};
 use crate::Tensor;
+use perceiver_kernels as kernels;
 
 struct TanhBackward {
     saved: Tensor,
@@ -20,7 +21,7 @@ impl Backward for TanhBackward {
 impl Tensor {
     /// Elementwise hyperbolic tangent; the rule saves the output: dx = g (1 - y^2).
     pub fn tanh(&self) -> Tensor {
-        let out = unary::map(self, crate::kernels::fast_tanh);
+        let out = unary::map(self, kernels::fast_tanh);
         let saved = out.detach();
         record(out, &[self], |_| TanhBackward { saved })
     }

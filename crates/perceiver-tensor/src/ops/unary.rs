@@ -1,7 +1,7 @@
 //! Shared machinery of elementwise unary ops.
 
-use crate::kernels;
 use crate::Tensor;
+use perceiver_kernels as kernels;
 
 /// `f` applied to every element, as a new contiguous untracked tensor.
 #[inline(always)]

@@ -4,7 +4,6 @@
 
 use super::binary;
 use crate::autograd::{record, Backward};
-use crate::kernels;
 use crate::layout::{broadcast_shapes, Shape};
 use crate::{Result, Tensor};
 
@@ -41,7 +40,7 @@ impl Tensor {
         let lc = cond.layout.broadcast_to(&shape).expect("validated");
         let la = a.layout.broadcast_to(&shape).expect("validated");
         let lb = b.layout.broadcast_to(&shape).expect("validated");
-        let data = kernels::strided_map(
+        let data = crate::strided::strided_map(
             &shape,
             [(&cond.storage, &lc), (&a.storage, &la), (&b.storage, &lb)],
             |[c, a, b]| if c != 0.0 { a } else { b },

@@ -1,12 +1,13 @@
 //! Optimizers, gradient clipping and learning-rate schedules: hand-computed steps, weight-decay
 //! exclusion, missing gradients, state round trips and small training runs.
 
-use perceiver_tensor::io::{load_params, load_safetensors, save_params, save_safetensors};
-use perceiver_tensor::optim::{
+use perceiver_nn::io::{load_params, load_safetensors, save_params, save_safetensors};
+use perceiver_nn::optim::{
     clip_grad_norm, global_grad_norm, Adam, AdamConfig, Constant, ConstantThenCosine, Cosine,
     DecayRule, Lamb, LambConfig, LinearWarmup, LrSchedule, Optimizer, Sgd, SgdConfig, StepDecay,
 };
-use perceiver_tensor::{no_grad, Error, Grads, Param, ParamStore, Result, Rng, Tensor};
+use perceiver_nn::{Param, ParamStore};
+use perceiver_tensor::{no_grad, Error, Grads, Result, Rng, Tensor};
 use std::path::PathBuf;
 
 // ----- helpers ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ use super::{
     check_buffer, check_lr, export_state, gather_work, parse_state, DecayRule, Optimizer, CHUNK,
     PAR_MIN,
 };
-use crate::{Error, Grads, ParamStore, Result, Tensor};
+use crate::ParamStore;
+use perceiver_tensor::{Error, Grads, Result, Tensor};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -18,7 +18,8 @@ use super::adam::{
     bias_correction, check_adam_hparams, export_moments, moments_for, parse_moments, Moments,
 };
 use super::{check_lr, gather_work, DecayRule, Optimizer, CHUNK, PAR_MIN};
-use crate::{Grads, ParamStore, Result, Tensor};
+use crate::ParamStore;
+use perceiver_tensor::{Grads, Result, Tensor};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

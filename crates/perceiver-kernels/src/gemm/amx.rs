@@ -39,7 +39,7 @@
 //! - Linux only: the process asks the kernel for the tile state once (`arch_prctl`).
 
 use super::{MatRef, Product};
-use crate::kernels::avx512::lanes;
+use crate::avx512::lanes;
 use std::arch::asm;
 use std::arch::x86_64::*;
 use std::cell::RefCell;

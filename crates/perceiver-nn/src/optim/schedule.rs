@@ -15,7 +15,7 @@
 //! Any `Fn(u64) -> f32` is a schedule too.
 //!
 //! ```
-//! use perceiver_tensor::optim::{Constant, Cosine, LinearWarmup, LrSchedule};
+//! use perceiver_nn::optim::{Constant, Cosine, LinearWarmup, LrSchedule};
 //! let s = LinearWarmup::new(10, Cosine::new(1.0, 0.0, 100));
 //! assert_eq!(s.lr(0), 0.0);
 //! assert_eq!(s.lr(5), 0.5);

@@ -17,7 +17,7 @@
 //!   one buffer. Tensors are written in name order, so equal inputs give byte-identical files, which
 //!   the `safetensors` crate and Python's `safetensors` read.
 //! - **Reading validates everything** before converting: the header length, the JSON, each
-//!   tensor's dtype (only `F32` is accepted), its shape against its byte range, and that the byte
+//!   tensor's dtype (`F32`, or `F64`, `F16`, `BF16` converted to f32), its shape against its byte range, and that the byte
 //!   ranges tile the data section exactly (a truncated file is reported with the first tensor whose
 //!   bytes are missing). Errors are [`Error::Format`] naming the file and the tensor;
 //!   read and write failures are [`Error::Io`] naming the path.
@@ -25,7 +25,7 @@
 //!   shape first and changes nothing unless the file matches the store exactly.
 //!
 //! ```
-//! use perceiver_tensor::io::{load_safetensors, save_safetensors};
+//! use perceiver_nn::io::{load_safetensors, save_safetensors};
 //! use perceiver_tensor::Tensor;
 //! use std::collections::HashMap;
 //! let path = std::env::temp_dir().join(format!("io-doc-{}.safetensors", std::process::id()));
@@ -40,7 +40,8 @@
 //! # Ok::<(), perceiver_tensor::Error>(())
 //! ```
 
-use crate::{Error, ParamStore, Result, Tensor};
+use crate::ParamStore;
+use perceiver_tensor::{Error, Result, Tensor};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsString;
@@ -154,9 +155,22 @@ pub fn save_safetensors(
 ) -> Result<()> {
     let path = path.as_ref();
     let (header, order) = header(tensors, metadata)?;
+    write_atomic(path, |file| write_file(file, &header, tensors, &order))
+}
+
+/// Writes a file through `write` atomically: into `<path>.tmp` in the same directory, synced to
+/// disk, renamed over `path`, and the directory synced, so a crash leaves either the old file
+/// or the new one. On failure the temporary file is removed and the error names the path.
+/// Every file the workspace writes (checkpoints, configs, metrics snapshots) goes through it.
+#[track_caller]
+pub fn write_atomic(
+    path: impl AsRef<Path>,
+    write: impl FnOnce(File) -> std::io::Result<()>,
+) -> Result<()> {
+    let path = path.as_ref();
     let tmp = tmp_path(path);
     let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    if let Err(e) = write_file(file, &header, tensors, &order) {
+    if let Err(e) = write(file) {
         let _ = std::fs::remove_file(&tmp);
         return Err(io_err(&tmp, e));
     }
@@ -175,8 +189,17 @@ pub fn save_safetensors(
     Ok(())
 }
 
+/// [`write_atomic`] of a byte buffer.
+#[track_caller]
+pub fn write_bytes_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    })
+}
+
 /// Reads every tensor (in name order) and the metadata (empty when absent) of the safetensors file
-/// at `path`. Only `F32` tensors are accepted.
+/// at `path`. Float tensors of other widths are converted to f32.
 pub fn load_safetensors(
     path: impl AsRef<Path>,
 ) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
@@ -185,9 +208,80 @@ pub fn load_safetensors(
     decode_safetensors(&bytes, &path.display().to_string())
 }
 
+/// The element types read; all are converted to f32 (published checkpoints are not always f32).
+#[derive(Clone, Copy, Debug)]
+enum Dtype {
+    F32,
+    F64,
+    F16,
+    BF16,
+}
+
+impl Dtype {
+    fn parse(s: &str) -> Option<Dtype> {
+        Some(match s {
+            "F32" => Dtype::F32,
+            "F64" => Dtype::F64,
+            "F16" => Dtype::F16,
+            "BF16" => Dtype::BF16,
+            _ => return None,
+        })
+    }
+
+    fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+            Dtype::F16 | Dtype::BF16 => 2,
+        }
+    }
+
+    /// The little-endian elements of `bytes` (a whole number of elements) as f32.
+    fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        let half = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
+        match self {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            Dtype::F16 => bytes.chunks_exact(2).map(|c| f16_to_f32(half(c))).collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((half(c) as u32) << 16))
+                .collect(),
+        }
+    }
+}
+
+/// IEEE half precision to f32 (exact: every half is an f32).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) & 1) as u32;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = if exp == 0 {
+        if frac == 0 {
+            sign << 31
+        } else {
+            // subnormal: value = frac * 2^-24
+            let v = frac as f32 * (1.0 / 16_777_216.0);
+            return if sign == 1 { -v } else { v };
+        }
+    } else if exp == 0x1f {
+        (sign << 31) | 0x7f80_0000 | (frac << 13)
+    } else {
+        (sign << 31) | ((exp + 112) << 23) | (frac << 13)
+    };
+    f32::from_bits(bits)
+}
+
 /// One tensor's entry in the header.
 struct Entry {
     name: String,
+    dtype: Dtype,
     shape: Vec<usize>,
     begin: usize,
     end: usize,
@@ -202,11 +296,11 @@ fn parse_entry(src: &str, name: &str, info: &Value) -> Result<Entry> {
         .get("dtype")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("no `dtype` string in its header entry"))?;
-    if dtype != "F32" {
-        return Err(bad(&format!(
-            "dtype {dtype} is not supported (only F32 is)"
-        )));
-    }
+    let dtype = Dtype::parse(dtype).ok_or_else(|| {
+        bad(&format!(
+            "dtype {dtype} is not supported (only the float types F32, F64, F16 and BF16 are)"
+        ))
+    })?;
     let shape = info
         .get("shape")
         .and_then(Value::as_array)
@@ -231,7 +325,7 @@ fn parse_entry(src: &str, name: &str, info: &Value) -> Result<Entry> {
     let (begin, end) = (offsets[0], offsets[1]);
     let nbytes = shape
         .iter()
-        .try_fold(4usize, |acc, &d| acc.checked_mul(d))
+        .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| bad(&format!("shape {shape:?} overflows")))?;
     if end < begin || end - begin != nbytes {
         return Err(bad(&format!(
@@ -241,14 +335,15 @@ fn parse_entry(src: &str, name: &str, info: &Value) -> Result<Entry> {
     }
     Ok(Entry {
         name: name.to_string(),
+        dtype,
         shape,
         begin,
         end,
     })
 }
 
-/// Decodes a whole safetensors file held in memory; `src` names it in errors. Only `F32` tensors
-/// are accepted; tensors are returned in name order with the metadata (empty when absent).
+/// Decodes a whole safetensors file held in memory; `src` names it in errors. Float tensors of
+/// other widths are converted to f32; tensors are returned in name order with the metadata (empty when absent).
 pub fn decode_safetensors(
     bytes: &[u8],
     src: &str,
@@ -343,10 +438,7 @@ pub fn decode_safetensors(
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = Vec::with_capacity(entries.len());
     for e in entries {
-        let values: Vec<f32> = data[e.begin..e.end]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let values = e.dtype.decode(&data[e.begin..e.end]);
         let t = Tensor::from_vec(values, &e.shape)
             .map_err(|err| format_err(src, format!("tensor `{}`: {err}", e.name)))?;
         out.push((e.name, t));

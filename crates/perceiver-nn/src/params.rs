@@ -3,19 +3,19 @@
 //! `layers.0.cross_attn.to_q.weight`).
 //!
 //! # Design
-//! A parameter is a leaf of the autograd graph whose node never changes, while its value can be
+//! A parameter is a [`Leaf`] of the autograd graph that never changes, while its value can be
 //! replaced or updated in place by an optimizer. Modules keep a [`Param`] (cheap to clone, shared)
-//! and read [`Param::tensor`] in their forward pass; gradients are looked up by the param's node
+//! and read [`Param::tensor`] in their forward pass; gradients are looked up by the param's leaf id
 //! in [`Grads`].
 
-use crate::autograd::{Grads, Node, NodeId};
-use crate::{Error, Result, Tensor};
+use perceiver_tensor::autograd::{Grads, Leaf, NodeId};
+use perceiver_tensor::{Error, Result, Tensor};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 struct ParamInner {
     name: String,
-    node: Arc<Node>,
+    leaf: Leaf,
     value: RwLock<Tensor>,
 }
 
@@ -35,7 +35,7 @@ impl Param {
         let value = value.detach().contiguous();
         Param(Arc::new(ParamInner {
             name: name.into(),
-            node: Node::leaf(value.shape()),
+            leaf: Leaf::new(value.shape()),
             value: RwLock::new(value),
         }))
     }
@@ -47,17 +47,13 @@ impl Param {
 
     /// The graph identity used to look up its gradient.
     pub fn id(&self) -> NodeId {
-        self.0.node.id
+        self.0.leaf.id()
     }
 
     /// The current value as a tracked leaf tensor (tracked only outside `no_grad`).
     pub fn tensor(&self) -> Tensor {
         let v = self.0.value.read().expect("param lock").clone();
-        if crate::autograd::is_grad_enabled() {
-            v.with_node(Some(self.0.node.clone()))
-        } else {
-            v
-        }
+        v.attach(&self.0.leaf)
     }
 
     /// The current value, untracked.

@@ -15,7 +15,8 @@
 //! storage is shared), in parallel chunks for large parameters.
 
 use super::{sum_sq, CHUNK, PAR_MIN};
-use crate::{Error, Grads, ParamStore, Result};
+use crate::ParamStore;
+use perceiver_tensor::{Error, Grads, Result};
 use rayon::prelude::*;
 
 /// Global L2 norm of the gradients of `params` found in `grads`.
@@ -32,8 +33,9 @@ pub fn global_grad_norm(params: &ParamStore, grads: &Grads) -> f32 {
 /// (`> 0`, finite) and returns the norm before clipping.
 ///
 /// ```
-/// use perceiver_tensor::optim::clip_grad_norm;
-/// use perceiver_tensor::{ParamStore, Tensor};
+/// use perceiver_nn::optim::clip_grad_norm;
+/// use perceiver_nn::ParamStore;
+/// use perceiver_tensor::Tensor;
 /// let mut params = ParamStore::new();
 /// let w = params.add("w", Tensor::from_vec(vec![1.0, 1.0], &[2])?)?;
 /// let c = Tensor::from_vec(vec![3.0, 4.0], &[2])?;

@@ -1,9 +1,9 @@
 //! GEMM throughput with the weight operand hot in cache and cold (cycling through more weight
 //! matrices than the caches hold, as a deep model's forward does).
 //!
-//! `cargo run --release -p perceiver-tensor --example gemm_cold -- M K N [COPIES] [ITERS]`
+//! `cargo run --release -p perceiver-kernels --example gemm_cold -- M K N [COPIES] [ITERS]`
 //! times `x[M,K] · W[N,K]ᵀ` (a Linear layer's product) with 1 weight copy and with COPIES.
-use perceiver_tensor::gemm::{gemm_new, MatRef};
+use perceiver_kernels::gemm::{gemm_new, MatRef};
 use std::time::Instant;
 
 fn main() {

@@ -27,8 +27,9 @@
 //!
 //! # Example
 //! ```
-//! use perceiver_tensor::optim::{Adam, AdamConfig, ConstantThenCosine, LrSchedule, Optimizer};
-//! use perceiver_tensor::{ParamStore, Rng, Tensor};
+//! use perceiver_nn::optim::{Adam, AdamConfig, ConstantThenCosine, LrSchedule, Optimizer};
+//! use perceiver_nn::ParamStore;
+//! use perceiver_tensor::{Rng, Tensor};
 //! let mut rng = Rng::new(0);
 //! let mut params = ParamStore::new();
 //! let w = params.add("w", Tensor::randn(&[3, 2], &mut rng))?;
@@ -56,7 +57,8 @@ pub use lamb::{Lamb, LambConfig};
 pub use schedule::{Constant, ConstantThenCosine, Cosine, LinearWarmup, LrSchedule, StepDecay};
 pub use sgd::{Sgd, SgdConfig};
 
-use crate::{Error, Grads, Param, ParamStore, Result, Tensor};
+use crate::{Param, ParamStore};
+use perceiver_tensor::{Error, Grads, Result, Tensor};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -92,7 +94,7 @@ pub trait Optimizer: Send {
 /// Parameters named in `exclude` never decay, whatever the predicate says.
 ///
 /// ```
-/// use perceiver_tensor::optim::DecayRule;
+/// use perceiver_nn::optim::DecayRule;
 /// let rule = DecayRule::default().excluding(["latents"]);
 /// assert!(rule.decays("layers.0.to_q.weight", &[64, 64]));
 /// assert!(!rule.decays("layers.0.to_q.bias", &[64]));

@@ -2,10 +2,10 @@
 //! layouts of a Linear layer's forward (`rc`: `x·Wᵀ`) and backward (`rr`: `dh·W`, `cr`:
 //! `dhᵀ·x`), and of attention heads (`rc`: `Q·Kᵀ`).
 //!
-//! `cargo run --release -p perceiver-tensor --example gemm_layout -- M K N [ITERS] [COPIES]`
+//! `cargo run --release -p perceiver-kernels --example gemm_layout -- M K N [ITERS] [COPIES]`
 //! (`RAYON_NUM_THREADS=1` for one thread). With COPIES > 1 the operands cycle through that many
 //! copies, so they come from memory rather than cache, as in a training step.
-use perceiver_tensor::gemm::{gemm_new, MatRef};
+use perceiver_kernels::gemm::{gemm_new, MatRef};
 use std::time::Instant;
 
 fn main() {

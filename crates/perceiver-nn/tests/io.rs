@@ -1,10 +1,11 @@
 //! safetensors reading and writing: round trips, metadata, corrupt and truncated files, wrong
 //! dtypes, parameter stores, compatibility with the `safetensors` crate and the golden fixtures.
 
-use perceiver_tensor::io::{
+use perceiver_nn::io::{
     decode_safetensors, load_params, load_safetensors, save_params, save_safetensors,
 };
-use perceiver_tensor::{Error, ParamStore, Result, Rng, Tensor};
+use perceiver_nn::ParamStore;
+use perceiver_tensor::{Error, Result, Rng, Tensor};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -244,28 +245,47 @@ fn corrupt_headers_are_format_errors() {
 }
 
 #[test]
-fn wrong_dtype_is_a_format_error_naming_the_tensor() {
+fn float_dtypes_convert_and_others_are_a_format_error_naming_the_tensor() {
     let dir = tmp_dir("dtype");
-    let path = dir.join("f64.safetensors");
-    let ok: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let bad: Vec<u8> = [1.0f64, 2.0, 3.0]
+    let path = dir.join("mixed.safetensors");
+    let f32s: Vec<u8> = [1.0f32, 2.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f64s: Vec<u8> = [1.5f64, -2.0, 3.25]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
+    // 1.0, -2.0, 2^-24 (the smallest subnormal), as f16 and bf16 bits.
+    let f16s: Vec<u8> = [0x3c00u16, 0xc000, 0x0001]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let bf16s: Vec<u8> = [0x3f80u16, 0xc000]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let ints: Vec<u8> = [7i32].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = |d, n, b| safetensors::tensor::TensorView::new(d, vec![n], b).unwrap();
+    let floats = [
+        ("a", view(Dtype::F32, 2, &f32s)),
+        ("b", view(Dtype::F64, 3, &f64s)),
+        ("c", view(Dtype::F16, 3, &f16s)),
+        ("d", view(Dtype::BF16, 2, &bf16s)),
+    ];
+    safetensors::serialize_to_file(floats, None, &path).unwrap();
+    let (t, _) = load_safetensors(&path).unwrap();
+    assert_eq!(t[0].1.to_vec(), [1.0, 2.0]);
+    assert_eq!(t[1].1.to_vec(), [1.5, -2.0, 3.25]);
+    assert_eq!(t[2].1.to_vec(), [1.0, -2.0, 2f32.powi(-24)]);
+    assert_eq!(t[3].1.to_vec(), [1.0, -2.0]);
+
+    let path = dir.join("int.safetensors");
     let views = [
-        (
-            "fine",
-            safetensors::tensor::TensorView::new(Dtype::F32, vec![2], &ok).unwrap(),
-        ),
-        (
-            "double",
-            safetensors::tensor::TensorView::new(Dtype::F64, vec![3], &bad).unwrap(),
-        ),
+        ("fine", view(Dtype::F32, 2, &f32s)),
+        ("count", view(Dtype::I32, 1, &ints)),
     ];
     safetensors::serialize_to_file(views, None, &path).unwrap();
     let (p, msg) = format_msg(load_safetensors(&path).unwrap_err());
-    assert!(p.ends_with("f64.safetensors"), "{p}");
-    assert!(msg.contains("`double`") && msg.contains("F64"), "{msg}");
+    assert!(p.ends_with("int.safetensors"), "{p}");
+    assert!(msg.contains("`count`") && msg.contains("I32"), "{msg}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

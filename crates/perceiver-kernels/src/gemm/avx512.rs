@@ -16,7 +16,7 @@
 //! Each call is single-threaded; [`super`] cuts large products into one block per thread.
 
 use super::{MatRef, Product};
-use crate::kernels::avx512::lanes;
+use crate::avx512::lanes;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;

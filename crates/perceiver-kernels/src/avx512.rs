@@ -4,8 +4,8 @@
 //! spent most of their time on per-row overhead and scalar tails; here the tail is a masked
 //! vector).
 //!
-//! Same formulas and constants as the portable [`fast_exp`](super::fast_exp) and
-//! [`fast_erf`](super::fast_erf), written with intrinsics so that every multiply-add is one FMA
+//! Same formulas and constants as the portable [`fast_exp`](crate::fast_exp) and
+//! [`fast_erf`](crate::fast_erf), written with intrinsics so that every multiply-add is one FMA
 //! (Rust never contracts `a * b + c` on its own) and the division of the erf's rational form
 //! becomes a reciprocal estimate refined by one Newton step (the division unit is the
 //! bottleneck of a vectorised division: one `vdivps` per 16 elements costs as much as the rest
@@ -29,7 +29,7 @@ pub(crate) fn lanes(n: usize) -> __mmask16 {
     }
 }
 
-/// [`super::fast_exp`] on 16 lanes (`-inf` below -87.3 gives 0, above 88.7 `inf`, NaN stays
+/// [`crate::fast_exp`] on 16 lanes (`-inf` below -87.3 gives 0, above 88.7 `inf`, NaN stays
 /// NaN).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -74,7 +74,7 @@ fn exp_v(x: __m512) -> __m512 {
 }
 
 /// `row[i] = e^(row[i] - shift)`; returns the sum of the results (as
-/// [`super::exp_shift_sum`]).
+/// [`crate::exp_shift_sum`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F ([`available`]).
@@ -97,7 +97,7 @@ pub(crate) unsafe fn exp_shift_sum(row: &mut [f32], shift: f32) -> f32 {
 }
 
 /// `(gelu(x), gelu'(x))` of the exact GELU on 16 lanes: `Φ(x) = ½(1 + erf(x/√2))` with the
-/// rational erf of [`super::fast_erf`], `gelu = x·Φ(x)`, `gelu' = Φ(x) + x·φ(x)` (the
+/// rational erf of [`crate::fast_erf`], `gelu = x·Φ(x)`, `gelu' = Φ(x) + x·φ(x)` (the
 /// derivative only when `GRAD`).
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -180,7 +180,7 @@ pub(crate) unsafe fn bias_gelu_erf(
     }
 }
 
-/// [`super::layer_norm_row_uninit`]: `y = (x - mean)·rstd·w + b` (each of `w`, `b` optional);
+/// [`crate::layer_norm_row_uninit`]: `y = (x - mean)·rstd·w + b` (each of `w`, `b` optional);
 /// returns `(mean, rstd)`.
 ///
 /// # Safety
@@ -238,7 +238,7 @@ pub(crate) unsafe fn layer_norm_row(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::gelu::{gelu_erf, gelu_erf_and_grad};
+    use crate::gelu::{gelu_erf, gelu_erf_and_grad};
 
     fn inputs() -> Vec<f32> {
         let mut x: Vec<f32> = (-2000..=2000).map(|i| i as f32 * 0.005).collect();
@@ -261,7 +261,7 @@ mod tests {
             let mut b = a.clone();
             // SAFETY: AVX-512F checked above.
             let sa = unsafe { exp_shift_sum(&mut a, 1.5) };
-            let sb = crate::kernels::exp_shift_sum_portable(&mut b, 1.5);
+            let sb = crate::math::exp_shift_sum_portable(&mut b, 1.5);
             for (i, (p, q)) in a.iter().zip(&b).enumerate() {
                 assert!(
                     (p - q).abs() <= 2e-7 * q.abs().max(f32::MIN_POSITIVE),
@@ -297,8 +297,7 @@ mod tests {
             ] {
                 let mut want = vec![MaybeUninit::new(f32::NAN); n];
                 let mut got = vec![MaybeUninit::new(f32::NAN); n];
-                let (mu0, rs0) =
-                    crate::kernels::layer_norm_row_portable(&x, &mut want, wo, bo, 1e-5);
+                let (mu0, rs0) = crate::norm::layer_norm_row_portable(&x, &mut want, wo, bo, 1e-5);
                 // SAFETY: AVX-512F checked above; slices of equal length.
                 let (mu1, rs1) = unsafe { layer_norm_row(&x, &mut got, wo, bo, 1e-5) };
                 approx::assert_relative_eq!(mu0, mu1, epsilon = 1e-6, max_relative = 1e-5);

@@ -1,4 +1,5 @@
-//! Process-wide memory settings for programs that run training steps.
+//! Process-wide settings for programs that run training steps: the compute thread pool
+//! ([`compute_pool`]) and the heap (memory kept for reuse).
 //!
 //! A training step allocates and frees the same few hundred megabytes of activations and
 //! gradients every time. With glibc's defaults, large blocks are `mmap`ed and unmapped on free,
@@ -33,6 +34,26 @@ pub fn retain_freed_memory() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+/// The rayon pool set-up every program that trains or times a model uses: `threads` workers
+/// (rayon's default, one per CPU, for `None`), named `compute-{i}`, each of which flushes
+/// denormals ([`perceiver_kernels::flush_denormals`]) when it starts. Finish it with
+/// `.build()` (then run the whole program inside with `pool.install`, so each op's parallel
+/// loops fork from a worker instead of being injected from outside) or `.build_global()`.
+///
+/// ```
+/// let pool = perceiver_nn::runtime::compute_pool(Some(2)).build().unwrap();
+/// assert_eq!(pool.install(rayon::current_num_threads), 2);
+/// ```
+pub fn compute_pool(threads: Option<usize>) -> rayon::ThreadPoolBuilder {
+    let b = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("compute-{i}"))
+        .start_handler(|_| perceiver_kernels::flush_denormals());
+    match threads {
+        Some(n) => b.num_threads(n),
+        None => b,
     }
 }
 

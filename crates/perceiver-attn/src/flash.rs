@@ -40,7 +40,7 @@ pub const BLOCK_K: usize = 128;
 /// Up to this many keys the forward takes them all in one block, with up to [`FULL_ROWS`]
 /// queries per task: larger GEMMs that pack each operand once per task instead of thin ones
 /// that repack them per block, and no online rescaling (config B's 512-latent self-attention:
-/// 64 x 64 x 128 products ran at about 55 GFLOP/s, a whole head's 512 x 64 x 512 at 140 per
+/// 64 x 64 x 128 products run at about 55 GFLOP/s, a whole head's 512 x 64 x 512 at 140 per
 /// core).
 pub const FULL_KEYS: usize = 512;
 /// Most queries per forward task when all keys fit one block (a score buffer of at most
@@ -71,7 +71,8 @@ pub(crate) fn online_softmax(
     o: &mut [f32],
     width: usize,
 ) {
-    // Vectorised as a whole (the row maxima and rescaling were baseline SSE code).
+    // Vectorised as a whole, the row maxima and rescaling included (outside `simd!` they
+    // compile to baseline SSE code).
     perceiver_kernels::simd!(for r in 0..mx.len() {
         let row = &mut s[r * bc..(r + 1) * bc];
         let rmax = kmax(row);

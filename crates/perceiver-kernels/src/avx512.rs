@@ -1,7 +1,7 @@
 //! AVX-512 forms of the hottest elementwise loops: the exponentials of a softmax row
 //! ([`exp_shift_sum`]), a Linear layer's bias + exact GELU epilogue ([`bias_gelu_erf`]) and a
 //! LayerNorm row ([`layer_norm_row`]: rows of 67 to 261 channels, where the portable loops
-//! spent most of their time on per-row overhead and scalar tails; here the tail is a masked
+//! spend most of their time on per-row overhead and scalar tails; here the tail is a masked
 //! vector).
 //!
 //! Same formulas and constants as the portable [`fast_exp`](crate::fast_exp) and

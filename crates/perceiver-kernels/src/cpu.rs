@@ -5,8 +5,8 @@
 ///
 /// Numbers below 1.2e-38 are far below anything a model's result depends on, but on x86 each
 /// operation that produces or reads one can take a hundred times longer. They appear as a model
-/// trains (attention weights of ignored tokens, their gradients, Adam's second moments), which
-/// made training epochs slow down as accuracy rose. Call it at the start of every compute
+/// trains (attention weights of ignored tokens, their gradients, Adam's second moments), so without
+/// flushing, training epochs slow down as accuracy rises. Call it at the start of every compute
 /// thread (for example from rayon's `start_handler`).
 pub fn flush_denormals() {
     #[cfg(target_arch = "x86_64")]

@@ -80,8 +80,8 @@ pub fn fast_tanh(x: f32) -> f32 {
 /// `erf(x)`, vectorisable: `x·P(x²)/Q(x²)` on `|x| <= 3.92` (beyond, `±1` in f32), with
 /// degree-5 polynomials fitted to `erf(x)/x` by iteratively reweighted least squares (Lawson's
 /// algorithm towards the minimax fit); absolute error below 4e-7 in f32, one division and no
-/// exponential (half the work of the `1 - t·e^(...)` form it replaced, which made the GELU
-/// epilogue of config A's MLP cost as much as its matrix product).
+/// exponential (half the work of the `1 - t·e^(...)` form, with which the GELU epilogue of
+/// config A's MLP costs as much as its matrix product).
 #[inline(always)]
 pub fn fast_erf(x: f32) -> f32 {
     let xc = x.clamp(-3.92, 3.92);

@@ -4,7 +4,7 @@
 //! A training step allocates and frees the same few hundred megabytes of activations and
 //! gradients every time. With glibc's defaults, large blocks are `mmap`ed and unmapped on free,
 //! and the top of the heap is trimmed, so every step faults its memory back in page by page and
-//! the kernel zeroes each page: on config A that was 8-15% of the step (`perf`: page faults,
+//! the kernel zeroes each page: on config A that is 8-15% of the step (`perf`: page faults,
 //! `clear_page`, `unmap_page_range`). [`retain_freed_memory`] keeps freed memory in the heap
 //! for reuse instead. Programs on the system allocator call it once at start-up (the examples
 //! do); the library never changes process-wide settings by itself. The `perceiver` CLI and

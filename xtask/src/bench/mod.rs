@@ -713,8 +713,7 @@ mod tests {
 
     #[test]
     fn median_of_even_and_odd_counts() {
-        // Unsorted input; an even count averages the two middle values (the side-by-side
-        // table used to report the upper one).
+        // Unsorted input; an even count averages the two middle values.
         assert!((median(&[1.71, 0.93]).unwrap() - 1.32).abs() < 1e-12);
         assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&[]), None);

@@ -27,8 +27,8 @@
 //!   [`PackedB`]), then every pair of 16-column tiles
 //!   meets every 16-row tile of `A`, accumulating into a contiguous copy of the `C` block; each
 //!   tile pair is written out with `beta` right after its last depth block, while it is in L1
-//!   (a pass over the whole block at the end was a sixth of the AMX samples of a config A
-//!   step). The `B` tiles of a column pair
+//!   (a pass over the whole block at the end would cost a sixth of the AMX samples of a
+//!   config A step). The `B` tiles of a column pair
 //!   (`KC x 32` in three parts, 24 KiB) stay in L1 while the `A` block streams from L2.
 //! - Micro-kernel: two `C` tiles (16 x 32 outputs) in `tmm0`-`tmm1`; per 32 steps of depth it
 //!   loads the three parts of the `A` tile (`tmm2`-`tmm4`) and, per column tile, the three
@@ -121,7 +121,7 @@ fn request_tiles() -> bool {
 }
 
 /// Whether a block of `m x k · k x n` goes to this kernel: large enough for the packing to pay
-/// (the tiles are 16 x 32 by 32 deep; a depth of 67, padded to 96, ran at half the AVX-512
+/// (the tiles are 16 x 32 by 32 deep; a depth of 67, padded to 96, runs at half the AVX-512
 /// kernel's rate), each operand row- or column-major.
 pub(super) fn suits(m: usize, k: usize, n: usize, a: &MatRef<'_>, b: &MatRef<'_>) -> bool {
     let unit = |v: &MatRef<'_>| v.col_stride == 1 || v.row_stride == 1;

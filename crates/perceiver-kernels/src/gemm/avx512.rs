@@ -65,7 +65,8 @@ fn unsafe_zero() -> __m512 {
 /// Whether an `m x k · k x n` block suits the 14 x 32 tile: at least three quarters of the
 /// tiles' area is real output (small attention heads, such as 32 queries x 16 channels, waste
 /// most of it) and the depth is not tiny. Other blocks go to `matrixmultiply`, whose smaller
-/// tiles measured faster on them (MNIST training step: 443 vs 520 examples/s before this rule).
+/// tiles are faster on them (MNIST training step: 520 examples/s with this rule, 443 with every
+/// block on this kernel).
 pub(super) fn suits(m: usize, k: usize, n: usize) -> bool {
     let tiles = m.div_ceil(MR) * MR * n.div_ceil(NR) * NR;
     4 * m * n >= 3 * tiles && k >= 8
@@ -149,9 +150,9 @@ unsafe fn run(
                 // place (packing would cost about as much as the product); the rest is packed.
                 // A column-major A with short columns, such as `x̄ᵀ` in the folded
                 // cross-attention (67 channels x tokens), is read a step at a time: MR
-                // consecutive floats of one source row per step (hot, 67x784x64: 119-125 ->
-                // 132 GFLOP/s). With steps far apart packing wins (the weight gradients' `dhᵀ`,
-                // 512 apart, from memory: 110 -> 71).
+                // consecutive floats of one source row per step (hot, 67x784x64: 132 GFLOP/s
+                // in place, 119-125 packed). With steps far apart packing wins (the weight
+                // gradients' `dhᵀ`, 512 apart, from memory: 110 GFLOP/s packed, 71 in place).
                 let a_rows = a.col_stride == 1;
                 let a_cols = !a_rows && a.row_stride == 1 && a.col_stride <= COLS_IN_PLACE_MAX_STEP;
                 let in_place = (a_rows || a_cols) && nc <= DIRECT_MAX_N;
@@ -385,8 +386,9 @@ unsafe fn transpose_block(
     // SAFETY: AVX-512F is enabled in every caller (target_feature functions inline this);
     // the loads and stores are masked to the valid block (a zero mask touches no memory).
     // Every loop has a constant trip count and no data-dependent branch, so it unrolls and the
-    // sixteen rows stay in registers (with `take(lines)` loops they were spilled to the stack
-    // and the transpose ran through memory: 20% of the packing's samples in an A step).
+    // sixteen rows stay in registers (loops with data-dependent trip counts, such as
+    // `take(lines)`, spill them to the stack and run the transpose through memory: 20% of the
+    // packing's samples in an A step).
     unsafe {
         let load = lanes(len);
         let mut r = [_mm512_setzero_ps(); 16];

@@ -3,9 +3,9 @@
 //! One GEMM over all rows (threaded by [`perceiver_kernels::gemm::gemm`]; the transposed weight is a strided
 //! view) whose epilogue ([`perceiver_kernels::gemm::gemm_new_then`]) adds the bias and applies the
 //! activation to each block of the output as soon as the GEMM finishes it, while it is in cache:
-//! no separate pass over the output, no tensor per step. (Earlier versions ran one parallel pass
-//! after the GEMM; per-panel GEMMs with the epilogue were slower still, as each panel repacked
-//! the whole weight.) With an activation and a graph being recorded, the epilogue also computes
+//! no separate pass over the output, no tensor per step. (A parallel pass after the GEMM is
+//! slower, and per-panel GEMMs with the epilogue slower still, as each panel repacks the whole
+//! weight.) With an activation and a graph being recorded, the epilogue also computes
 //! the activation's derivative `act'(h)` (sharing its erf or tanh) and keeps it for the
 //! backward, which then needs one multiplication instead of an erf and an exp.
 //!

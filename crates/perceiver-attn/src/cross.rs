@@ -81,7 +81,6 @@ struct FusedCross {
     eps: Option<f32>,
     /// The input holds normalised rows ([`KvProjection::normalized`]; only with `eps`).
     normalized: bool,
-    has: [bool; 6], // ln_w, ln_b, wk (always), wv (always), bk, bv
     mask: Option<Vec<f32>>,
     /// The projections folded into the queries and the output ([`CrossKernel::Folded`]).
     folded: bool,
@@ -91,14 +90,79 @@ struct FusedCross {
 #[derive(Clone, Copy)]
 enum KvSource<'a> {
     /// Projected block by block from the op's inputs (with their parameter vectors).
-    Project(&'a [Tensor], &'a [Option<Vec<f32>>; 6]),
+    Project(&'a CrossInputs, &'a ParamVecs),
     /// Given whole, as the rows `[b, m, hk]` and `[b, m, hv]` ([`cross_attention_kv`]).
     Given(&'a [f32], &'a [f32]),
 }
 
+/// The op's inputs by name, in the order they are given to [`apply_custom`] (optional ones
+/// absent when the layer has no such parameter).
+#[derive(Clone)]
+struct CrossInputs {
+    q: Tensor,
+    x: Tensor,
+    ln_w: Option<Tensor>,
+    ln_b: Option<Tensor>,
+    wk: Tensor,
+    wv: Tensor,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+}
+
+impl CrossInputs {
+    /// From `apply_custom`'s list, in the order of [`CrossInputs::list`].
+    fn from_list(inputs: &[Option<&Tensor>]) -> CrossInputs {
+        let at = |i: usize| inputs.get(i).copied().flatten().cloned();
+        let required = |i: usize| at(i).expect("the required inputs are always passed");
+        CrossInputs {
+            q: required(0),
+            x: required(1),
+            ln_w: at(2),
+            ln_b: at(3),
+            wk: required(4),
+            wv: required(5),
+            bk: at(6),
+            bv: at(7),
+        }
+    }
+
+    /// The inputs in the op's order.
+    fn list(&self) -> [Option<&Tensor>; 8] {
+        [
+            Some(&self.q),
+            Some(&self.x),
+            self.ln_w.as_ref(),
+            self.ln_b.as_ref(),
+            Some(&self.wk),
+            Some(&self.wv),
+            self.bk.as_ref(),
+            self.bv.as_ref(),
+        ]
+    }
+
+    /// The parameter vectors, contiguous.
+    fn vecs(&self) -> ParamVecs {
+        let v = |t: &Option<Tensor>| t.as_ref().map(Tensor::to_vec);
+        ParamVecs {
+            ln_w: v(&self.ln_w),
+            ln_b: v(&self.ln_b),
+            bk: v(&self.bk),
+            bv: v(&self.bv),
+        }
+    }
+}
+
+/// The LayerNorm affine and projection biases as contiguous vectors (each optional).
+struct ParamVecs {
+    ln_w: Option<Vec<f32>>,
+    ln_b: Option<Vec<f32>>,
+    bk: Option<Vec<f32>>,
+    bv: Option<Vec<f32>>,
+}
+
 /// Saved for the backward: the inputs (shared), the output and the log-sum-exp rows.
 struct CrossSaved {
-    inputs: Vec<Tensor>,
+    inputs: CrossInputs,
     out: Vec<f32>,
     lse: Vec<f32>,
     /// Folded kernel: the attention-weighted rows before the affine `Ū = P·x̄`, `[b, heads, n, c]`.
@@ -125,27 +189,24 @@ impl FusedCross {
         self.heads * self.dv
     }
 
-    fn vecs(inputs: &[Tensor], has: [bool; 6]) -> [Option<Vec<f32>>; 6] {
-        std::array::from_fn(|i| {
-            if has[i] && i != 2 && i != 3 {
-                Some(inputs[2 + i].to_vec())
-            } else {
-                None
-            }
-        })
-    }
-
     /// Normalises and projects tokens `j0..j0+bc` of example `b` into `blk`.
     fn project(
         &self,
-        inputs: &[Tensor],
-        p: &[Option<Vec<f32>>; 6],
+        inputs: &CrossInputs,
+        p: &ParamVecs,
         b: usize,
         j0: usize,
         bc: usize,
         blk: &mut Block,
     ) {
-        self.normalize(inputs, (p[0].as_deref(), p[1].as_deref()), b, j0, bc, blk);
+        self.normalize(
+            inputs,
+            (p.ln_w.as_deref(), p.ln_b.as_deref()),
+            b,
+            j0,
+            bc,
+            blk,
+        );
         self.project_kv(inputs, p, bc, blk);
     }
 
@@ -157,7 +218,7 @@ impl FusedCross {
     /// `xhat` make this 6% of config A's forward).
     fn normalize(
         &self,
-        inputs: &[Tensor],
+        inputs: &CrossInputs,
         (w, bb): (Option<&[f32]>, Option<&[f32]>),
         b: usize,
         j0: usize,
@@ -165,7 +226,7 @@ impl FusedCross {
         blk: &mut Block,
     ) {
         let c = self.channels;
-        let (xd, xl) = inputs[1].raw();
+        let (xd, xl) = inputs.x.raw();
         let (sb, sm, sc) = (xl.strides()[0], xl.strides()[1], xl.strides()[2]);
         let keep = !blk.xhat.is_empty();
         let Block {
@@ -210,26 +271,26 @@ impl FusedCross {
     }
 
     /// The key and value projections of the normalised block.
-    fn project_kv(&self, inputs: &[Tensor], p: &[Option<Vec<f32>>; 6], bc: usize, blk: &mut Block) {
+    fn project_kv(&self, inputs: &CrossInputs, p: &ParamVecs, bc: usize, blk: &mut Block) {
         let c = self.channels;
         let xn = MatRef::row_major(&blk.xn[..bc * c], bc, c);
         gemm(
             1.0,
             xn,
-            inputs[4].mat().t(),
+            inputs.wk.mat().t(),
             0.0,
             &mut blk.k[..bc * self.hk()],
         );
         gemm(
             1.0,
             xn,
-            inputs[5].mat().t(),
+            inputs.wv.mat().t(),
             0.0,
             &mut blk.v[..bc * self.hv()],
         );
         for (bias, buf, w) in [
-            (&p[4], &mut blk.k, self.hk()),
-            (&p[5], &mut blk.v, self.hv()),
+            (&p.bk, &mut blk.k, self.hk()),
+            (&p.bv, &mut blk.v, self.hv()),
         ] {
             if let Some(bias) = bias {
                 for row in buf[..bc * w].chunks_mut(w) {
@@ -353,10 +414,10 @@ impl FusedCross {
         }
     }
 
-    fn forward_raw(&self, inputs: &[Tensor]) -> (Vec<f32>, Vec<f32>) {
-        let p = Self::vecs(inputs, self.has);
-        let m = inputs[1].shape()[1];
-        self.attend_tasks(&inputs[0], m, KvSource::Project(inputs, &p))
+    fn forward_raw(&self, inputs: &CrossInputs) -> (Vec<f32>, Vec<f32>) {
+        let p = inputs.vecs();
+        let m = inputs.x.shape()[1];
+        self.attend_tasks(&inputs.q, m, KvSource::Project(inputs, &p))
     }
 
     /// The projected forward's tasks: each (example, range of key blocks) attends to its blocks
@@ -521,17 +582,22 @@ impl CustomOp for FusedCross {
         "fused_cross_attention"
     }
 
-    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<CrossSaved>)> {
+    fn forward(
+        &self,
+        inputs: &[Option<&Tensor>],
+        needs: &[bool],
+    ) -> Result<(Tensor, Option<CrossSaved>)> {
+        let inputs = CrossInputs::from_list(inputs);
         let (out, lse, u) = if self.folded {
-            self.forward_folded(inputs)
+            self.forward_folded(&inputs)
         } else {
-            let (out, lse) = self.forward_raw(inputs);
+            let (out, lse) = self.forward_raw(&inputs);
             (out, lse, Vec::new())
         };
-        let (b, n) = (inputs[0].shape()[0], inputs[0].shape()[2]);
+        let (b, n) = (inputs.q.shape()[0], inputs.q.shape()[2]);
         let t = Tensor::from_vec(out.clone(), &[b, self.heads, n, self.dv])?;
-        let saved = needs_grad.then(|| CrossSaved {
-            inputs: inputs.to_vec(),
+        let saved = needs.iter().any(|&n| n).then(|| CrossSaved {
+            inputs,
             out,
             lse,
             u,
@@ -547,8 +613,11 @@ impl CustomOp for FusedCross {
         };
         grads
             .into_iter()
-            .zip(&saved.inputs)
-            .map(|(gv, t)| gv.map(|v| Tensor::from_vec(v, t.shape()).expect("sizes agree")))
+            .zip(saved.inputs.list())
+            .map(|(gv, t)| {
+                let t = t.filter(|_| gv.is_some());
+                t.and_then(|t| Some(Tensor::from_vec(gv?, t.shape()).expect("sizes agree")))
+            })
             .collect()
     }
 }
@@ -608,7 +677,6 @@ pub fn cross_attention_kv(
         bk: block_tokens(n).min(m),
         eps: None,
         normalized: false,
-        has: [false; 6],
         mask: mask.map(|t| t.to_vec()),
         folded: false,
     };
@@ -750,7 +818,6 @@ pub fn fused_cross_attention_with(
     }
     check_mask(OP, mask, b, m)?;
     let scale = scale_of(OP, scale, dh)?;
-    let dummy = Tensor::scalar(0.0);
     let (lnw, lnb, eps) = match proj.norm {
         Some((w, bb, eps)) => (w, bb, Some(eps)),
         None => (None, None, None),
@@ -765,14 +832,6 @@ pub fn fused_cross_attention_with(
         bk: block_tokens(q.shape()[2]).min(m.max(1)),
         eps,
         normalized: proj.normalized && eps.is_some(),
-        has: [
-            lnw.is_some(),
-            lnb.is_some(),
-            true,
-            true,
-            proj.bk.is_some(),
-            proj.bv.is_some(),
-        ],
         mask: mask.map(|t| t.to_vec()),
         // (the folded kernel works on the channels: none to fold into without them)
         folded: c > 0
@@ -782,15 +841,16 @@ pub fn fused_cross_attention_with(
                 CrossKernel::Folded => true,
             },
     };
+    // In the order of `CrossInputs::list`.
     let inputs = [
-        q,
-        x,
-        lnw.unwrap_or(&dummy),
-        lnb.unwrap_or(&dummy),
-        proj.wk,
-        proj.wv,
-        proj.bk.unwrap_or(&dummy),
-        proj.bv.unwrap_or(&dummy),
+        Some(q),
+        Some(x),
+        lnw,
+        lnb,
+        Some(proj.wk),
+        Some(proj.wv),
+        proj.bk,
+        proj.bv,
     ];
     apply_custom(op, &inputs)
 }

@@ -30,7 +30,7 @@
 use crate::check::{check, scale_of};
 use perceiver_kernels::gemm::{gemm, MatRef};
 use perceiver_kernels::{add_assign, exp_shift_sum, fast_exp, max as kmax};
-use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
 use rayon::prelude::*;
 
 /// Queries per forward task (and per backward query block).
@@ -490,13 +490,19 @@ impl CustomOp for FlashAttention {
         "flash_attention"
     }
 
-    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<FlashSaved>)> {
-        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+    fn forward(
+        &self,
+        inputs: &[Option<&Tensor>],
+        needs: &[bool],
+    ) -> Result<(Tensor, Option<FlashSaved>)> {
+        let [Some(q), Some(k), Some(v)] = inputs else {
+            return Err(Error::invalid(self.name(), "needs q, k and v"));
+        };
         let (out, lse) = self.forward_raw(q, k, v);
-        let saved = needs_grad.then(|| FlashSaved {
-            q: q.clone(),
-            k: k.clone(),
-            v: v.clone(),
+        let saved = needs.iter().any(|&n| n).then(|| FlashSaved {
+            q: (*q).clone(),
+            k: (*k).clone(),
+            v: (*v).clone(),
             out: out.clone(),
             lse,
         });
@@ -543,5 +549,5 @@ pub fn flash_attention(
         scale,
         mask: mask.map(|m| m.to_vec()),
     };
-    apply_custom(op, &[q, k, v])
+    apply_custom(op, &[Some(q), Some(k), Some(v)])
 }

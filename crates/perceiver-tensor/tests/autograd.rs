@@ -2,6 +2,7 @@
 
 use perceiver_tensor::autograd::Leaf;
 use perceiver_tensor::{apply_custom, no_grad, CustomOp, Result, Rng, Tensor};
+use std::sync::{Arc, Mutex};
 
 #[test]
 fn untracked_inputs_record_nothing() {
@@ -49,32 +50,76 @@ fn deep_graph_does_not_overflow_the_stack() -> Result<()> {
     Ok(())
 }
 
-/// y = 3 x (elementwise), as a custom op.
-struct Triple;
+/// y = 3 x (+ b, optional), as a custom op; keeps the flags its forward was given.
+struct Triple(Arc<Mutex<Vec<bool>>>);
+
+impl Triple {
+    fn new() -> Triple {
+        Triple(Arc::default())
+    }
+}
 
 impl CustomOp for Triple {
     type Saved = ();
     fn name(&self) -> &'static str {
         "triple"
     }
-    fn forward(&self, inputs: &[Tensor], needs_grad: bool) -> Result<(Tensor, Option<()>)> {
-        Ok((inputs[0].mul_scalar(3.0), needs_grad.then_some(())))
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Result<(Tensor, Option<()>)> {
+        *self.0.lock().unwrap() = needs.to_vec();
+        let y = inputs[0].expect("x").mul_scalar(3.0);
+        let y = match inputs.get(1).copied().flatten() {
+            Some(b) => y.add(b)?,
+            None => y,
+        };
+        Ok((y, needs.iter().any(|&n| n).then_some(())))
     }
     fn backward(&self, _saved: &(), g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![needs[0].then(|| g.mul_scalar(3.0))]
+        let scale = [3.0, 1.0];
+        needs
+            .iter()
+            .zip(scale)
+            .map(|(&n, s)| n.then(|| g.mul_scalar(s)))
+            .collect()
     }
+}
+
+#[test]
+fn custom_op_inputs_are_optional_with_a_flag_each() -> Result<()> {
+    let x = Tensor::ones(&[2]).requires_grad();
+    let b = Tensor::ones(&[2]);
+    let run = |inputs: &[Option<&Tensor>]| -> Result<(Tensor, Vec<bool>)> {
+        let op = Triple::new();
+        let flags = op.0.clone();
+        let y = apply_custom(op, inputs)?;
+        let seen = flags.lock().unwrap().clone();
+        Ok((y, seen))
+    };
+    // Absent and untracked inputs need nothing; outside recording nothing does.
+    assert_eq!(run(&[Some(&x), None])?.1, [true, false]);
+    assert_eq!(run(&[Some(&x), Some(&b)])?.1, [true, false]);
+    assert_eq!(run(&[Some(&b), Some(&x)])?.1, [false, true]);
+    let (y, seen) = no_grad(|| run(&[Some(&x), Some(&b)]))?;
+    assert_eq!(seen, [false, false]);
+    assert!(!y.is_tracked());
+    // Only the flagged input gets a gradient.
+    let (y, _) = run(&[Some(&b), Some(&x)])?;
+    assert_eq!(y.to_vec(), vec![4.0, 4.0]);
+    let g = y.sum_all().backward()?;
+    assert_eq!(g.get(&x).unwrap().to_vec(), vec![1.0, 1.0]);
+    assert!(g.get(&b).is_none());
+    Ok(())
 }
 
 #[test]
 fn custom_op_plugs_into_autograd() -> Result<()> {
     let x = Tensor::randn(&[4], &mut Rng::new(0)).requires_grad();
-    let y = apply_custom(Triple, &[&x])?;
+    let y = apply_custom(Triple::new(), &[Some(&x)])?;
     assert!(y.is_tracked());
     let g = y.mul(&x)?.sum_all().backward()?; // d/dx 3x^2 = 6x
     for (gv, xv) in g.get(&x).unwrap().to_vec().iter().zip(x.to_vec()) {
         assert!((gv - 6.0 * xv).abs() < 1e-5);
     }
-    let z = no_grad(|| apply_custom(Triple, &[&x]))?;
+    let z = no_grad(|| apply_custom(Triple::new(), &[Some(&x)]))?;
     assert!(!z.is_tracked());
     Ok(())
 }

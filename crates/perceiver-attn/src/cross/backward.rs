@@ -12,12 +12,12 @@ impl FusedCross {
         needs: &[bool],
     ) -> Vec<Option<Vec<f32>>> {
         let inputs = &saved.inputs;
-        let q = &inputs[0];
+        let q = &inputs.q;
         let (batch, n) = (q.shape()[0], q.shape()[2]);
-        let m = inputs[1].shape()[1];
+        let m = inputs.x.shape()[1];
         let (heads, dh, dv, c) = (self.heads, self.dh, self.dv, self.channels);
         let (hk, hv) = (self.hk(), self.hv());
-        let p = Self::vecs(inputs, self.has);
+        let p = inputs.vecs();
         let go = g.contiguous();
         let gd = go.as_slice().expect("contiguous");
         let drow = row_dots(gd, &saved.out, dv);
@@ -125,11 +125,11 @@ impl FusedCross {
                         continue;
                     }
                     let dxb = &mut dxn[..bc * c];
-                    gemm(1.0, dkm, inputs[4].mat(), 0.0, dxb);
-                    gemm(1.0, dvm, inputs[5].mat(), 1.0, dxb);
+                    gemm(1.0, dkm, inputs.wk.mat(), 0.0, dxb);
+                    gemm(1.0, dvm, inputs.wv.mat(), 1.0, dxb);
                     let dx_out = (&mut dx_rows[..], j0 - ja);
                     let acc_ln = (&mut acc.dlnw[..], &mut acc.dlnb[..]);
-                    let norm = (p[0].as_deref(), &blk.xhat[..], &blk.rstd[..]);
+                    let norm = (p.ln_w.as_deref(), &blk.xhat[..], &blk.rstd[..]);
                     self.ln_backward(norm, dxb, bc, acc_ln, dx_out, &mut ghat);
                 }
                 acc

@@ -35,7 +35,7 @@
 //! gradient (image pixels with their position features) costs three products per block
 //! instead of five.
 
-use super::{merge_partials, slab, task_rows, CrossSaved, FusedCross, Partial};
+use super::{merge_partials, slab, task_rows, CrossInputs, CrossSaved, FusedCross, Partial};
 use perceiver_kernels::gemm::{gemm, MatRef};
 use perceiver_kernels::{add_assign, dot, fast_exp};
 use perceiver_tensor::Tensor;
@@ -170,7 +170,7 @@ impl FusedCross {
     /// or of `blk.xn`, where [`FusedCross::normalize`] puts the block first.
     fn xbar<'a>(
         &self,
-        inputs: &'a [Tensor],
+        inputs: &'a CrossInputs,
         blk: &'a mut super::Block,
         b: usize,
         j0: usize,
@@ -181,7 +181,7 @@ impl FusedCross {
             self.normalize(inputs, (None, None), b, j0, bc, blk);
             return MatRef::row_major(&blk.xn[..bc * c], bc, c);
         }
-        let (data, l) = inputs[1].raw();
+        let (data, l) = inputs.x.raw();
         let s = l.strides();
         MatRef {
             data,
@@ -215,14 +215,14 @@ impl FusedCross {
     }
 
     /// The folded forward: `(output [b, heads, n, dv], log-sum-exp per row, Ū [b, heads, n, c])`.
-    pub(super) fn forward_folded(&self, inputs: &[Tensor]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let q = &inputs[0];
+    pub(super) fn forward_folded(&self, inputs: &CrossInputs) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let q = &inputs.q;
         let (batch, n) = (q.shape()[0], q.shape()[2]);
-        let m = inputs[1].shape()[1];
+        let m = inputs.x.shape()[1];
         let (heads, dv, c) = (self.heads, self.dv, self.channels);
-        let p = Self::vecs(inputs, self.has);
-        let (gamma, beta) = (p[0].as_deref(), p[1].as_deref());
-        let (wk, wv) = (inputs[4].contiguous(), inputs[5].contiguous());
+        let p = inputs.vecs();
+        let (gamma, beta) = (p.ln_w.as_deref(), p.ln_b.as_deref());
+        let (wk, wv) = (inputs.wk.contiguous(), inputs.wv.contiguous());
         let wk = wk.as_slice().expect("contiguous");
         let wv = wv.as_slice().expect("contiguous");
         let qh = self.folded_queries(q, wk, gamma);
@@ -282,7 +282,7 @@ impl FusedCross {
                         0.0,
                         dst,
                     );
-                    if let Some(bv) = &p[5] {
+                    if let Some(bv) = &p.bv {
                         let bvh = &bv[h * dv..(h + 1) * dv];
                         for (r, row) in dst.chunks_mut(dv).enumerate() {
                             if lse[bh * n + r] != f32::INFINITY {
@@ -303,14 +303,14 @@ impl FusedCross {
         needs: &[bool],
     ) -> Vec<Option<Vec<f32>>> {
         let inputs = &saved.inputs;
-        let q = &inputs[0];
+        let q = &inputs.q;
         let (batch, n) = (q.shape()[0], q.shape()[2]);
-        let m = inputs[1].shape()[1];
+        let m = inputs.x.shape()[1];
         let (heads, dh, dv, c) = (self.heads, self.dh, self.dv, self.channels);
         let (hk, hv) = (self.hk(), self.hv());
-        let p = Self::vecs(inputs, self.has);
-        let (gamma, beta) = (p[0].as_deref(), p[1].as_deref());
-        let (wk, wv) = (inputs[4].contiguous(), inputs[5].contiguous());
+        let p = inputs.vecs();
+        let (gamma, beta) = (p.ln_w.as_deref(), p.ln_b.as_deref());
+        let (wk, wv) = (inputs.wk.contiguous(), inputs.wv.contiguous());
         let wk = wk.as_slice().expect("contiguous");
         let wv = wv.as_slice().expect("contiguous");
         let go = g.contiguous();

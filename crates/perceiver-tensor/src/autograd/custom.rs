@@ -1,22 +1,64 @@
-//! The extension point for fused kernels: an op with a hand-written forward and backward.
+//! The extension point for fused kernels: an op with a hand-written forward and backward,
+//! defined in another crate (fused attention, fused layers).
 
-use super::{record, Backward};
-use crate::{Result, Tensor};
+use super::{attach_op, is_grad_enabled, Backward};
+use crate::{Error, Result, Tensor};
 
-/// A differentiable op implemented outside this crate (for instance fused attention).
+/// A differentiable op implemented outside this crate.
 ///
-/// `forward` receives the inputs detached from the graph and returns the output together with
-/// whatever its backward needs (`Saved`); it should save nothing when `needs_grad` is false.
-/// `backward` returns one gradient per input that needs one (same rules as [`Backward`]).
+/// Its inputs are positional and may be absent (`None`: an optional bias, say), so an op never
+/// needs placeholder tensors. [`apply_custom`] passes them to `forward` detached from the graph,
+/// with one flag per input saying whether the input needs a gradient (present, tracked, and
+/// recording on); `forward` returns the output and what its backward needs (`Saved`), and
+/// should save only what the flagged inputs' gradients need (nothing when none is flagged).
+/// `backward` receives the same flags and returns one entry per input: `Some(gradient)` (of
+/// that input's shape, any layout) where flagged, `None` elsewhere.
+///
+/// ```
+/// use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
+///
+/// /// `a·x + b` elementwise, `b` optional.
+/// struct Axpb(f32);
+///
+/// impl CustomOp for Axpb {
+///     type Saved = ();
+///     fn name(&self) -> &'static str {
+///         "axpb"
+///     }
+///     fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Result<(Tensor, Option<()>)> {
+///         let x = inputs[0].expect("x is required");
+///         let y = x.mul_scalar(self.0);
+///         let y = match inputs[1] {
+///             Some(b) => y.add(b)?,
+///             None => y,
+///         };
+///         Ok((y, needs.iter().any(|&n| n).then_some(())))
+///     }
+///     fn backward(&self, _: &(), g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+///         vec![needs[0].then(|| g.mul_scalar(self.0)), needs[1].then(|| g.clone())]
+///     }
+/// }
+///
+/// let x = Tensor::ones(&[3]).requires_grad();
+/// let y = apply_custom(Axpb(2.0), &[Some(&x), None])?;
+/// let grads = y.sum_all().backward()?;
+/// assert_eq!(grads.get(&x).unwrap().to_vec(), vec![2.0; 3]);
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
 pub trait CustomOp: Send + Sync + 'static {
     /// What the forward keeps for the backward.
     type Saved: Send + Sync + 'static;
-    /// Name used in diagnostics.
+    /// Name used in diagnostics and the profiler.
     fn name(&self) -> &'static str;
-    /// Computes the output. Errors (bad shapes, unsupported settings) are returned here.
-    fn forward(&self, inputs: &[Tensor], needs_grad: bool)
-        -> Result<(Tensor, Option<Self::Saved>)>;
-    /// Computes the input gradients. Called only when the forward saved something.
+    /// Computes the output from the (detached) inputs; `needs[i]` says whether input `i` needs
+    /// a gradient. Errors (bad shapes, unsupported settings) are returned here.
+    fn forward(
+        &self,
+        inputs: &[Option<&Tensor>],
+        needs: &[bool],
+    ) -> Result<(Tensor, Option<Self::Saved>)>;
+    /// Computes the gradients of the inputs flagged in `needs`. Called only when the forward
+    /// saved something.
     fn backward(
         &self,
         saved: &Self::Saved,
@@ -47,21 +89,45 @@ impl<Op: CustomOp> Backward for CustomBackward<Op> {
     }
 }
 
-/// Runs a [`CustomOp`] and records it in the graph when any input is tracked.
-pub fn apply_custom<Op: CustomOp>(op: Op, inputs: &[&Tensor]) -> Result<Tensor> {
-    let needs_grad = super::is_grad_enabled() && inputs.iter().any(|t| t.is_tracked());
-    let detached: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
-    let (out, saved) = op.forward(&detached, needs_grad)?;
+/// Runs a [`CustomOp`] on `inputs` (`None` for an absent optional input) and records it in the
+/// graph when any input needs a gradient.
+#[track_caller]
+pub fn apply_custom<Op: CustomOp>(op: Op, inputs: &[Option<&Tensor>]) -> Result<Tensor> {
+    let recording = is_grad_enabled();
+    let needs: Vec<bool> = inputs
+        .iter()
+        .map(|t| recording && t.is_some_and(|t| t.is_tracked()))
+        .collect();
+    let detached: Vec<Option<Tensor>> = inputs.iter().map(|t| t.map(Tensor::detach)).collect();
+    let refs: Vec<Option<&Tensor>> = detached.iter().map(Option::as_ref).collect();
+    let (out, saved) = op.forward(&refs, &needs)?;
     let out = out.detach();
-    match (needs_grad, saved) {
-        (true, Some(saved)) => Ok(record(out, inputs, move |_| CustomBackward { op, saved })),
-        (true, None) => Err(crate::Error::invalid(
+    if !needs.iter().any(|&n| n) {
+        return Ok(out);
+    }
+    let Some(saved) = saved else {
+        return Err(Error::invalid(
             "apply_custom",
             format!(
-                "custom op `{}` saved nothing for its backward although an input is tracked",
+                "custom op `{}` saved nothing for its backward although an input needs a gradient",
                 op.name()
             ),
-        )),
-        (false, _) => Ok(out),
-    }
+        ));
+    };
+    let parents = inputs
+        .iter()
+        .zip(&needs)
+        .map(|(t, &n)| {
+            if n {
+                t.and_then(|t| t.node.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    Ok(attach_op(
+        out,
+        Box::new(CustomBackward { op, saved }),
+        parents,
+    ))
 }

@@ -204,11 +204,22 @@ pub(crate) fn record<B: Backward + 'static>(
         return out;
     }
     let op = make(&needs);
+    let parents = inputs.iter().map(|t| t.node.clone()).collect();
+    attach_op(out, Box::new(op), parents)
+}
+
+/// `out` as the output of `op` applied to `parents` (one per input; `None` for an input that
+/// needs no gradient).
+pub(crate) fn attach_op(
+    out: Tensor,
+    op: Box<dyn Backward>,
+    parents: Vec<Option<Arc<Node>>>,
+) -> Tensor {
     profile::forward_op(op.name());
     let node = Node {
         id: fresh_id(),
-        op: Some(Box::new(op)),
-        parents: inputs.iter().map(|t| t.node.clone()).collect(),
+        op: Some(op),
+        parents,
         shape: out.layout.shape.clone(),
     };
     Tensor {

@@ -1,7 +1,6 @@
 //! `cargo xtask codegen`: files generated from code, so they cannot drift from it.
 //!
-//! Today one file: `docs/OPS.md`, the table of differentiable ops from
-//! [`perceiver_tensor::ops::OPS`]. The `#[test]` below regenerates it in memory and fails when
+//! One file: `docs/OPS.md`, the tables of differentiable ops of [`OP_TABLES`]. The `#[test]` below regenerates it in memory and fails when
 //! the committed file differs (rust-analyzer's `ensure_file_contents` pattern), so
 //! `cargo test --workspace` catches a new op whose table was not regenerated.
 
@@ -69,27 +68,53 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
-/// Renders `docs/OPS.md` from [`perceiver_tensor::ops::OPS`].
+/// The crates that define differentiable ops: `(crate, source directory, its table, the file
+/// of its gradient checks, what a row names)`.
+pub const OP_TABLES: &[(&str, &str, &[(&str, &str, &str)], &str, &str)] = &[
+    (
+        "perceiver-tensor",
+        "crates/perceiver-tensor/src",
+        perceiver_tensor::ops::OPS,
+        "crates/perceiver-tensor/tests/gradcheck.rs",
+        "the primitive ops, methods of `Tensor`",
+    ),
+    (
+        "perceiver-nn",
+        "crates/perceiver-nn/src",
+        perceiver_nn::ops::OPS,
+        "crates/perceiver-nn/tests/gradcheck.rs",
+        "the fused layer ops, functions of `perceiver_nn::ops` (and methods through `FusedOps`)",
+    ),
+];
+
+/// Renders `docs/OPS.md` from the tables of [`OP_TABLES`].
 pub fn ops_md() -> String {
     let mut s = String::new();
     s.push_str(GENERATED_HEADER);
     s.push_str("\n\n# Differentiable ops\n\n");
     s.push_str(
-        "Every op of `perceiver_tensor::ops::OPS`: the `Tensor` method, the module that holds its\n\
-         forward pass and its backward rule, and the gradient-check test in\n\
-         `crates/perceiver-tensor/tests/gradcheck.rs` that covers it.\n\
-         To add an op: write its module, add a row to `OPS` and a test to `gradcheck.rs`, then run\n\
-         `cargo xtask codegen`.\n\n",
+        "Every differentiable op of the workspace, one table per crate that defines ops: the op,\n\
+         the module that holds its forward pass and its backward rule, and the gradient-check test\n\
+         that covers it. To add an op: write its module, add a row to its crate's `ops::OPS` and a\n\
+         test to that crate's `tests/gradcheck.rs`, then run `cargo xtask codegen`.\n",
     );
-    s.push_str("| op | module | gradient-check test |\n|---|---|---|\n");
-    for (method, module, test) in perceiver_tensor::ops::OPS {
-        let _ = writeln!(
+    let mut total = 0;
+    for (krate, dir, table, tests, what) in OP_TABLES {
+        let _ = write!(
             s,
-            "| {} | [`{module}`](../crates/perceiver-tensor/src/{module}) | `{test}` |",
-            method_cell(method)
+            "\n## `{krate}`: {what}\n\nGradient checks: [`{tests}`](../{tests}).\n\n"
         );
+        s.push_str("| op | module | gradient-check test |\n|---|---|---|\n");
+        for (method, module, test) in table.iter() {
+            let _ = writeln!(
+                s,
+                "| {} | [`{module}`](../{dir}/{module}) | `{test}` |",
+                method_cell(method)
+            );
+        }
+        total += table.len();
     }
-    let _ = write!(s, "\n{} ops.\n", perceiver_tensor::ops::OPS.len());
+    let _ = write!(s, "\n{total} ops.\n");
     s
 }
 
@@ -140,7 +165,8 @@ mod tests {
         let md = ops_md();
         assert!(md.starts_with(GENERATED_HEADER));
         let rows = md.lines().filter(|l| l.starts_with("| `")).count();
-        assert_eq!(rows, perceiver_tensor::ops::OPS.len());
+        let total: usize = OP_TABLES.iter().map(|t| t.2.len()).sum();
+        assert_eq!(rows, total);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use crate::{
     AttentionOptions, KvProjection,
 };
 use perceiver_nn::ParamStore;
-use perceiver_nn::{LayerNorm, Linear};
+use perceiver_nn::{FusedOps, LayerNorm, Linear};
 use perceiver_tensor::{Error, Result, Rng, Tensor};
 
 /// Which attention kernel a layer runs.

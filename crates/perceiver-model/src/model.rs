@@ -6,7 +6,7 @@ use crate::config::{
 };
 use crate::{ModelError, Result, TensorProblem};
 use perceiver_attn::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
-use perceiver_nn::{LayerNorm, Linear};
+use perceiver_nn::{FusedOps, LayerNorm, Linear};
 use perceiver_nn::{Param, ParamStore};
 use perceiver_pos::{init_array, FourierFeatures, PositionEncoder};
 use perceiver_tensor::{Error, GeluKind, Rng, Tensor};
@@ -620,7 +620,7 @@ impl Perceiver {
         // concatenated array is not built)
         let parts: Vec<&Tensor> = std::iter::once(&x_in).chain(pos.as_ref()).collect();
         let data = if share {
-            Tensor::layer_norm_concat(&parts, c.layer_norm_eps)?
+            perceiver_nn::ops::layer_norm_concat(&parts, c.layer_norm_eps)?
         } else if parts.len() > 1 {
             Tensor::concat(&parts, 2)?
         } else {

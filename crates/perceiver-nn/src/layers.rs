@@ -6,7 +6,7 @@
 //! transposed weight is a strided view (no copy), all leading dimensions fold into the rows of
 //! one GEMM, and a single pass over the output adds the bias (and applies an optional GELU).
 
-use crate::{Param, ParamStore};
+use crate::{FusedOps, Param, ParamStore};
 use perceiver_tensor::{Error, GeluKind, Result, Rng, Tensor};
 
 /// `y = x·Wᵀ + b` over the last axis.

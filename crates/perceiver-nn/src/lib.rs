@@ -1,7 +1,7 @@
 //! # perceiver-nn
 //!
 //! The layer above the tensor core: named trainable parameters ([`Param`], [`ParamStore`]),
-//! the [`Linear`] and [`LayerNorm`] layers, optimizers and learning-rate schedules
+//! the [`Linear`] and [`LayerNorm`] layers, the fused layer ops ([`ops`]), optimizers and learning-rate schedules
 //! ([`optim`]), safetensors checkpoints with atomic writes ([`io`]: the one reader and writer
 //! of the workspace), and the compute-thread set-up shared by the programs ([`runtime`]).
 //!
@@ -22,9 +22,11 @@
 
 pub mod io;
 mod layers;
+pub mod ops;
 pub mod optim;
 mod params;
 pub mod runtime;
 
 pub use layers::{LayerNorm, Linear};
+pub use ops::FusedOps;
 pub use params::{Param, ParamStore};

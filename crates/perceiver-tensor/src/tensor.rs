@@ -70,9 +70,15 @@ impl Tensor {
         Tensor::from_vec(data.to_vec(), shape)
     }
 
-    /// Internal constructor; `data.len()` must equal the element count.
-    pub(crate) fn from_parts(data: Vec<f32>, shape: &[usize]) -> Tensor {
-        debug_assert_eq!(data.len(), numel(shape));
+    /// A contiguous tensor over `data` laid out row-major as `shape`, for kernels whose output
+    /// length is known to match (a mismatch is a bug and panics; [`Tensor::from_vec`] returns an
+    /// error instead).
+    pub fn from_parts(data: Vec<f32>, shape: &[usize]) -> Tensor {
+        assert_eq!(
+            data.len(),
+            numel(shape),
+            "Tensor::from_parts: length of the data"
+        );
         Tensor {
             storage: Arc::new(data),
             layout: Layout::contiguous(shape),

@@ -22,8 +22,9 @@ impl Backward for ReshapeBackward {
 }
 
 impl Tensor {
-    /// Untracked reshape (element counts must agree).
-    pub(crate) fn reshape_raw(&self, shape: &[usize]) -> Tensor {
+    /// Untracked reshape (a view when the layout allows it, else a copy; element counts must
+    /// agree). For backward rules and fused ops, which run outside the graph.
+    pub fn reshape_raw(&self, shape: &[usize]) -> Tensor {
         debug_assert_eq!(numel(shape), self.numel());
         match self.layout.reshape(shape) {
             Some(layout) => Tensor {

@@ -65,8 +65,9 @@ fn column_sums(block: &[f32], inner: usize) -> Vec<f32> {
     acc
 }
 
-/// Untracked sum over sorted distinct `axes`, dropping them.
-pub(crate) fn sum_axes_raw(x: &Tensor, axes: &[usize]) -> Tensor {
+/// Untracked sum over sorted distinct `axes`, dropping them (for backward rules and fused ops,
+/// which run outside the graph).
+pub fn sum_axes_raw(x: &Tensor, axes: &[usize]) -> Tensor {
     let out_shape = reduced_shape(x.shape(), axes, false);
     if axes.is_empty() {
         return Tensor::from_parts(x.to_vec(), x.shape());

@@ -1,10 +1,11 @@
 //! Throughput of one fused `Linear` (`x·Wᵀ + b`, with and without the exact GELU) on all
 //! threads, forward without gradients: what the epilogue costs on top of the product.
 //!
-//! `cargo run --release -p perceiver-tensor --example linear_timing -- ROWS IN OUT [ITERS] [COPIES]`
+//! `cargo run --release -p perceiver-nn --example linear_timing -- ROWS IN OUT [ITERS] [COPIES]`
 //! (config B's MLP: `512 1024 4096`, config A's: `2048 128 512`). With COPIES > 1 the weights
 //! cycle through that many copies, so they come from memory, as in a deep model.
-use perceiver_tensor::ops::GeluKind;
+use perceiver_nn::FusedOps;
+use perceiver_tensor::GeluKind;
 use perceiver_tensor::{no_grad, Rng, Tensor};
 use std::time::Instant;
 

@@ -9,19 +9,18 @@
 //! the activation's derivative `act'(h)` (sharing its erf or tanh) and keeps it for the
 //! backward, which then needs one multiplication instead of an erf and an exp.
 //!
-//! A residual can be added in the same epilogue ([`Tensor::linear_add`]: `x·Wᵀ + b + r`, the
+//! A residual can be added in the same epilogue ([`linear_add`]: `x·Wᵀ + b + r`, the
 //! output projections of a pre-LayerNorm block), which saves a separate pass over the output.
 //!
 //! Backward, with `dh = g ⊙ act'(h)` (or `g` without an activation):
 //! `dx = dh·W`, `dW = dhᵀ·x`, `db = Σ_rows dh`, and `dr = g` for a residual.
 
-use super::GeluKind;
-use crate::autograd::{record, Backward};
-use crate::layout::Shape;
-use crate::{Error, Result, Tensor};
 use perceiver_kernels as kernels;
 use perceiver_kernels::gelu::bias_act_row;
 use perceiver_kernels::gemm::{gemm_new, gemm_new_then, OutBlock};
+use perceiver_tensor::layout::Shape;
+use perceiver_tensor::ops::sum_axes_raw;
+use perceiver_tensor::{apply_custom, CustomOp, Error, GeluKind, Result, Tensor};
 use std::mem::MaybeUninit;
 
 /// A raw output pointer shared by the epilogue calls, which write disjoint blocks.
@@ -42,15 +41,11 @@ struct LinearBackward {
     /// `act'(h)` per output element, with an activation.
     dact: Option<Tensor>,
     x_shape: Shape,
-    has_bias: bool,
-    has_residual: bool,
 }
 
-impl Backward for LinearBackward {
-    fn name(&self) -> &'static str {
-        "linear"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+impl LinearBackward {
+    /// The gradients of `[x, W, b, residual]` (as `needs` asks) from the output's `g`.
+    fn grads(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let out = *g.shape().last().expect("rank >= 1");
         let rows = g.numel() / out.max(1);
         let g2 = g.reshape_raw(&[rows, out]);
@@ -62,13 +57,8 @@ impl Backward for LinearBackward {
             None => g2.contiguous(),
         };
         let saved = (self.x.as_ref(), self.w.as_ref());
-        let needs3 = [needs[0], needs[1], self.has_bias && needs[2]];
-        let (dx, dw, db) = linear_grads(&dh, saved, needs3, &self.x_shape);
-        let mut grads = vec![dx, dw, if self.has_bias { db } else { None }];
-        if self.has_residual {
-            grads.push(needs[3].then(|| g.clone()));
-        }
-        grads
+        let (dx, dw, db) = linear_grads(&dh, saved, [needs[0], needs[1], needs[2]], &self.x_shape);
+        vec![dx, dw, db, needs[3].then(|| g.clone())]
     }
 }
 
@@ -98,7 +88,7 @@ pub(crate) fn linear_grads(
                     Tensor::from_parts(data, &[out, x.shape()[1]])
                 })
             },
-            || needs[2].then(|| super::sum::sum_axes_raw(dh, &[0])),
+            || needs[2].then(|| sum_axes_raw(dh, &[0])),
         )
     };
     let (dx, (dw, db)) = rayon::join(dx, dw_db);
@@ -109,7 +99,7 @@ pub(crate) fn linear_grads(
 pub(crate) fn as_rows(x: &Tensor, inp: usize) -> Tensor {
     let rows = x.numel() / inp.max(1);
     let x2 = x.detach().reshape_raw(&[rows, inp]);
-    if x2.layout.strides()[1] == 1 || inp <= 1 {
+    if x2.layout().strides()[1] == 1 || inp <= 1 {
         x2
     } else {
         x2.contiguous()
@@ -173,82 +163,115 @@ pub(crate) fn linear_raw(
     (y, dact)
 }
 
-impl Tensor {
-    /// `act(x·Wᵀ + b)` for `x: [..., in]`, `weight: [out, in]` (PyTorch's layout), `bias:
-    /// [out]`, and an optional GELU, as one fused op (see the module docs).
-    #[track_caller]
-    pub fn linear(
-        &self,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        act: Option<GeluKind>,
-    ) -> Result<Tensor> {
-        self.linear_impl(weight, bias, act, None)
-    }
+/// `act(x·Wᵀ + b)` for `x: [..., in]`, `weight: [out, in]` (PyTorch's layout), `bias: [out]`,
+/// and an optional GELU, as one fused op (see the module docs).
+///
+/// ```
+/// use perceiver_nn::ops::linear;
+/// use perceiver_tensor::{GeluKind, Tensor};
+/// let x = Tensor::ones(&[2, 3]);
+/// let w = Tensor::ones(&[4, 3]);
+/// let y = linear(&x, &w, None, Some(GeluKind::Erf))?;
+/// assert_eq!(y.shape(), &[2, 4]);
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
+#[track_caller]
+pub fn linear(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<GeluKind>,
+) -> Result<Tensor> {
+    linear_impl(x, weight, bias, act, None)
+}
 
-    /// `x·Wᵀ + b + residual` as one op: the residual (the output's shape) is added in the
-    /// GEMM's epilogue with the bias, while each block of the output is in cache (a
-    /// pre-LayerNorm block's `z + W_o·a`). Same layouts as [`Tensor::linear`].
-    #[track_caller]
-    pub fn linear_add(
-        &self,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        residual: &Tensor,
-    ) -> Result<Tensor> {
-        self.linear_impl(weight, bias, None, Some(residual))
-    }
+/// `x·Wᵀ + b + residual` as one op: the residual (the output's shape) is added in the GEMM's
+/// epilogue with the bias, while each block of the output is in cache (a pre-LayerNorm
+/// block's `z + W_o·a`). Same layouts as [`linear`].
+#[track_caller]
+pub fn linear_add(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    linear_impl(x, weight, bias, None, Some(residual))
+}
 
-    #[track_caller]
-    fn linear_impl(
-        &self,
-        weight: &Tensor,
-        bias: Option<&Tensor>,
-        act: Option<GeluKind>,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        if weight.rank() != 2 || self.rank() == 0 || self.shape().last() != Some(&weight.shape()[1])
-        {
+/// Checks the shapes (errors at the caller's location), then runs [`LinearOp`].
+#[track_caller]
+fn linear_impl(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    act: Option<GeluKind>,
+    residual: Option<&Tensor>,
+) -> Result<Tensor> {
+    if weight.rank() != 2 || x.rank() == 0 || x.shape().last() != Some(&weight.shape()[1]) {
+        return Err(Error::shape(
+            "linear",
+            "the input's last dimension must equal the weight's second ([out, in])",
+            x.shape(),
+            weight.shape(),
+        ));
+    }
+    let out = weight.shape()[0];
+    if let Some(b) = bias {
+        if b.shape() != [out] {
             return Err(Error::shape(
                 "linear",
-                "the input's last dimension must equal the weight's second ([out, in])",
-                self.shape(),
-                weight.shape(),
+                "the bias must be [out]",
+                b.shape(),
+                &[out],
             ));
         }
+    }
+    let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
+    out_shape.push(out);
+    if let Some(r) = residual {
+        if r.shape() != &out_shape[..] {
+            return Err(Error::shape(
+                "linear_add",
+                "the residual must have the output's shape",
+                r.shape(),
+                &out_shape,
+            ));
+        }
+    }
+    apply_custom(LinearOp { act }, &[Some(x), Some(weight), bias, residual])
+}
+
+/// The fused op on `[x, W, b, residual]` (the last two optional), shapes already checked.
+struct LinearOp {
+    act: Option<GeluKind>,
+}
+
+impl CustomOp for LinearOp {
+    type Saved = LinearBackward;
+
+    fn name(&self) -> &'static str {
+        "linear"
+    }
+
+    fn forward(
+        &self,
+        inputs: &[Option<&Tensor>],
+        needs: &[bool],
+    ) -> Result<(Tensor, Option<LinearBackward>)> {
+        let (Some(x), Some(weight)) = (inputs[0], inputs[1]) else {
+            return Err(Error::invalid("linear", "needs x and a weight"));
+        };
+        let (bias, residual, act) = (inputs[2], inputs[3], self.act);
         let (out, inp) = (weight.shape()[0], weight.shape()[1]);
-        if let Some(b) = bias {
-            if b.shape() != [out] {
-                return Err(Error::shape(
-                    "linear",
-                    "the bias must be [out]",
-                    b.shape(),
-                    &[out],
-                ));
-            }
-        }
-        let mut out_shape: Shape = self.shape()[..self.rank() - 1].into();
+        let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
         out_shape.push(out);
-        if let Some(r) = residual {
-            if r.shape() != &out_shape[..] {
-                return Err(Error::shape(
-                    "linear_add",
-                    "the residual must have the output's shape",
-                    r.shape(),
-                    &out_shape,
-                ));
-            }
-        }
         // (contiguous, so that each output row's residual is one slice)
         let rvec = residual.map(|r| r.contiguous_data());
-        let rows = self.numel() / inp.max(1);
-        let x2 = as_rows(self, inp);
+        let rows = x.numel() / inp.max(1);
+        let x2 = as_rows(x, inp);
         let bvec = bias.map(|b| b.to_vec());
-        let none = Tensor::scalar(0.0);
-        let mut inputs = vec![self, weight, bias.unwrap_or(&none)];
-        inputs.extend(residual);
         // The derivative of the activation is kept only when the op will be recorded.
-        let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.node.is_some());
+        let track = needs.iter().any(|&n| n);
         let keep_dact = act.is_some() && track;
         let (y, dact) = linear_raw(
             &x2,
@@ -260,13 +283,16 @@ impl Tensor {
         );
         let yt = Tensor::from_parts(y, &out_shape);
         let dact = keep_dact.then(|| Tensor::from_parts(dact, &[rows, out]));
-        Ok(record(yt, &inputs, |needs| LinearBackward {
+        let saved = track.then(|| LinearBackward {
             x: needs[1].then(|| x2.clone()),
-            w: needs[0].then(|| weight.detach()),
+            w: needs[0].then(|| weight.clone()),
             dact,
-            x_shape: self.layout.shape.clone(),
-            has_bias: bias.is_some(),
-            has_residual: residual.is_some(),
-        }))
+            x_shape: x.shape().into(),
+        });
+        Ok((yt, saved))
+    }
+
+    fn backward(&self, saved: &LinearBackward, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        saved.grads(g, needs)
     }
 }

@@ -25,16 +25,15 @@
 //! the two builds alternating).
 
 use super::linear::{as_rows, linear_grads, linear_raw};
-use super::GeluKind;
-use crate::autograd::{record, Backward};
-use crate::layout::Shape;
-use crate::{Error, Result, Tensor};
 use perceiver_kernels as kernels;
 use perceiver_kernels::gelu::bias_act_row;
 use perceiver_kernels::gemm::{
     gemm_new, gemm_new_then, gemm_serial, gemm_serial_packed, gemm_serial_packed_into, MatRef,
     OutBlock, PackedB,
 };
+use perceiver_tensor::layout::Shape;
+use perceiver_tensor::ops::sum_axes_raw;
+use perceiver_tensor::{apply_custom, CustomOp, Error, GeluKind, Result, Tensor};
 use rayon::prelude::*;
 #[cfg(test)]
 use std::cell::Cell;
@@ -73,11 +72,9 @@ enum Hidden {
     },
 }
 
-impl Backward for MlpBackward {
-    fn name(&self) -> &'static str {
-        "mlp"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+impl MlpBackward {
+    /// The gradients of `[x, W1, b1, W2, b2, residual]` (as `needs` asks) from the output's `g`.
+    fn grads(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         let out = self.w2.shape()[0];
         let rows = g.numel() / out.max(1);
         let g2 = g.reshape_raw(&[rows, out]);
@@ -130,7 +127,7 @@ impl MlpBackward {
                         Tensor::from_parts(data, &[out, hidden])
                     })
                 },
-                || (self.has_b2 && needs[4]).then(|| super::sum::sum_axes_raw(g2, &[0])),
+                || (self.has_b2 && needs[4]).then(|| sum_axes_raw(g2, &[0])),
             )
         };
         let (dpre, (dw2, db2)) = rayon::join(dpre, dw2_db2);
@@ -465,70 +462,105 @@ impl MlpBackward {
     }
 }
 
-impl Tensor {
-    /// `residual + act(x·W1ᵀ + b1)·W2ᵀ + b2` for `x: [..., in]`, `w1: [hidden, in]`, `w2:
-    /// [out, hidden]` (PyTorch's layouts) and `residual` of the output's shape, as one op (see
-    /// the module docs): the same values as [`Tensor::linear`] twice and an add, with a
-    /// cheaper backward.
-    #[track_caller]
-    #[allow(clippy::too_many_arguments)] // two layers' weights and biases, the activation, r
-    pub fn mlp_add(
-        &self,
-        w1: &Tensor,
-        b1: Option<&Tensor>,
-        act: GeluKind,
-        w2: &Tensor,
-        b2: Option<&Tensor>,
-        residual: &Tensor,
-    ) -> Result<Tensor> {
-        const OP: &str = "mlp_add";
-        let ok_w = |w: &Tensor, inp: usize| w.rank() == 2 && w.shape()[1] == inp;
-        let inp = self.shape().last().copied().unwrap_or(0);
-        if self.rank() == 0 || !ok_w(w1, inp) || !ok_w(w2, w1.shape()[0]) {
-            return Err(Error::shape(
-                OP,
-                "needs x: [..., in], w1: [hidden, in], w2: [out, hidden]",
-                self.shape(),
-                &[w1.shape(), w2.shape()].concat(),
-            ));
-        }
-        let (hidden, out) = (w1.shape()[0], w2.shape()[0]);
-        for (name, b, len) in [("b1", b1, hidden), ("b2", b2, out)] {
-            if let Some(b) = b {
-                if b.shape() != [len] {
-                    return Err(Error::shape(
-                        OP,
-                        format!("{name} must match its layer's outputs"),
-                        b.shape(),
-                        &[len],
-                    ));
-                }
+/// `residual + act(x·W1ᵀ + b1)·W2ᵀ + b2` for `x: [..., in]`, `w1: [hidden, in]`, `w2:
+/// [out, hidden]` (PyTorch's layouts) and `residual` of the output's shape, as one op (see
+/// the module docs): the same values as [`linear`](super::linear) twice and an add, with a
+/// cheaper backward.
+///
+/// ```
+/// use perceiver_nn::ops::mlp_add;
+/// use perceiver_tensor::{GeluKind, Tensor};
+/// let x = Tensor::ones(&[2, 3]);
+/// let (w1, w2) = (Tensor::ones(&[8, 3]), Tensor::ones(&[3, 8]));
+/// let y = mlp_add(&x, &w1, None, GeluKind::Erf, &w2, None, &x)?;
+/// assert_eq!(y.shape(), &[2, 3]);
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
+#[track_caller]
+#[allow(clippy::too_many_arguments)] // two layers' weights and biases, the activation, r
+pub fn mlp_add(
+    x: &Tensor,
+    w1: &Tensor,
+    b1: Option<&Tensor>,
+    act: GeluKind,
+    w2: &Tensor,
+    b2: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "mlp_add";
+    let ok_w = |w: &Tensor, inp: usize| w.rank() == 2 && w.shape()[1] == inp;
+    let inp = x.shape().last().copied().unwrap_or(0);
+    if x.rank() == 0 || !ok_w(w1, inp) || !ok_w(w2, w1.shape()[0]) {
+        return Err(Error::shape(
+            OP,
+            "needs x: [..., in], w1: [hidden, in], w2: [out, hidden]",
+            x.shape(),
+            &[w1.shape(), w2.shape()].concat(),
+        ));
+    }
+    let (hidden, out) = (w1.shape()[0], w2.shape()[0]);
+    for (name, b, len) in [("b1", b1, hidden), ("b2", b2, out)] {
+        if let Some(b) = b {
+            if b.shape() != [len] {
+                return Err(Error::shape(
+                    OP,
+                    format!("{name} must match its layer's outputs"),
+                    b.shape(),
+                    &[len],
+                ));
             }
         }
-        let mut out_shape: Shape = self.shape()[..self.rank() - 1].into();
-        out_shape.push(out);
-        if residual.shape() != &out_shape[..] {
-            return Err(Error::shape(
-                OP,
-                "the residual must have the output's shape",
-                residual.shape(),
-                &out_shape,
+    }
+    let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
+    out_shape.push(out);
+    if residual.shape() != &out_shape[..] {
+        return Err(Error::shape(
+            OP,
+            "the residual must have the output's shape",
+            residual.shape(),
+            &out_shape,
+        ));
+    }
+    let inputs = [Some(x), Some(w1), b1, Some(w2), b2, Some(residual)];
+    apply_custom(MlpOp { act }, &inputs)
+}
+
+/// The fused op on `[x, W1, b1, W2, b2, residual]` (the biases optional), shapes already
+/// checked.
+struct MlpOp {
+    act: GeluKind,
+}
+
+impl CustomOp for MlpOp {
+    type Saved = MlpBackward;
+
+    fn name(&self) -> &'static str {
+        "mlp"
+    }
+
+    fn forward(
+        &self,
+        inputs: &[Option<&Tensor>],
+        needs: &[bool],
+    ) -> Result<(Tensor, Option<MlpBackward>)> {
+        let (Some(x), Some(w1), Some(w2), Some(residual)) =
+            (inputs[0], inputs[1], inputs[3], inputs[5])
+        else {
+            return Err(Error::invalid(
+                "mlp_add",
+                "needs x, both weights and the residual",
             ));
-        }
-        let rows = self.numel() / inp.max(1);
-        let x2 = as_rows(self, inp);
+        };
+        let (b1, b2, act) = (inputs[2], inputs[4], self.act);
+        let inp = x.shape().last().copied().unwrap_or(0);
+        let (hidden, out) = (w1.shape()[0], w2.shape()[0]);
+        let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
+        out_shape.push(out);
+        let rows = x.numel() / inp.max(1);
+        let x2 = as_rows(x, inp);
         let (b1v, b2v) = (b1.map(|b| b.to_vec()), b2.map(|b| b.to_vec()));
         let rvec = residual.contiguous_data();
-        let none = Tensor::scalar(0.0);
-        let inputs = [
-            self,
-            w1,
-            b1.unwrap_or(&none),
-            w2,
-            b2.unwrap_or(&none),
-            residual,
-        ];
-        let track = crate::autograd::is_grad_enabled() && inputs.iter().any(|t| t.node.is_some());
+        let track = needs.iter().any(|&n| n);
         let (y, hidden_kept) = match block_rows(rows, inp, hidden, out) {
             Some(block) => {
                 let w = (w1.contiguous_data(), w2.contiguous_data());
@@ -558,10 +590,10 @@ impl Tensor {
             }
         };
         let yt = Tensor::from_parts(y, &out_shape);
-        Ok(record(yt, &inputs, |needs| MlpBackward {
+        let saved = track.then(|| MlpBackward {
             x: needs[1].then(|| x2.clone()),
-            w1: needs[0].then(|| w1.detach()),
-            w2: w2.detach(),
+            w1: needs[0].then(|| w1.clone()),
+            w2: w2.clone(),
             hidden: match hidden_kept {
                 Hidden::Act(kept) => Hidden::Act(Box::new(ActKept {
                     a: kept.a.filter(|_| needs[3]),
@@ -569,18 +601,24 @@ impl Tensor {
                 })),
                 pre => pre,
             },
-            x_shape: self.layout.shape.clone(),
+            x_shape: x.shape().into(),
             has_b1: b1.is_some(),
             has_b2: b2.is_some(),
-        }))
+        });
+        Ok((yt, saved))
+    }
+
+    fn backward(&self, saved: &MlpBackward, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
+        saved.grads(g, needs)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::with_block_rows;
-    use crate::testing::check_gradients;
-    use crate::{GeluKind, Rng, Tensor};
+    use crate::ops::FusedOps;
+    use perceiver_tensor::testing::check_gradients;
+    use perceiver_tensor::{GeluKind, Rng, Tensor};
 
     fn randn(shape: &[usize], seed: u64) -> Tensor {
         Tensor::randn(shape, &mut Rng::new(seed))
@@ -686,12 +724,14 @@ mod tests {
         };
         let tracked = forward(true);
         assert_eq!(
-            crate::no_grad(|| forward(true)),
+            perceiver_tensor::no_grad(|| forward(true)),
             tracked,
             "whole-layer path"
         );
         assert_eq!(forward(false), tracked, "whole-layer path, nothing tracked");
-        let blocked = with_block_rows(8, || (forward(true), crate::no_grad(|| forward(true))));
+        let blocked = with_block_rows(8, || {
+            (forward(true), perceiver_tensor::no_grad(|| forward(true)))
+        });
         assert_eq!(blocked.0, blocked.1, "row-blocked path");
         assert!(close(&blocked.0, &tracked));
     }

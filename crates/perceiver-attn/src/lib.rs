@@ -38,14 +38,16 @@ mod cross;
 mod flash;
 mod mha;
 mod reference;
+mod shared;
 
 pub use cross::{
     block_tokens, cross_attention_kv, folded_is_cheaper, fused_cross_attention,
     fused_cross_attention_with, CrossKernel, KvProjection,
 };
 pub use flash::{flash_attention, FlashAttention, BLOCK_K, BLOCK_Q, FULL_KEYS, FULL_ROWS};
-pub use mha::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
+pub use mha::{AttnKernel, Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig};
 pub use reference::attention_reference;
+pub use shared::SharedKv;
 
 /// Settings shared by the attention kernels.
 #[derive(Clone, Debug, PartialEq)]

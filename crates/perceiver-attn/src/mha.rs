@@ -1,21 +1,94 @@
 //! The multi-head attention layer the model uses.
 
 use crate::{
-    attention_reference, cross_attention_kv, flash_attention, fused_cross_attention,
-    AttentionOptions, KvProjection,
+    attention_reference, cross_attention_kv, flash_attention, fused_cross_attention_with,
+    AttentionOptions, CrossKernel, KvProjection,
 };
 use perceiver_nn::ParamStore;
 use perceiver_nn::{FusedOps, LayerNorm, Linear};
 use perceiver_tensor::{Error, Result, Rng, Tensor};
 
-/// Which attention kernel a layer runs.
+/// Which attention kernel a layer runs. Every kernel computes the same attention (tested
+/// against [`AttnKernel::Reference`]); they differ in speed and memory. Attention dropout runs
+/// only on the reference kernel, so a call with dropout active runs that one whatever the
+/// setting ([`MultiHeadAttention::kernel_for`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum AttnKernel {
-    /// The fused, memory-linear kernel ([`flash_attention`]). The default.
+    /// The default: keys and values read through a LayerNorm go to the fused cross-attention
+    /// ([`fused_cross_attention_with`], which normalises, projects and attends block by block
+    /// and picks its projected or folded form by operation count, [`CrossKernel::Auto`]); other
+    /// keys and values are projected whole and attended by the flash kernel.
     #[default]
     Fused,
-    /// The composition of plain ops ([`attention_reference`]); needed for attention dropout.
+    /// Keys and values projected whole, then the flash kernel ([`flash_attention`]).
+    Flash,
+    /// The fused cross-attention in its projected form ([`CrossKernel::Projected`]).
+    CrossProjected,
+    /// The fused cross-attention in its folded form ([`CrossKernel::Folded`]).
+    CrossFolded,
+    /// The composition of plain ops ([`attention_reference`]); the one with attention dropout.
     Reference,
+}
+
+impl AttnKernel {
+    /// The fused cross-attention form this kernel runs, if it runs one.
+    fn cross(self) -> Option<CrossKernel> {
+        match self {
+            AttnKernel::Fused => Some(CrossKernel::Auto),
+            AttnKernel::CrossProjected => Some(CrossKernel::Projected),
+            AttnKernel::CrossFolded => Some(CrossKernel::Folded),
+            AttnKernel::Flash | AttnKernel::Reference => None,
+        }
+    }
+
+    /// Whether it reads keys and values normalised before a LayerNorm's affine
+    /// ([`KeyValues::Normalized`]) without building the normalised rows.
+    pub fn reads_normalized(self) -> bool {
+        self.cross().is_some()
+    }
+}
+
+/// Where an attention layer's keys and values come from.
+#[derive(Clone, Copy, Debug)]
+pub enum KeyValues<'a> {
+    /// Rows `[b, m, kv_dim]`, normalised by `norm` first when given (a cross-attend's `LN(x)`;
+    /// `x` itself for self-attention of already normalised latents).
+    Rows {
+        /// The rows.
+        x: &'a Tensor,
+        /// The LayerNorm applied to them first.
+        norm: Option<&'a LayerNorm>,
+    },
+    /// The rows normalised by `norm` before its affine (`x.layer_norm(None, None, norm.eps)`),
+    /// so that several layers reading one input normalise it once and each applies its own
+    /// affine.
+    Normalized {
+        /// The normalised rows `[b, m, kv_dim]`.
+        x_bar: &'a Tensor,
+        /// The LayerNorm whose affine applies.
+        norm: &'a LayerNorm,
+    },
+    /// Keys `[b, m, qk_dim]` and values `[b, m, v_dim]` this layer's projections made
+    /// ([`MultiHeadAttention::project_kv`]), kept to be attended several times at inference.
+    Projected {
+        /// The keys.
+        k: &'a Tensor,
+        /// The values.
+        v: &'a Tensor,
+    },
+}
+
+/// The settings of one attention call.
+#[derive(Debug, Default)]
+pub struct Call<'a> {
+    /// Key padding mask `[b, m]` (non-zero = attend).
+    pub mask: Option<&'a Tensor>,
+    /// Training mode: attention dropout applies when the layer has a positive dropout.
+    pub train: bool,
+    /// The random numbers for attention dropout (needed when it applies).
+    pub rng: Option<&'a mut Rng>,
+    /// Added to the output in the output projection's epilogue (`[b, n, out_dim]`).
+    pub residual: Option<&'a Tensor>,
 }
 
 /// Shape and options of a [`MultiHeadAttention`] layer.
@@ -162,74 +235,164 @@ impl MultiHeadAttention {
         x.reshape(&[b, len, h, width / h])?.permute(&[0, 2, 1, 3])
     }
 
-    /// Attends from `x_q: [b, n, query_dim]` to `x_kv: [b, m, kv_dim]` with an optional key
-    /// padding mask `[b, m]` (non-zero = attend). Returns `[b, n, out_dim]`.
+    /// The one entry point: attends from `x_q: [b, n, query_dim]` to the keys and values `kv`
+    /// describes (see [`KeyValues`]), with the call's mask, mode and residual (see [`Call`]).
+    /// Returns `[b, n, out_dim]` (plus the residual, added in the output projection's epilogue:
+    /// a pre-LayerNorm block's `z + Attn(LN(z))`).
     ///
-    /// Attention dropout is applied when `train` and the config's dropout is positive; it needs
-    /// the reference kernel and an `rng`, and the fused kernel refuses it with an error.
+    /// The kernel is [`MultiHeadAttention::kernel_for`] the call's mode: the configured one,
+    /// or the reference kernel when attention dropout applies. Each form of keys and values
+    /// runs on every kernel: where a kernel cannot read a form directly (normalised rows on a
+    /// kernel that projects whole keys, say), the plain composition runs instead.
+    ///
+    /// ```
+    /// use perceiver_attn::{Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig};
+    /// use perceiver_nn::{LayerNorm, ParamStore};
+    /// use perceiver_tensor::{Rng, Tensor};
+    /// let (mut store, mut rng) = (ParamStore::new(), Rng::new(0));
+    /// let cfg = MultiHeadAttentionConfig::lucidrains(8, 5, 2, 4);
+    /// let attn = MultiHeadAttention::new(&mut store, "cross", cfg, &mut rng)?;
+    /// let norm = LayerNorm::new(&mut store, "norm", 5, 1e-5)?;
+    /// let (z, x) = (Tensor::randn(&[2, 3, 8], &mut rng), Tensor::randn(&[2, 20, 5], &mut rng));
+    /// let kv = KeyValues::Rows { x: &x, norm: Some(&norm) };
+    /// let out = attn.attend(&z, kv, Call::default())?;
+    /// assert_eq!(out.shape(), &[2, 3, 8]);
+    /// # Ok::<(), perceiver_tensor::Error>(())
+    /// ```
     #[track_caller]
-    pub fn forward(
-        &self,
-        x_q: &Tensor,
-        x_kv: &Tensor,
-        mask: Option<&Tensor>,
-        train: bool,
-        rng: Option<&mut Rng>,
-    ) -> Result<Tensor> {
-        self.forward_add(x_q, x_kv, mask, train, rng, None)
-    }
-
-    /// [`MultiHeadAttention::forward`] plus `residual` (`[b, n, out_dim]`), added in the output
-    /// projection's epilogue ([`Linear::forward_add`]) instead of by a separate op: a
-    /// pre-LayerNorm block's `z + Attn(LN(z))`.
-    #[track_caller]
-    pub fn forward_add(
-        &self,
-        x_q: &Tensor,
-        x_kv: &Tensor,
-        mask: Option<&Tensor>,
-        train: bool,
-        rng: Option<&mut Rng>,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    pub fn attend(&self, x_q: &Tensor, kv: KeyValues<'_>, call: Call<'_>) -> Result<Tensor> {
         let c = &self.config;
-        if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
+        let batch = x_q.shape().first().copied();
+        let (rows, kv_shape) = match kv {
+            KeyValues::Rows { x, .. } => (x, x.shape()),
+            KeyValues::Normalized { x_bar, .. } => (x_bar, x_bar.shape()),
+            KeyValues::Projected { k, .. } => (k, k.shape()),
+        };
+        let width_ok = match kv {
+            KeyValues::Projected { k, v } => {
+                k.rank() == 3
+                    && v.rank() == 3
+                    && k.shape()[2] == c.qk_dim
+                    && v.shape()[2] == c.v_dim
+                    && v.shape()[..2] == k.shape()[..2]
+            }
+            _ => rows.rank() == 3 && rows.shape()[2] == c.kv_dim,
+        };
+        if x_q.rank() != 3
+            || x_q.shape()[2] != c.query_dim
+            || !width_ok
+            || kv_shape.first().copied() != batch
+        {
             return Err(Error::shape(
                 "MultiHeadAttention",
-                "inputs must be [batch, queries, query_dim] and [batch, keys, kv_dim] with the same batch",
+                format!(
+                    "queries must be [batch, queries, {}] and keys/values [batch, keys, {}] (or \
+                     projected keys [batch, keys, {}] and values [batch, keys, {}])",
+                    c.query_dim, c.kv_dim, c.qk_dim, c.v_dim
+                ),
                 x_q.shape(),
-                x_kv.shape(),
+                kv_shape,
             ));
         }
-        let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
-        let (k, v) = self.project_kv(x_kv, None)?;
+        let kernel = self.kernel_for(call.train);
+        match kv {
+            KeyValues::Projected { k, v } => self.attend_projected(x_q, k, v, kernel, call),
+            KeyValues::Normalized { x_bar, norm } => match kernel.cross() {
+                Some(ck) => self.fused_cross(x_q, x_bar, Some(norm), true, ck, call),
+                None => {
+                    let rows = x_bar.mul(&norm.weight.tensor())?.add(&norm.bias.tensor())?;
+                    self.attend_rows(x_q, &rows, kernel, call)
+                }
+            },
+            KeyValues::Rows { x, norm } => match (kernel.cross(), norm) {
+                // LN(x), K and V block by block: nothing stored per input token.
+                (Some(ck), Some(ln)) => self.fused_cross(x_q, x, Some(ln), false, ck, call),
+                // Without a LayerNorm only an explicit cross kernel is asked for here; the
+                // default projects whole keys and values (self-attention of the latents).
+                (Some(ck), None) if kernel != AttnKernel::Fused => {
+                    self.fused_cross(x_q, x, None, false, ck, call)
+                }
+                (_, Some(ln)) => self.attend_rows(x_q, &ln.forward(x)?, kernel, call),
+                (_, None) => self.attend_rows(x_q, x, kernel, call),
+            },
+        }
+    }
+
+    /// The kernel a call runs: the configured one, or [`AttnKernel::Reference`] when attention
+    /// dropout applies (`train` and a positive dropout): the only kernel that has it.
+    pub fn kernel_for(&self, train: bool) -> AttnKernel {
+        if train && self.config.dropout > 0.0 {
+            AttnKernel::Reference
+        } else {
+            self.config.kernel
+        }
+    }
+
+    /// `[b, heads, n, qk head width]`: the projected queries.
+    fn queries(&self, x_q: &Tensor) -> Result<Tensor> {
+        self.heads_view(&self.to_q.forward(x_q)?, self.config.qk_dim)
+    }
+
+    /// Keys and values projected whole from `rows`, then the flash or the reference kernel.
+    fn attend_rows(
+        &self,
+        x_q: &Tensor,
+        rows: &Tensor,
+        kernel: AttnKernel,
+        call: Call<'_>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let q = self.queries(x_q)?;
+        let (k, v) = self.project_kv(rows, None)?;
         let (k, v) = (
             self.heads_view(&k, c.qk_dim)?,
             self.heads_view(&v, c.v_dim)?,
         );
-        let dropout = train && c.dropout > 0.0;
-        let o = match c.kernel {
-            AttnKernel::Fused if dropout => {
-                return Err(Error::invalid(
-                    "MultiHeadAttention",
-                    "the fused attention kernel does not support dropout on attention probabilities; select AttnKernel::Reference",
-                ))
-            }
-            AttnKernel::Fused => flash_attention(&q, &k, &v, mask, c.scale)?,
-            AttnKernel::Reference => {
-                let opts = AttentionOptions { scale: c.scale, dropout: c.dropout, train };
-                attention_reference(&q, &k, &v, mask, &opts, rng)?
-            }
+        let o = if kernel == AttnKernel::Reference {
+            let opts = AttentionOptions {
+                scale: c.scale,
+                dropout: c.dropout,
+                train: call.train,
+            };
+            attention_reference(&q, &k, &v, call.mask, &opts, call.rng)?
+        } else {
+            flash_attention(&q, &k, &v, call.mask, c.scale)?
         };
-        self.project_out(&o, x_q, residual)
+        self.project_out(&o, x_q, call.residual)
+    }
+
+    /// Keys and values already projected: the fused kernel's forward-only attention
+    /// ([`cross_attention_kv`], which refuses inputs tracked by autograd), or the plain ops.
+    fn attend_projected(
+        &self,
+        x_q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        kernel: AttnKernel,
+        call: Call<'_>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let q = self.queries(x_q)?;
+        let o = if kernel == AttnKernel::Reference {
+            let opts = AttentionOptions {
+                scale: c.scale,
+                dropout: c.dropout,
+                train: call.train,
+            };
+            let (k, v) = (self.heads_view(k, c.qk_dim)?, self.heads_view(v, c.v_dim)?);
+            attention_reference(&q, &k, &v, call.mask, &opts, call.rng)?
+        } else {
+            cross_attention_kv(&q, k, v, c.heads, call.mask, c.scale)?
+        };
+        self.project_out(&o, x_q, call.residual)
     }
 
     /// The keys and values `[b, m, heads · head width]` of a key/value input `x_kv: [b, m,
     /// kv_dim]`, for a caller that attends to one input several times with these weights (a
     /// Perceiver's weight-shared cross-attends at inference) and passes them to
-    /// [`MultiHeadAttention::forward_kv_add`]. With `prenormed = Some(ln)`, `x_kv` holds `ln`'s
+    /// [`MultiHeadAttention::attend`] as [`KeyValues::Projected`]. With `prenormed = Some(ln)`, `x_kv` holds `ln`'s
     /// normalised rows before its affine (as for
-    /// [`MultiHeadAttention::forward_prenormed_kv_add`]); the affine is folded into the
+    /// [`KeyValues::Normalized`]); the affine is folded into the
     /// projections (`W·diag(γ)`, bias `W·β + b`), so the normalised input is not built.
     #[track_caller]
     pub fn project_kv(
@@ -269,45 +432,6 @@ impl MultiHeadAttention {
         ))
     }
 
-    /// Attends from `x_q: [b, n, query_dim]` to keys and values from
-    /// [`MultiHeadAttention::project_kv`], plus `residual` (as in
-    /// [`MultiHeadAttention::forward_add`]). Meant for inference: the fused kernel
-    /// ([`cross_attention_kv`]) refuses inputs tracked by autograd (the reference kernel
-    /// records gradients as usual); no attention dropout either way.
-    #[track_caller]
-    pub fn forward_kv_add(
-        &self,
-        x_q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        let c = &self.config;
-        if x_q.rank() != 3 {
-            return Err(Error::shape(
-                "MultiHeadAttention",
-                "queries must be [batch, queries, query_dim]",
-                x_q.shape(),
-                &[c.query_dim],
-            ));
-        }
-        let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
-        let o = match c.kernel {
-            AttnKernel::Fused => cross_attention_kv(&q, k, v, c.heads, mask, c.scale)?,
-            AttnKernel::Reference => {
-                let opts = AttentionOptions {
-                    scale: c.scale,
-                    dropout: c.dropout,
-                    train: false,
-                };
-                let (k, v) = (self.heads_view(k, c.qk_dim)?, self.heads_view(v, c.v_dim)?);
-                attention_reference(&q, &k, &v, mask, &opts, None)?
-            }
-        };
-        self.project_out(&o, x_q, residual)
-    }
-
     /// `W_o·o + b_o` (plus the residual) for `o: [b, heads, n, v head width]`.
     fn project_out(&self, o: &Tensor, x_q: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
         let (b, n) = (x_q.shape()[0], x_q.shape()[1]);
@@ -320,106 +444,19 @@ impl MultiHeadAttention {
         }
     }
 
-    /// Like [`MultiHeadAttention::forward`], with a LayerNorm applied to the key/value input
-    /// first: `attn(x_q, kv_norm(x_kv))`. With the fused kernel (and no dropout) the
-    /// normalisation, the K/V projections and the attention run as one block-wise kernel
-    /// ([`fused_cross_attention`]), so memory stays constant per input token; otherwise the plain
-    /// composition runs.
-    #[track_caller]
-    pub fn forward_normed_kv(
-        &self,
-        x_q: &Tensor,
-        x_kv: &Tensor,
-        kv_norm: Option<&LayerNorm>,
-        mask: Option<&Tensor>,
-        train: bool,
-        rng: Option<&mut Rng>,
-    ) -> Result<Tensor> {
-        self.forward_normed_kv_add(x_q, x_kv, kv_norm, mask, train, rng, None)
-    }
-
-    /// [`MultiHeadAttention::forward_normed_kv`] plus `residual` (`[b, n, out_dim]`), added in
-    /// the output projection's epilogue (see [`MultiHeadAttention::forward_add`]).
-    #[track_caller]
-    #[allow(clippy::too_many_arguments)] // the arguments of forward_normed_kv, plus one
-    pub fn forward_normed_kv_add(
-        &self,
-        x_q: &Tensor,
-        x_kv: &Tensor,
-        kv_norm: Option<&LayerNorm>,
-        mask: Option<&Tensor>,
-        train: bool,
-        rng: Option<&mut Rng>,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        if !self.runs_fused(train) {
-            let normed = match kv_norm {
-                Some(ln) => ln.forward(x_kv)?,
-                None => x_kv.clone(),
-            };
-            return self.forward_add(x_q, &normed, mask, train, rng, residual);
-        }
-        self.fused_cross(x_q, x_kv, kv_norm, false, mask, residual)
-    }
-
-    /// Whether [`MultiHeadAttention::forward_normed_kv`] runs the fused kernel: the layer
-    /// selects it and no attention dropout applies (`train` with a positive dropout).
-    pub fn runs_fused(&self, train: bool) -> bool {
-        self.config.kernel == AttnKernel::Fused && !(train && self.config.dropout > 0.0)
-    }
-
-    /// Like [`MultiHeadAttention::forward_normed_kv_add`] with `x_bar` holding `kv_norm`'s
-    /// normalised rows of the key/value input before its affine (`x.layer_norm(None, None,
-    /// kv_norm.eps)`): the fused kernel applies only the affine ([`KvProjection::normalized`]),
-    /// so several cross-attends to one input normalise it once. Only where the fused kernel
-    /// runs ([`MultiHeadAttention::runs_fused`] for `train`); an error otherwise.
-    #[track_caller]
-    pub fn forward_prenormed_kv_add(
-        &self,
-        x_q: &Tensor,
-        x_bar: &Tensor,
-        kv_norm: &LayerNorm,
-        mask: Option<&Tensor>,
-        train: bool,
-        residual: Option<&Tensor>,
-    ) -> Result<Tensor> {
-        if !self.runs_fused(train) {
-            return Err(Error::invalid(
-                "MultiHeadAttention",
-                "normalised key/value inputs need the fused kernel (and no attention dropout in training); use forward_normed_kv",
-            ));
-        }
-        self.fused_cross(x_q, x_bar, Some(kv_norm), true, mask, residual)
-    }
-
-    /// The fused cross-attention path of [`MultiHeadAttention::forward_normed_kv_add`].
+    /// The fused cross-attention ([`fused_cross_attention_with`]) of `x_kv` through `kv_norm`
+    /// (`normalized`: `x_kv` holds its rows before the affine).
     fn fused_cross(
         &self,
         x_q: &Tensor,
         x_kv: &Tensor,
         kv_norm: Option<&LayerNorm>,
         normalized: bool,
-        mask: Option<&Tensor>,
-        residual: Option<&Tensor>,
+        kernel: CrossKernel,
+        call: Call<'_>,
     ) -> Result<Tensor> {
         let c = &self.config;
-        if x_q.rank() != 3 || x_kv.rank() != 3 || x_q.shape()[0] != x_kv.shape()[0] {
-            return Err(Error::shape(
-                "MultiHeadAttention",
-                "inputs must be [batch, queries, query_dim] and [batch, keys, kv_dim] with the same batch",
-                x_q.shape(),
-                x_kv.shape(),
-            ));
-        }
-        if x_kv.shape()[2] != c.kv_dim {
-            return Err(Error::shape(
-                "MultiHeadAttention",
-                format!("the key/value input must have {} channels", c.kv_dim),
-                x_kv.shape(),
-                &[c.kv_dim],
-            ));
-        }
-        let q = self.heads_view(&self.to_q.forward(x_q)?, c.qk_dim)?;
+        let q = self.queries(x_q)?;
         let (lw, lb) = match kv_norm {
             Some(ln) => (Some(ln.weight.tensor()), Some(ln.bias.tensor())),
             None => (None, None),
@@ -436,7 +473,7 @@ impl MultiHeadAttention {
             wv: &wv,
             bv: bv.as_ref(),
         };
-        let o = fused_cross_attention(&q, x_kv, proj, c.heads, mask, c.scale)?;
-        self.project_out(&o, x_q, residual)
+        let o = fused_cross_attention_with(&q, x_kv, proj, c.heads, call.mask, c.scale, kernel)?;
+        self.project_out(&o, x_q, call.residual)
     }
 }

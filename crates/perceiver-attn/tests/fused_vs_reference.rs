@@ -3,8 +3,8 @@
 //! rows and strided inputs.
 
 use perceiver_attn::{
-    attention_reference, flash_attention, AttentionOptions, AttnKernel, MultiHeadAttention,
-    MultiHeadAttentionConfig,
+    attention_reference, flash_attention, AttentionOptions, AttnKernel, Call, KeyValues,
+    MultiHeadAttention, MultiHeadAttentionConfig,
 };
 use perceiver_nn::ParamStore;
 use perceiver_tensor::testing::check_gradients;
@@ -242,44 +242,78 @@ fn layer_fused_matches_reference_including_projections() -> Result<()> {
     let xq = Tensor::randn(&[2, 7, 12], &mut rng);
     let xkv = Tensor::randn(&[2, 65, 10], &mut rng);
     let m = mask(2, 65, false, &mut rng);
-    let fo = fl.forward(&xq, &xkv, Some(&m), false, None)?;
-    let ro = rl.forward(&xq, &xkv, Some(&m), false, None)?;
-    assert_eq!(fo.shape(), &[2, 7, 12]);
-    assert!(rel_err(&fo, &ro) <= 1e-5);
-    let r = Tensor::randn(fo.shape(), &mut rng);
-    let fg = fo.mul(&r)?.sum_all().backward()?;
+    let kv = KeyValues::Rows {
+        x: &xkv,
+        norm: None,
+    };
+    let ro = rl.attend(&xq, kv, masked_call(&m))?;
+    let r = Tensor::randn(ro.shape(), &mut rng);
     let rg = ro.mul(&r)?.sum_all().backward()?;
     assert_eq!(fs.len(), 6); // 4 weights, biases on q and out
-    for (fp, rp) in fs.iter().zip(rs.iter()) {
-        assert_eq!(fp.name(), rp.name());
-        let e = rel_err(fp.grad(&fg)?, rp.grad(&rg)?);
-        assert!(e <= 1e-4, "{}: {e}", fp.name());
+                             // Every kernel the crate has, chosen through the layer's config.
+    for kernel in [
+        AttnKernel::Fused,
+        AttnKernel::Flash,
+        AttnKernel::CrossProjected,
+        AttnKernel::CrossFolded,
+    ] {
+        let mut fl = fl.clone();
+        fl.config.kernel = kernel;
+        let fo = fl.attend(&xq, kv, masked_call(&m))?;
+        assert_eq!(fo.shape(), &[2, 7, 12]);
+        assert!(rel_err(&fo, &ro) <= 1e-5, "{kernel:?}");
+        let fg = fo.mul(&r)?.sum_all().backward()?;
+        for (fp, rp) in fs.iter().zip(rs.iter()) {
+            assert_eq!(fp.name(), rp.name());
+            let e = rel_err(fp.grad(&fg)?, rp.grad(&rg)?);
+            assert!(e <= 1e-4, "{kernel:?} {}: {e}", fp.name());
+        }
     }
     Ok(())
 }
 
+/// A call with a key padding mask, in eval mode.
+fn masked_call(m: &Tensor) -> Call<'_> {
+    Call {
+        mask: Some(m),
+        ..Call::default()
+    }
+}
+
 #[test]
-fn fused_refuses_dropout_reference_applies_it() {
+fn dropout_runs_on_the_reference_kernel_whatever_the_setting() {
     let mut store = ParamStore::new();
     let mut cfg = MultiHeadAttentionConfig::lucidrains(8, 8, 2, 4);
     cfg.dropout = 0.5;
     let fused = MultiHeadAttention::new(&mut store, "a", cfg.clone(), &mut Rng::new(0)).unwrap();
-    let mut rng = Rng::new(1);
-    let x = Tensor::randn(&[1, 4, 8], &mut rng);
-    let err = fused
-        .forward(&x, &x, None, true, Some(&mut rng))
-        .unwrap_err();
-    assert!(err.to_string().contains("dropout"), "{err}");
-    // in eval mode there is no dropout, so the fused kernel runs
-    assert!(fused.forward(&x, &x, None, false, None).is_ok());
     cfg.kernel = AttnKernel::Reference;
     let reference = MultiHeadAttention::new(&mut store, "b", cfg, &mut Rng::new(0)).unwrap();
-    let eval = reference.forward(&x, &x, None, false, None).unwrap();
-    let train = reference
-        .forward(&x, &x, None, true, Some(&mut rng))
-        .unwrap();
-    assert_ne!(eval.to_vec(), train.to_vec());
-    assert!(reference.forward(&x, &x, None, true, None).is_err());
+    assert_eq!(fused.kernel_for(true), AttnKernel::Reference);
+    assert_eq!(fused.kernel_for(false), AttnKernel::Fused);
+    let x = Tensor::randn(&[1, 4, 8], &mut Rng::new(1));
+    let kv = KeyValues::Rows { x: &x, norm: None };
+    let train = |layer: &MultiHeadAttention, seed: u64| {
+        let mut rng = Rng::new(seed);
+        let call = Call {
+            train: true,
+            rng: Some(&mut rng),
+            ..Call::default()
+        };
+        layer.attend(&x, kv, call).unwrap().to_vec()
+    };
+    // In training both layers drop the same probabilities (the same random numbers).
+    assert_eq!(train(&fused, 7), train(&reference, 7));
+    // In eval mode there is no dropout: the fused kernel runs and agrees with the reference.
+    let eval = fused.attend(&x, kv, Call::default()).unwrap();
+    let eval_ref = reference.attend(&x, kv, Call::default()).unwrap();
+    assert!(rel_err(&eval, &eval_ref) <= 1e-5);
+    assert_ne!(eval.to_vec(), train(&fused, 7));
+    // Dropout needs random numbers.
+    let call = Call {
+        train: true,
+        ..Call::default()
+    };
+    assert!(reference.attend(&x, kv, call).is_err());
 }
 
 proptest! {
@@ -311,8 +345,16 @@ fn layer_normed_kv_fused_matches_reference() -> Result<()> {
     let xq = Tensor::randn(&[2, 5, 12], &mut rng);
     let xkv = Tensor::randn(&[2, 140, 10], &mut rng).requires_grad();
     let m = mask(2, 140, false, &mut rng);
-    let fo = fl.forward_normed_kv(&xq, &xkv, Some(&fln), Some(&m), false, None)?;
-    let ro = rl.forward_normed_kv(&xq, &xkv, Some(&rln), Some(&m), false, None)?;
+    let fkv = KeyValues::Rows {
+        x: &xkv,
+        norm: Some(&fln),
+    };
+    let rkv = KeyValues::Rows {
+        x: &xkv,
+        norm: Some(&rln),
+    };
+    let fo = fl.attend(&xq, fkv, masked_call(&m))?;
+    let ro = rl.attend(&xq, rkv, masked_call(&m))?;
     assert!(rel_err(&fo, &ro) <= 1e-5);
     let r = Tensor::randn(fo.shape(), &mut rng);
     let fg = fo.mul(&r)?.sum_all().backward()?;
@@ -330,7 +372,16 @@ fn layer_normed_kv_fused_matches_reference() -> Result<()> {
     // for several cross-attends), residual included, gradients through the normalisation.
     let xbar = xkv.layer_norm(None, None, 1e-5)?;
     let res = Tensor::randn(fo.shape(), &mut rng);
-    let po = fl.forward_prenormed_kv_add(&xq, &xbar, &fln, Some(&m), false, Some(&res))?;
+    let with_res = Call {
+        mask: Some(&m),
+        residual: Some(&res),
+        ..Call::default()
+    };
+    let normalized = KeyValues::Normalized {
+        x_bar: &xbar,
+        norm: &fln,
+    };
+    let po = fl.attend(&xq, normalized, with_res)?;
     assert!(rel_err(&po, &ro.add(&res)?) <= 1e-5);
     let pg = po.mul(&r)?.sum_all().backward()?;
     assert!(rel_err(pg.get(&xkv).unwrap(), rg.get(&xkv).unwrap()) <= 1e-4);
@@ -338,15 +389,18 @@ fn layer_normed_kv_fused_matches_reference() -> Result<()> {
         let e = rel_err_floor(fp.grad(&pg)?, rp.grad(&rg)?, 1e-2 * floor);
         assert!(e <= 1e-4, "normalised input, {}: {e}", fp.name());
     }
-    // Only where the fused kernel runs.
-    assert!(rl
-        .forward_prenormed_kv_add(&xq, &xbar, &rln, Some(&m), false, None)
-        .is_err());
+    // A kernel that projects whole keys applies the affine to the normalised rows itself.
+    let normalized = KeyValues::Normalized {
+        x_bar: &xbar,
+        norm: &rln,
+    };
+    let plain = rl.attend(&xq, normalized, masked_call(&m))?;
+    assert!(rel_err(&plain, &ro) <= 1e-5);
     Ok(())
 }
 
 /// Keys and values projected once and reused (a Perceiver's weight-shared cross-attends at
-/// inference): `project_kv` + `forward_kv_add`, from the raw input and from the rows before
+/// inference): `project_kv` + `attend` on `KeyValues::Projected`, from the raw input and from the rows before
 /// the LayerNorm's affine, on both kernels, match the reference layer; the fused kernel refuses
 /// inputs tracked by autograd.
 #[test]
@@ -362,16 +416,25 @@ fn projected_kv_reuse_matches_reference() -> Result<()> {
     let xkv = Tensor::randn(&[2, 1300, 10], &mut rng);
     let m = mask(2, 1300, false, &mut rng);
     let res = Tensor::randn(&[2, 5, 12], &mut rng);
-    let want = rl
-        .forward_normed_kv(&xq, &xkv, Some(&ln), Some(&m), false, None)?
-        .add(&res)?;
+    let kv = KeyValues::Rows {
+        x: &xkv,
+        norm: Some(&ln),
+    };
+    let want = rl.attend(&xq, kv, masked_call(&m))?.add(&res)?;
     for kernel in [AttnKernel::Fused, AttnKernel::Reference] {
         let (_, l) = layer(kernel, 5);
         let got = no_grad(|| -> Result<_> {
             let raw = l.project_kv(&ln.forward(&xkv)?, None)?;
             let xbar = xkv.layer_norm(None, None, 1e-5)?;
             let folded = l.project_kv(&xbar, Some(&ln))?;
-            Ok([raw, folded].map(|(k, v)| l.forward_kv_add(&xq, &k, &v, Some(&m), Some(&res))))
+            Ok([raw, folded].map(|(k, v)| {
+                let call = Call {
+                    mask: Some(&m),
+                    residual: Some(&res),
+                    ..Call::default()
+                };
+                l.attend(&xq, KeyValues::Projected { k: &k, v: &v }, call)
+            }))
         })?;
         for o in got {
             let e = rel_err(&o?, &want);

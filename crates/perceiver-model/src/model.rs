@@ -5,7 +5,9 @@ use crate::config::{
     QueryConfig, SharingPlan,
 };
 use crate::{ModelError, Result, TensorProblem};
-use perceiver_attn::{AttnKernel, MultiHeadAttention, MultiHeadAttentionConfig};
+use perceiver_attn::{
+    AttnKernel, Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig, SharedKv,
+};
 use perceiver_nn::{FusedOps, LayerNorm, Linear};
 use perceiver_nn::{Param, ParamStore};
 use perceiver_pos::{init_array, FourierFeatures, PositionEncoder};
@@ -124,14 +126,7 @@ fn mha(
     d: AttnDims,
     rng: &mut Rng,
 ) -> Result<MultiHeadAttention> {
-    let kernel = if c.dropout.attention > 0.0 {
-        AttnKernel::Reference
-    } else {
-        match c.attention_kernel {
-            AttentionKernel::Fused => AttnKernel::Fused,
-            AttentionKernel::Reference => AttnKernel::Reference,
-        }
-    };
+    let kernel = c.attention_kernel.into();
     let cfg = MultiHeadAttentionConfig {
         query_dim: d.q_in,
         kv_dim: d.kv_in,
@@ -179,73 +174,25 @@ impl CrossAttend {
         })
     }
 
+    /// `z + FF(z + Attn(LN(z), LN(x)))` (the query residual where configured) for the input
+    /// `x` of `kv`.
     fn forward(
         &self,
         z: &Tensor,
-        kv: KvInput<'_>,
+        kv: &mut SharedKv<'_>,
         mask: Option<&Tensor>,
         ctx: &mut Ctx,
     ) -> Result<Tensor> {
         let q = self.norm_q.forward(z)?;
-        let residual = self.query_residual.then_some(z);
-        let z = match kv {
-            KvInput::Normalized(xb) => self.attn.forward_prenormed_kv_add(
-                &q,
-                xb,
-                &self.norm_kv,
-                mask,
-                ctx.train,
-                residual,
-            )?,
-            // LN(x), K and V are computed block by block inside the fused kernel (never stored
-            // for the whole input); the reference kernel composes the plain ops. (The query
-            // residual is added in the output projection's epilogue.)
-            KvInput::Raw(x) => self.attn.forward_normed_kv_add(
-                &q,
-                x,
-                Some(&self.norm_kv),
-                mask,
-                ctx.train,
-                ctx.rng.as_deref_mut(),
-                residual,
-            )?,
+        let call = Call {
+            mask,
+            train: ctx.train,
+            rng: ctx.rng.as_deref_mut(),
+            residual: self.query_residual.then_some(z),
         };
+        let z = kv.attend(&self.attn, &self.norm_kv, &q, call)?;
         self.ff.forward_add(&z, ctx)
     }
-
-    /// The keys and values this cross-attend computes from `kv` (for
-    /// [`CrossAttend::forward_kv`]).
-    fn project_kv(&self, kv: KvInput<'_>) -> Result<(Tensor, Tensor)> {
-        Ok(match kv {
-            KvInput::Normalized(xb) => self.attn.project_kv(xb, Some(&self.norm_kv))?,
-            KvInput::Raw(x) => self.attn.project_kv(&self.norm_kv.forward(x)?, None)?,
-        })
-    }
-
-    /// [`CrossAttend::forward`] on keys and values from [`CrossAttend::project_kv`] (inference:
-    /// no attention dropout).
-    fn forward_kv(
-        &self,
-        z: &Tensor,
-        (k, v): &(Tensor, Tensor),
-        mask: Option<&Tensor>,
-        ctx: &mut Ctx,
-    ) -> Result<Tensor> {
-        let q = self.norm_q.forward(z)?;
-        let residual = self.query_residual.then_some(z);
-        let z = self.attn.forward_kv_add(&q, k, v, mask, residual)?;
-        self.ff.forward_add(&z, ctx)
-    }
-}
-
-/// What a cross-attend reads as keys and values.
-#[derive(Clone, Copy)]
-enum KvInput<'a> {
-    /// The byte array, normalised by the cross-attend's own LayerNorm.
-    Raw(&'a Tensor),
-    /// Its rows already normalised before the LayerNorm's affine, shared by several
-    /// cross-attends (see [`Perceiver::forward_with`]).
-    Normalized(&'a Tensor),
 }
 
 /// A latent self-attention layer: `z = z + Attn(LN(z))`, `z = z + FF(LN(z))`.
@@ -260,9 +207,15 @@ impl SelfLayer {
     fn forward(&self, z: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let n = self.norm.forward(z)?;
         // (the residual is added in the output projection's epilogue)
+        let call = Call {
+            mask: None,
+            train: ctx.train,
+            rng: ctx.rng.as_deref_mut(),
+            residual: Some(z),
+        };
         let z = self
             .attn
-            .forward_add(&n, &n, None, ctx.train, ctx.rng.as_deref_mut(), Some(z))?;
+            .attend(&n, KeyValues::Rows { x: &n, norm: None }, call)?;
         self.ff.forward_add(&z, ctx)
     }
 }
@@ -459,15 +412,11 @@ impl Perceiver {
         self.params.numel()
     }
 
-    /// Switches every attention to `kernel` (attention dropout still forces the reference
-    /// kernel when positive).
+    /// Switches every attention to `kernel` (where attention dropout applies, the reference
+    /// kernel runs whatever the setting: [`MultiHeadAttention::kernel_for`]).
     pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
         self.config.attention_kernel = kernel;
-        let k = match kernel {
-            _ if self.config.dropout.attention > 0.0 => AttnKernel::Reference,
-            AttentionKernel::Fused => AttnKernel::Fused,
-            AttentionKernel::Reference => AttnKernel::Reference,
-        };
+        let k: AttnKernel = kernel.into();
         for c in &mut self.cross {
             c.attn.config.kernel = k;
         }
@@ -608,50 +557,21 @@ impl Perceiver {
                 .tensor()
                 .unsqueeze(0)?
                 .broadcast_to(&[b, c.num_latents, c.latent_dim])?;
-        // With several cross-attends to the input on the fused kernel, the input is normalised
-        // once (their LayerNorms differ only in the affine, which the kernel applies): one
-        // pass over the byte array per forward instead of one per cross-attend, and none in
-        // the kernels' backward. (A single cross-attend keeps the kernel's block-wise
-        // normalisation, which stores nothing per token.)
+        // The cross-attends read one input: how (normalised once, keys and values projected
+        // once per weight set at inference) is the attention crate's choice (`SharedKv`).
         let attends = c.num_cross_attends.min(c.num_blocks);
-        let share = attends > 1
-            && (0..attends).all(|blk| self.cross[self.plan.cross[blk]].attn.runs_fused(ctx.train));
-        // (normalised straight from the input channels and the position features: the
-        // concatenated array is not built)
+        let readers: Vec<(&MultiHeadAttention, &LayerNorm)> = (0..attends)
+            .map(|blk| {
+                let cross = &self.cross[self.plan.cross[blk]];
+                (&cross.attn, &cross.norm_kv)
+            })
+            .collect();
         let parts: Vec<&Tensor> = std::iter::once(&x_in).chain(pos.as_ref()).collect();
-        let data = if share {
-            perceiver_nn::ops::layer_norm_concat(&parts, c.layer_norm_eps)?
-        } else if parts.len() > 1 {
-            Tensor::concat(&parts, 2)?
-        } else {
-            x_in.clone()
-        };
-        let kv = if share {
-            KvInput::Normalized(&data)
-        } else {
-            KvInput::Raw(&data)
-        };
-        // At inference (no gradients, no attention dropout), cross-attends that share weights
-        // read the same keys and values: they are projected once per weight set and kept
-        // (config B: 2 projections of the 50,176 tokens instead of 8). In training the fused
-        // kernel recomputes them block by block instead, so nothing is stored per token.
-        let reuse = !perceiver_tensor::is_grad_enabled()
-            && (0..attends).all(|blk| self.cross[self.plan.cross[blk]].attn.runs_fused(ctx.train));
-        let mut projected: Vec<Option<(Tensor, Tensor)>> = vec![None; self.cross.len()];
+        let mut kv = SharedKv::new(&parts, &readers, ctx.train)?;
         for blk in 0..c.num_blocks {
-            if blk < c.num_cross_attends {
-                let i = self.plan.cross[blk];
-                let cross = &self.cross[i];
-                let shared = (0..attends).filter(|&b| self.plan.cross[b] == i).count() > 1;
-                if reuse && shared {
-                    let kv = match &mut projected[i] {
-                        Some(done) => &*done,
-                        slot => &*slot.insert(cross.project_kv(kv)?),
-                    };
-                    z = cross.forward_kv(&z, kv, opts.mask, &mut ctx)?;
-                } else {
-                    z = cross.forward(&z, kv, opts.mask, &mut ctx)?;
-                }
+            if blk < attends {
+                let cross = &self.cross[self.plan.cross[blk]];
+                z = cross.forward(&z, &mut kv, opts.mask, &mut ctx)?;
             }
             for layer in &self.towers[self.plan.towers[blk]] {
                 z = layer.forward(&z, &mut ctx)?;
@@ -673,7 +593,8 @@ impl Perceiver {
                 };
                 let (nq, cq) = (q.shape()[0], q.shape()[1]);
                 let q = q.unsqueeze(0)?.broadcast_to(&[b, nq, cq])?;
-                let out = cross.forward(&q, KvInput::Raw(&z), None, &mut ctx)?;
+                let mut kv = SharedKv::new(&[&z], &[(&cross.attn, &cross.norm_kv)], ctx.train)?;
+                let out = cross.forward(&q, &mut kv, None, &mut ctx)?;
                 let y = fc.forward(&out)?;
                 if nq == 1 {
                     let k = y.shape()[2];

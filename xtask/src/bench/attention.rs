@@ -5,7 +5,7 @@
 //! measured from after the input is created (as `tools/torch_perceiver.py` does).
 
 use super::{mark_setup_done, Group, Point, Work};
-use perceiver_attn::{MultiHeadAttention, MultiHeadAttentionConfig};
+use perceiver_attn::{Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig};
 use perceiver_nn::LayerNorm;
 use perceiver_nn::ParamStore;
 use perceiver_tensor::{no_grad, Rng, Tensor};
@@ -55,7 +55,14 @@ fn forward(b: &Block, x: &Tensor) -> Tensor {
     let q = b.ln_q.forward(&b.latents).expect("shapes agree");
     let a = b
         .attn
-        .forward_normed_kv(&q, x, Some(&b.ln_kv), None, false, None)
+        .attend(
+            &q,
+            KeyValues::Rows {
+                x,
+                norm: Some(&b.ln_kv),
+            },
+            Call::default(),
+        )
         .expect("shapes agree");
     b.latents.add(&a).expect("shapes agree")
 }

@@ -402,15 +402,37 @@ impl QueryConfig {
     }
 }
 
-/// Which attention kernel the model runs.
+/// Which attention kernel the model runs (`"fused"`, `"flash"`, `"cross_projected"`,
+/// `"cross_folded"` or `"reference"` in JSON): each is a kernel of the attention crate
+/// ([`perceiver_attn::AttnKernel`], which documents them). Attention dropout, when it applies,
+/// runs on the reference kernel whatever this says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AttentionKernel {
-    /// The fused, memory-linear kernel.
+    /// The fused kernels, chosen per attention ([`perceiver_attn::AttnKernel::Fused`]).
     #[default]
     Fused,
-    /// Plain ops (matmul, softmax, matmul); needed for attention dropout.
+    /// Keys and values projected whole, then the flash kernel.
+    Flash,
+    /// The fused cross-attention in its projected form.
+    CrossProjected,
+    /// The fused cross-attention in its folded form.
+    CrossFolded,
+    /// Plain ops (matmul, softmax, matmul).
     Reference,
+}
+
+impl From<AttentionKernel> for perceiver_attn::AttnKernel {
+    fn from(k: AttentionKernel) -> Self {
+        use perceiver_attn::AttnKernel as K;
+        match k {
+            AttentionKernel::Fused => K::Fused,
+            AttentionKernel::Flash => K::Flash,
+            AttentionKernel::CrossProjected => K::CrossProjected,
+            AttentionKernel::CrossFolded => K::CrossFolded,
+            AttentionKernel::Reference => K::Reference,
+        }
+    }
 }
 
 /// A configuration error, naming the field at fault.

@@ -1,6 +1,6 @@
 //! Golden test: the Rust Perceiver against the PyTorch references' own numbers.
 //!
-//! For every `*.safetensors` in `../shared/golden` (or in `$PERCEIVER_GOLDEN_DIR`), dispatch on
+//! For every `*.safetensors` in `$PERCEIVER_GOLDEN_DIR`, else `../shared/golden`, dispatch on
 //! the metadata `reference` key (lucidrains `perceiver-pytorch` or Hugging Face
 //! `transformers`), build the model from the metadata config, import the `param.*` state dict,
 //! run the forward on `input` (and `mask`), and compare `pos_encoding` (when present),
@@ -21,15 +21,15 @@
 //! cancellation that leaves ~1e-4 relative rounding noise in any f32 implementation.)
 //!
 //! Without the fixtures the test is skipped with a message, except under `CI=true`, where it
-//! fails.
+//! fails ([`perceiver_tests::golden_files`]).
 
 use perceiver_model::import::{hf, lucidrains};
 use perceiver_model::{import_reference, AttentionKernel, Reference};
 use perceiver_nn::io::load_safetensors as read_safetensors;
 use perceiver_tensor::Tensor;
-use perceiver_tests::{in_ci, shared_dir};
+use perceiver_tests::golden_files;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Forward outputs (pos_encoding, embeddings, logits, loss): max abs error / max abs value.
 const OUTPUT_TOL: f32 = 1e-5;
@@ -44,13 +44,6 @@ const ZERO_FLOOR: f32 = 1e-8;
 const NOISE_FACTOR: f32 = 3.0;
 /// ... but never by more than this multiple of the tolerance.
 const NOISE_CAP: f32 = 10.0;
-
-fn golden_dir() -> PathBuf {
-    match std::env::var_os("PERCEIVER_GOLDEN_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => shared_dir().join("golden"),
-    }
-}
 
 fn max_abs(t: &Tensor) -> f32 {
     t.to_vec().iter().fold(0.0f32, |m, v| m.max(v.abs()))
@@ -349,23 +342,9 @@ fn judge(fixture: String, plain: Result<Run, String>, fused: Result<Run, String>
 
 #[test]
 fn golden_fixtures() {
-    let dir = golden_dir();
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect(),
-        Err(_) => Vec::new(),
-    };
-    files.sort();
-    if files.is_empty() {
-        let msg = format!("no golden fixtures (*.safetensors) in {}", dir.display());
-        if in_ci() {
-            panic!("{msg} (CI=true: the fixtures are required)");
-        }
-        eprintln!("SKIPPED golden_fixtures: {msg}");
+    let Some(files) = golden_files("golden_fixtures") else {
         return;
-    }
+    };
     let mut failures = Vec::new();
     for f in &files {
         let name = f.file_name().unwrap().to_string_lossy().to_string();

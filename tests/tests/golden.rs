@@ -28,6 +28,7 @@ use perceiver_model::{import_reference, AttentionKernel, Reference};
 use perceiver_nn::io::load_safetensors as read_safetensors;
 use perceiver_tensor::Tensor;
 use perceiver_tests::golden_files;
+use safetensors::SafeTensors;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -367,4 +368,43 @@ fn golden_fixtures() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Every fixture reads with our safetensors reader, holds what the golden test needs, and
+/// agrees with the `safetensors` crate.
+#[test]
+fn golden_files_load() {
+    let Some(files) = golden_files("golden_files_load") else {
+        return;
+    };
+    for path in files {
+        let (tensors, meta) =
+            read_safetensors(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(!tensors.is_empty(), "{}", path.display());
+        assert!(
+            meta.contains_key("config"),
+            "{}: no `config` metadata",
+            path.display()
+        );
+        let loss = tensors
+            .iter()
+            .find(|(n, _)| n == "loss")
+            .expect("a `loss` tensor");
+        assert!(loss.1.shape().is_empty() && loss.1.to_vec()[0].is_finite());
+        assert!(tensors.iter().any(|(n, _)| n.starts_with("param.")));
+        // Same contents as the reference reader.
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.len(), tensors.len());
+        for (name, t) in &tensors {
+            let view = st.tensor(name).unwrap();
+            assert_eq!(view.shape(), t.shape(), "{name}");
+            let first = view
+                .data()
+                .get(..4)
+                .map(|b| f32::from_le_bytes(b.try_into().unwrap()));
+            assert_eq!(first, t.to_vec().first().copied(), "{name}");
+        }
+        eprintln!("{}: {} tensors", path.display(), tensors.len());
+    }
 }

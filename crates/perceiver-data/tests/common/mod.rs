@@ -5,24 +5,25 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// `$PERCEIVER_DATA/<sub>` or `<workspace>/../shared/data/<sub>`. Returns `None` (after printing
-/// a skip notice) when it is absent, except under `CI=true`, where missing data fails the test.
+/// `$PERCEIVER_DATA/<sub>` or `<workspace>/../shared/data/<sub>` ([`perceiver_data::shared_data_dir`]).
+/// Returns `None` (after printing a skip notice) when it is absent, except under `CI=true` (or
+/// `CI=1`), where missing data fails the test.
+///
+/// The same rule as the workspace tests' helper (`tests/lib.rs` in the `perceiver-tests` crate),
+/// repeated here because this crate cannot depend on that one (it depends on this one).
 pub fn shared(sub: &str) -> Option<PathBuf> {
-    let root = match std::env::var_os("PERCEIVER_DATA") {
-        Some(p) => PathBuf::from(p),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data"),
-    };
-    let dir = root.join(sub);
+    let dir = perceiver_data::shared_data_dir().join(sub);
     if dir.is_dir() {
         return Some(dir);
     }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("shared data {} is missing (CI=true)", dir.display());
-    }
-    eprintln!(
-        "skipped: shared data {} not found (set PERCEIVER_DATA)",
+    let missing = format!(
+        "shared data {} not found (set PERCEIVER_DATA)",
         dir.display()
     );
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{missing} (CI=true: the shared material is required)");
+    }
+    eprintln!("SKIPPED: {missing}");
     None
 }
 

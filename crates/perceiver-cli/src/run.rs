@@ -466,14 +466,14 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     let h = info.hyper.clone();
     let train_tf = tasks::train_transform(&info.data, shape.tokens, shape.grid.as_deref())?;
     let test_tf = tasks::eval_transform(&info.data, shape.tokens)?;
-    let train_loader = Loader::from_arc(train_ds.clone(), h.batch_size)
+    let train_loader = Loader::from_arc(train_ds.clone(), h.batch_size)?
         .shuffle(true)
         .seed(h.seed)
         .drop_last(true)
         .workers(1)
         .prefetch(4)
         .transform(train_tf);
-    let test_loader = Loader::from_arc(test_ds.clone(), h.batch_size.max(64))
+    let test_loader = Loader::from_arc(test_ds.clone(), h.batch_size.max(64))?
         .shuffle(false)
         .workers(1)
         .prefetch(2)
@@ -757,7 +757,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         )));
     }
     let tf = tasks::eval_transform(&spec, shape.tokens)?;
-    let loader = Loader::from_arc(test_ds.clone(), a.batch_size)
+    let loader = Loader::from_arc(test_ds.clone(), a.batch_size)?
         .shuffle(false)
         .workers(1)
         .prefetch(2)

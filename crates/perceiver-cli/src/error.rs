@@ -48,6 +48,33 @@ from_error!(
     serde_json::Error
 );
 
+/// The library's neutral messages, in the words of the command line (its flags and
+/// variables).
+impl From<perceiver_tasks::TaskError> for CliError {
+    fn from(e: perceiver_tasks::TaskError) -> Self {
+        use perceiver_tasks::TaskError;
+        CliError(match e {
+            TaskError::Open { .. } => format!("{e} (set --data-dir or PERCEIVER_DATA)"),
+            TaskError::NeedsDataDir(kind) => format!("--dataset {kind} needs --data-dir DIR"),
+            TaskError::Patch { patch, axes } => format!(
+                "--patch {patch} needs images whose sides are multiples of {patch}, got {axes:?}"
+            ),
+            TaskError::PermutedPatches => {
+                "--patch applies to image datasets without --permute-pixels".into()
+            }
+            TaskError::Hyper { field, rule } => {
+                let off = if field == "clip_norm" {
+                    " (0 turns it off)"
+                } else {
+                    ""
+                };
+                format!("--{} {rule}{off}", field.replace('_', "-"))
+            }
+            other => other.to_string(),
+        })
+    }
+}
+
 /// Result alias.
 pub type Result<T, E = CliError> = std::result::Result<T, E>;
 

@@ -10,23 +10,25 @@
 //! `train` and `eval` end with one JSON object on the last line of standard output. Errors are
 //! one line on standard error and a non-zero exit status.
 
+mod args;
 mod error;
+mod eval;
+mod info;
 mod plot;
 mod predict;
-mod run;
-mod tasks;
+mod report;
+mod rundir;
+mod train;
 
 /// mimalloc keeps freed memory for reuse (purging is disabled in `main`), so the large buffers a
 /// training step frees and reallocates are not page-faulted in again at every step.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use clap::{Args, Parser, Subcommand};
+use args::{EvalArgs, InfoArgs, PredictArgs, TrainArgs};
+use clap::{Parser, Subcommand};
 use error::{CliError, Result};
-use perceiver_model::{preset, Perceiver, PerceiverConfig, PRESETS};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use tasks::{AudioKind, DatasetKind, OptimizerKind, ScheduleKind};
 
 const TRAIN_AFTER_HELP: &str = "Task presets (defaults of each --dataset; every flag overrides):
   shared by shapes, mnist, fashion-mnist, fsdd and points: 32x64 latents; 2 blocks of 2
@@ -64,231 +66,6 @@ enum Command {
     Predict(PredictArgs),
     /// Print a configuration, its parameter count and FLOPs per example.
     Info(InfoArgs),
-}
-
-/// Options of `perceiver train`.
-#[derive(Args, Debug, Clone)]
-pub struct TrainArgs {
-    /// Dataset.
-    #[arg(long, value_enum, default_value = "shapes")]
-    pub dataset: DatasetKind,
-    /// Folder of a file dataset (default: $PERCEIVER_DATA/DATASET or ../shared/data/DATASET).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// A named model configuration instead of the task preset's model (see `perceiver info`).
-    #[arg(long, conflicts_with = "config")]
-    pub preset: Option<String>,
-    /// A model configuration file (JSON) instead of the task preset's model.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Epochs.
-    #[arg(long)]
-    pub epochs: Option<u64>,
-    /// Batch size.
-    #[arg(long)]
-    pub batch_size: Option<usize>,
-    /// Optimizer.
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerKind>,
-    /// Peak learning rate.
-    #[arg(long)]
-    pub lr: Option<f32>,
-    /// Learning-rate schedule.
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleKind>,
-    /// Linear warm-up steps.
-    #[arg(long)]
-    pub warmup: Option<u64>,
-    /// Weight decay.
-    #[arg(long)]
-    pub weight_decay: Option<f32>,
-    /// Label smoothing of the loss.
-    #[arg(long)]
-    pub label_smoothing: Option<f32>,
-    /// Clip the global gradient norm (0: no clipping).
-    #[arg(long)]
-    pub clip_norm: Option<f32>,
-    /// Permute the pixels with this seed (one fixed permutation; positions move with pixels).
-    #[arg(long, value_name = "SEED")]
-    pub permute_pixels: Option<u64>,
-    /// Audio front end (fsdd).
-    #[arg(long, value_enum)]
-    pub audio_features: Option<AudioKind>,
-    /// Latents (overrides the task preset).
-    #[arg(long)]
-    pub latents: Option<usize>,
-    /// Latent width (overrides the task preset).
-    #[arg(long)]
-    pub latent_dim: Option<usize>,
-    /// Fourier bands per axis (overrides the task preset).
-    #[arg(long)]
-    pub bands: Option<usize>,
-    /// Self-attention layers per block (overrides the task preset).
-    #[arg(long)]
-    pub depth: Option<usize>,
-    /// Training examples (procedural datasets generate this many; file datasets use an evenly
-    /// spaced subset).
-    #[arg(long)]
-    pub train_size: Option<usize>,
-    /// Test examples (as --train-size).
-    #[arg(long)]
-    pub test_size: Option<usize>,
-    /// Image side for shapes and image folders (default 32).
-    #[arg(long)]
-    pub image_size: Option<usize>,
-    /// Feed images as PxP patches (space-to-depth) instead of pixels.
-    #[arg(long, value_name = "P")]
-    pub patch: Option<usize>,
-    /// Data augmentation: random crops (shapes, MNIST), horizontal flips (Fashion-MNIST), both
-    /// (CIFAR-10, image folders); rotation/scale/jitter for points.
-    #[arg(long)]
-    pub augment: Option<bool>,
-    /// Seed of the initialisation, shuffling, augmentation and dropout.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Compute threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Output folder (metrics.jsonl, checkpoint/, curves.png).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Continue the run saved in this folder (its settings are reused; --epochs may extend it).
-    #[arg(long, value_name = "DIR")]
-    pub resume: Option<PathBuf>,
-    /// Stop after this many epochs in this invocation (the run can be resumed).
-    #[arg(long, value_name = "EPOCHS")]
-    pub stop_after: Option<u64>,
-    /// Write a training-loss line to metrics.jsonl every N steps (default 10).
-    #[arg(long)]
-    pub log_every: Option<u64>,
-}
-
-/// Options of `perceiver eval`.
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    /// A training output folder or its checkpoint/ folder.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Dataset (default: the one the checkpoint was trained on).
-    #[arg(long, value_enum)]
-    pub dataset: Option<DatasetKind>,
-    /// Folder of a file dataset.
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// Batch size.
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-    /// Test examples (default: the checkpoint's).
-    #[arg(long)]
-    pub test_size: Option<usize>,
-    /// Compute threads.
-    #[arg(long)]
-    pub threads: Option<usize>,
-}
-
-/// Options of `perceiver predict`.
-#[derive(Args, Debug)]
-pub struct PredictArgs {
-    /// A training output folder or its checkpoint/ folder.
-    #[arg(long)]
-    pub checkpoint: PathBuf,
-    /// Files to classify (PNG/JPEG, WAV, OFF/PLY).
-    #[arg(required = true)]
-    pub files: Vec<PathBuf>,
-    /// Classes to show per file.
-    #[arg(long, default_value_t = 5)]
-    pub top: usize,
-}
-
-/// Options of `perceiver info`.
-#[derive(Args, Debug)]
-pub struct InfoArgs {
-    /// A named configuration.
-    #[arg(long, conflicts_with_all = ["config", "checkpoint"])]
-    pub preset: Option<String>,
-    /// A configuration file (JSON).
-    #[arg(long, conflicts_with = "checkpoint")]
-    pub config: Option<PathBuf>,
-    /// A checkpoint (training output folder or checkpoint/ folder).
-    #[arg(long)]
-    pub checkpoint: Option<PathBuf>,
-}
-
-/// `1234567` -> `1,234,567`.
-pub fn thousands(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-/// Reads and validates a configuration file.
-pub fn read_config(path: &std::path::Path) -> Result<PerceiverConfig> {
-    let json = std::fs::read_to_string(path).map_err(|e| error::io(path, e))?;
-    PerceiverConfig::from_json(&json).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
-}
-
-fn info(args: &InfoArgs) -> Result<()> {
-    let (what, c) = if let Some(name) = &args.preset {
-        (format!("preset {name}"), preset(name)?)
-    } else if let Some(path) = &args.config {
-        (format!("config {}", path.display()), read_config(path)?)
-    } else if let Some(dir) = &args.checkpoint {
-        let dir = run::checkpoint_dir(dir)?;
-        let m = Perceiver::load_checkpoint(&dir)?;
-        (format!("checkpoint {}", dir.display()), m.config().clone())
-    } else {
-        return Err(CliError::new(format!(
-            "info needs --preset NAME, --config FILE or --checkpoint DIR (presets: {})",
-            PRESETS.join(", ")
-        )));
-    };
-    c.validate()
-        .map_err(|e| CliError::new(format!("{what}: {e}")))?;
-    let plan = c.sharing_plan();
-    let flops = c.flops_per_example();
-    println!("{what}");
-    println!("configuration:\n{}", c.to_json());
-    println!(
-        "input: {:?} x {} channels + {} position channels = {} tokens of width {}",
-        c.input_axes,
-        c.input_channels,
-        c.position_channels(),
-        c.input_tokens(),
-        c.input_width()
-    );
-    println!(
-        "latents: {} x {}; {} blocks, {} cross-attends (parameter sets {:?}), towers of {} self-attention layers (parameter sets {:?})",
-        c.num_latents,
-        c.latent_dim,
-        c.num_blocks,
-        c.num_cross_attends,
-        plan.cross,
-        c.self_per_block,
-        plan.towers
-    );
-    println!("parameters: {}", thousands(c.num_params() as u64));
-    let g = |x: u64| {
-        let v = x as f64 / 1e9;
-        if v >= 10.0 {
-            format!("{v:.1}")
-        } else {
-            format!("{v:.4}")
-        }
-    };
-    println!(
-        "forward FLOPs per example: {} ({} GFLOP: matmul {} G, elementwise {} G; a multiply-add counts 2)",
-        thousands(flops.total()),
-        g(flops.total()),
-        g(flops.matmul),
-        g(flops.elementwise)
-    );
-    Ok(())
 }
 
 /// Runs `f` on a rayon pool of `n` compute threads (default: one per core).
@@ -351,10 +128,10 @@ fn main() -> ExitCode {
         }
     };
     let result = std::panic::catch_unwind(|| match &cli.command {
-        Command::Train(a) => in_pool(a.threads, || run::train(a)),
-        Command::Eval(a) => in_pool(a.threads, || run::eval(a)),
+        Command::Train(a) => in_pool(a.threads, || train::train(a)),
+        Command::Eval(a) => in_pool(a.threads, || eval::eval(a)),
         Command::Predict(a) => predict::predict(a),
-        Command::Info(a) => info(a),
+        Command::Info(a) => info::info(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,
@@ -372,32 +149,8 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(44_912_254), "44,912,254");
-    }
-
-    #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn info_accepts_presets_and_rejects_unknown_ones() {
-        let a = |p: &str| InfoArgs {
-            preset: Some(p.into()),
-            config: None,
-            checkpoint: None,
-        };
-        assert!(info(&a("mnist-small")).is_ok());
-        assert!(info(&a("nope")).is_err());
-        assert!(info(&InfoArgs {
-            preset: None,
-            config: None,
-            checkpoint: None
-        })
-        .is_err());
     }
 
     #[test]

@@ -1,9 +1,8 @@
 //! `perceiver predict`: top-k classes of images, WAV clips and meshes.
 
+use crate::args::PredictArgs;
 use crate::error::{CliError, Result};
-use crate::run::{checkpoint_dir, to_train_batch};
-use crate::tasks::{self, AudioKind, DataSpec};
-use crate::PredictArgs;
+use crate::rundir::{checkpoint_dir, RunInfo};
 use perceiver_data::audio::{crop_or_pad, read_wav, waveform_patches, AudioFeatures, LogMel};
 use perceiver_data::image::folder::decode_image;
 use perceiver_data::image::{sample_from_u8, ImageFolderConfig};
@@ -11,6 +10,7 @@ use perceiver_data::points::{normalize_points, read_mesh, sample_surface, Scalin
 use perceiver_data::{collate, Sample, Transform};
 use perceiver_model::train::{predict_proba, read_trainer_state};
 use perceiver_model::{Perceiver, PerceiverConfig};
+use perceiver_tasks::{self as tasks, AudioKind, DataSpec};
 use perceiver_tensor::Rng;
 use serde_json::json;
 use std::path::Path;
@@ -33,7 +33,7 @@ fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Samp
     };
     match ext.as_str() {
         "png" | "jpg" | "jpeg" => {
-            if !tasks::is_image(spec.dataset) || c.input_axes.len() != 2 {
+            if !spec.dataset.is_image() || c.input_axes.len() != 2 {
                 return Err(wrong("image"));
             }
             // With patches, the model sees (H/p) x (W/p) tokens of p*p*channels values.
@@ -74,7 +74,7 @@ fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Samp
             }
         }
         "off" | "ply" => {
-            if !tasks::is_points(spec.dataset) {
+            if !spec.dataset.is_points() {
                 return Err(wrong("mesh"));
             }
             let mesh = read_mesh(path)?;
@@ -93,19 +93,20 @@ fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Samp
 pub fn predict(a: &PredictArgs) -> Result<()> {
     let ckpt = checkpoint_dir(&a.checkpoint)?;
     let state = read_trainer_state(&ckpt)?;
-    let info: crate::run::RunInfo = serde_json::from_value(state.extra)
+    let info: RunInfo = serde_json::from_value(state.extra)
         .map_err(|e| CliError::new(format!("{}: malformed run settings: {e}", ckpt.display())))?;
     let model = Perceiver::load_checkpoint(&ckpt)?;
     let spec = &info.data;
     let c = model.config().clone();
-    let tf = tasks::eval_transform(spec, c.input_tokens())?;
+    // The model's tokens are patches when the run used them; the transform takes pixels.
+    let pp = spec.patch.max(1) * spec.patch.max(1);
+    let tf = tasks::eval_transform(spec, c.input_tokens() * pp)?;
     let names = &spec.class_names;
     let mut results = Vec::new();
     for path in &a.files {
         let sample = load_sample(path, spec, &c)?;
         let sample = tf.apply(sample, &mut Rng::new(0))?;
-        let pp = spec.patch * spec.patch;
-        if sample.tokens() != c.input_tokens() * pp || sample.channels * pp != c.input_channels {
+        if sample.tokens() != c.input_tokens() || sample.channels != c.input_channels {
             return Err(CliError::new(format!(
                 "{}: gives {} tokens of {} channels, the model takes {} of {}",
                 path.display(),
@@ -115,7 +116,7 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
                 c.input_channels
             )));
         }
-        let batch = to_train_batch(collate(vec![sample], vec![0])?, spec.patch)?;
+        let batch = tasks::model_batch(collate(vec![sample], vec![0])?);
         let probs = predict_proba(&model, &batch)?.to_vec();
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));

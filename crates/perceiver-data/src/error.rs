@@ -82,6 +82,9 @@ pub enum DataError {
         /// What went wrong.
         msg: String,
     },
+    /// A loader was asked for batches of no samples.
+    #[error("the batch size must be at least 1")]
+    ZeroBatchSize,
     /// A loader worker thread stopped unexpectedly.
     #[error("loader worker: {0}")]
     Worker(String),

@@ -19,20 +19,26 @@
 //!
 //! ## Sample layout
 //!
-//! A [`Sample`] holds `values` `[tokens, channels]`, optional `positions` `[tokens, pos_dim]`
-//! (row `t` is the position of token `t`), an optional `grid` and a `label`:
+//! A [`Sample`] holds `values` `[tokens, channels]`, optional explicit `positions`
+//! `[tokens, pos_dim]` (row `t` is the position of token `t`), an optional `grid` and a `label`.
+//! Data on a regular grid leaves its positions implicit: they are `linspace(-1, 1)` per axis in
+//! 'ij' order, [`perceiver_pos::grid_positions`], which the model computes once per grid shape,
+//! so no sample or batch carries copies of them.
 //!
-//! | data | values | positions | grid |
+//! | data | values | explicit positions | grid |
 //! | --- | --- | --- | --- |
-//! | image | `[H*W, C]`, HWC, in `[0, 1]` | `[H*W, 2]`, `linspace(-1, 1)` per axis, 'ij' order | `[H, W]` |
-//! | audio | `[T, C]` (patches of `C` samples or `C` mel bands) | `[T, 1]` | `[T]` |
+//! | image | `[H*W, C]`, HWC, in `[0, 1]` | none (implicit, 2-D) | `[H, W]` |
+//! | image patches ([`image::SpaceToDepth`]) | `[H/p * W/p, p*p*C]` | none (implicit, 2-D) | `[H/p, W/p]` |
+//! | audio | `[T, C]` (patches of `C` samples or `C` mel bands) | none (implicit, 1-D) | `[T]` |
 //! | points | `[N, 3]` xyz | `[N, 3]` the same xyz | none |
-//! | video | `[F*H*W, C]` | `[F*H*W, 3]` | `[F, H, W]` |
+//! | video | `[F*H*W, C]` | none (implicit, 3-D) | `[F, H, W]` |
+//! | permuted pixels ([`image::PixelPermutation`]) | `[H*W, C]` | `[H*W, 2]`, moved with the pixels | none |
 //!
 //! A transform that reorders tokens ([`Sample::permute_tokens`], [`image::PixelPermutation`])
-//! moves values and positions together and drops the grid. A [`Batch`] stacks samples:
-//! `inputs` `[B, *grid, C]` (or `[B, tokens, C]` without a shared grid), `positions` with the
-//! same leading dims and `pos_dim` last, `labels` and the dataset `indices`.
+//! makes the positions explicit, moves values and positions together and drops the grid. A
+//! [`Batch`] stacks samples: `inputs` `[B, *grid, C]` (or `[B, tokens, C]` without a shared
+//! grid), explicit `positions` `[B, tokens, pos_dim]` when the samples have them (`None` on a
+//! shared grid), `labels` and the dataset `indices`.
 //!
 //! ## Determinism
 //!
@@ -46,11 +52,12 @@
 //! ```
 //! use perceiver_data::{image::{Shapes, ShapesConfig}, Loader};
 //! let ds = Shapes::new(ShapesConfig { len: 40, ..ShapesConfig::default() })?;
-//! let loader = Loader::new(ds, 16).seed(7).drop_last(true).workers(2);
+//! let loader = Loader::new(ds, 16)?.seed(7).drop_last(true).workers(2);
 //! for batch in loader.epoch(0) {
 //!     let batch = batch?;
 //!     assert_eq!(batch.inputs.shape(), &[16, 32, 32, 1]);
-//!     assert_eq!(batch.positions.as_ref().unwrap().shape(), &[16, 32, 32, 2]);
+//!     assert_eq!(batch.grid.as_deref(), Some(&[32, 32][..]));
+//!     assert!(batch.positions.is_none(), "grid positions are implicit");
 //! }
 //! # Ok::<(), perceiver_data::DataError>(())
 //! ```
@@ -78,7 +85,7 @@ pub mod video;
 pub use dataset::{mix_seed, Compose, Dataset, Mapped, Split, Subset, Transform};
 pub use error::{DataError, Result};
 pub use loader::{Epoch, Loader};
-pub use sample::{collate, grid_positions, Batch, Sample};
+pub use sample::{collate, Batch, Sample};
 
 use std::path::PathBuf;
 

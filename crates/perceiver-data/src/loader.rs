@@ -36,23 +36,27 @@ pub struct Loader {
 
 impl Loader {
     /// A loader over `dataset` with batches of `batch_size`, shuffling with seed 0, keeping the
-    /// last partial batch and no worker threads.
-    pub fn new(dataset: impl Dataset + 'static, batch_size: usize) -> Self {
+    /// last partial batch and no worker threads. A batch size of 0 is
+    /// [`DataError::ZeroBatchSize`].
+    pub fn new(dataset: impl Dataset + 'static, batch_size: usize) -> Result<Self> {
         Loader::from_arc(Arc::new(dataset), batch_size)
     }
 
     /// Like [`Loader::new`] for a shared dataset.
-    pub fn from_arc(dataset: Arc<dyn Dataset>, batch_size: usize) -> Self {
-        Loader {
+    pub fn from_arc(dataset: Arc<dyn Dataset>, batch_size: usize) -> Result<Self> {
+        if batch_size == 0 {
+            return Err(DataError::ZeroBatchSize);
+        }
+        Ok(Loader {
             dataset,
             transform: None,
-            batch_size: batch_size.max(1),
+            batch_size,
             shuffle: true,
             seed: 0,
             drop_last: false,
             workers: 0,
             prefetch: 2,
-        }
+        })
     }
 
     /// Turns shuffling on or off (off: dataset order every epoch).

@@ -4,12 +4,18 @@
 //! A [`Sample`] is a set of `tokens` tokens. `values` is `[tokens, channels]` row-major; the
 //! optional `positions` is `[tokens, pos_dim]` row-major, so the position of token `t` sits at
 //! the same row as its value. Anything that reorders tokens (see [`Sample::permute_tokens`])
-//! moves both together. Data on a regular grid (images, spectrograms, video) also records the
-//! grid shape (`[H, W]`, `[T]`, `[F, H, W]`), with tokens in row-major ('ij') grid order and
-//! positions `linspace(-1, 1)` per axis ([`grid_positions`]).
+//! moves both together.
+//!
+//! Data on a regular grid (images, spectrograms, video) records the grid shape (`[H, W]`, `[T]`,
+//! `[F, H, W]`), with tokens in row-major ('ij') grid order, and leaves its positions implicit
+//! (`positions` is `None`, `pos_dim` is the grid's rank): they are `linspace(-1, 1)` per axis,
+//! [`perceiver_pos::grid_positions`], the positions the model computes once per grid shape. Only
+//! a sample whose tokens leave grid order (a token permutation) carries them explicitly
+//! ([`Sample::materialize_positions`]).
 //!
 //! A [`Batch`] stacks samples of equal shape: `inputs` is `[B, *grid, C]` when all samples share
-//! a grid, else `[B, tokens, C]`; `positions` has the same leading dims with `pos_dim` last.
+//! a grid, else `[B, tokens, C]`; `positions` is `None` for a shared grid (implicit positions),
+//! else `[B, tokens, pos_dim]` when the samples have positions.
 
 use crate::error::{DataError, Result};
 use perceiver_tensor::Tensor;
@@ -21,9 +27,11 @@ pub struct Sample {
     pub values: Vec<f32>,
     /// Channels per token (the last dim of `values`).
     pub channels: usize,
-    /// Token positions, `[tokens, pos_dim]` row-major, when the modality has them.
+    /// Explicit token positions, `[tokens, pos_dim]` row-major (point clouds, permuted pixels).
+    /// `None` for a sample in grid order, whose positions are implied by `grid`.
     pub positions: Option<Vec<f32>>,
-    /// Coordinates per position (0 when `positions` is `None`).
+    /// Coordinates per position: the grid's rank for a grid sample, the width of `positions`
+    /// otherwise, 0 for a sample without positions.
     pub pos_dim: usize,
     /// Grid shape when the tokens are the cells of a regular grid in row-major order.
     pub grid: Option<Vec<usize>>,
@@ -31,80 +39,22 @@ pub struct Sample {
     pub label: usize,
 }
 
-/// Positions of the cells of a grid, `[prod(grid), grid.len()]` row-major: for each axis
-/// `linspace(-1, 1, n)` (0 when `n == 1`), combined in 'ij' order (last axis fastest).
-pub fn grid_positions(grid: &[usize]) -> Vec<f32> {
-    let d = grid.len();
-    let n: usize = grid.iter().product();
-    let axes: Vec<Vec<f32>> = grid.iter().map(|&g| linspace(g)).collect();
-    let mut out = Vec::with_capacity(n * d);
-    let mut idx = vec![0usize; d];
-    for _ in 0..n {
-        for (a, &i) in idx.iter().enumerate() {
-            out.push(axes[a][i]);
-        }
-        for a in (0..d).rev() {
-            idx[a] += 1;
-            if idx[a] < grid[a] {
-                break;
-            }
-            idx[a] = 0;
-        }
-    }
-    out
-}
-
-/// `n` evenly spaced values in `[-1, 1]` (a single point sits at 0), computed in f64.
-pub fn linspace(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            if n == 1 {
-                0.0
-            } else {
-                (-1.0 + 2.0 * i as f64 / (n - 1) as f64) as f32
-            }
-        })
-        .collect()
-}
-
-thread_local! {
-    /// Recently used grids and their positions (each loader thread keeps its own copy).
-    static GRID_CACHE: std::cell::RefCell<Vec<(Vec<usize>, std::rc::Rc<Vec<f32>>)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// [`grid_positions`] through a small per-thread cache (positions of the same grid are
-/// identical for every sample, so they are computed once and copied).
-fn cached_grid_positions(grid: &[usize]) -> Vec<f32> {
-    GRID_CACHE.with(|c| {
-        let mut c = c.borrow_mut();
-        if let Some((_, p)) = c.iter().find(|(g, _)| g == grid) {
-            return p.as_ref().clone();
-        }
-        let p = grid_positions(grid);
-        if c.len() >= 8 {
-            c.remove(0);
-        }
-        c.push((grid.to_vec(), std::rc::Rc::new(p.clone())));
-        p
-    })
-}
-
 impl Sample {
-    /// A grid sample: `values` is `[prod(grid), channels]` in row-major grid order; positions
-    /// are [`grid_positions`].
+    /// A grid sample: `values` is `[prod(grid), channels]` in row-major grid order; its
+    /// positions are implicit ([`perceiver_pos::grid_positions`] of `grid`).
     pub fn on_grid(values: Vec<f32>, grid: &[usize], channels: usize, label: usize) -> Sample {
         Sample {
             values,
             channels,
-            positions: Some(cached_grid_positions(grid)),
+            positions: None,
             pos_dim: grid.len(),
             grid: Some(grid.to_vec()),
             label,
         }
     }
 
-    /// An image sample: `values` is `[H*W, C]` (HWC order); positions `[H*W, 2]`; grid `[H, W]`.
+    /// An image sample: `values` is `[H*W, C]` (HWC order); grid `[H, W]` (implicit 2-D
+    /// positions).
     pub fn image(
         values: Vec<f32>,
         height: usize,
@@ -138,11 +88,23 @@ impl Sample {
         self.values.get(start..start.checked_add(self.channels)?)
     }
 
-    /// The position of token `t` (`pos_dim` numbers).
+    /// The explicit position of token `t` (`pos_dim` numbers); `None` for a grid sample whose
+    /// positions are implicit (see [`Sample::materialize_positions`]).
     pub fn position(&self, t: usize) -> Option<&[f32]> {
         let start = t.checked_mul(self.pos_dim)?;
         let end = start.checked_add(self.pos_dim)?;
         self.positions.as_ref().and_then(|p| p.get(start..end))
+    }
+
+    /// Gives a grid sample with implicit positions its explicit positions
+    /// ([`perceiver_pos::grid_positions`] of its grid); any other sample is left as it is.
+    pub fn materialize_positions(&mut self) {
+        if self.positions.is_none() {
+            if let Some(g) = &self.grid {
+                self.positions = Some(perceiver_pos::grid_positions(g).to_vec());
+                self.pos_dim = g.len();
+            }
+        }
     }
 
     /// Checks that the buffers agree with `channels`, `pos_dim` and `grid`.
@@ -175,8 +137,9 @@ impl Sample {
     }
 
     /// Reorders the tokens: token `i` of the result is token `perm[i]` of `self`. Values and
-    /// positions move together; the grid shape is dropped because the tokens are no longer in
-    /// grid order. `perm` must be a permutation of `0..tokens`.
+    /// positions move together (a grid sample's implicit positions are made explicit first);
+    /// the grid shape is dropped because the tokens are no longer in grid order. `perm` must be
+    /// a permutation of `0..tokens`.
     pub fn permute_tokens(&mut self, perm: &[usize]) -> Result<()> {
         let t = self.tokens();
         if perm.len() != t {
@@ -194,6 +157,7 @@ impl Sample {
             }
             seen[p] = true;
         }
+        self.materialize_positions();
         self.values = gather_rows(&self.values, self.channels, perm);
         if let Some(p) = &self.positions {
             self.positions = Some(gather_rows(p, self.pos_dim, perm));
@@ -216,8 +180,9 @@ fn gather_rows(data: &[f32], width: usize, perm: &[usize]) -> Vec<f32> {
 pub struct Batch {
     /// Values, `[B, *grid, C]` when every sample has the same grid, else `[B, tokens, C]`.
     pub inputs: Tensor,
-    /// Positions with the same leading dims as `inputs` and `pos_dim` last, when the samples
-    /// have positions.
+    /// Explicit positions with the same leading dims as `inputs` and `pos_dim` last. `None`
+    /// when the samples share a grid and leave their positions implicit (they are then
+    /// [`perceiver_pos::grid_positions`] of `grid`), or have no positions at all.
     pub positions: Option<Tensor>,
     /// The grid shared by all samples, if any.
     pub grid: Option<Vec<usize>>,
@@ -240,14 +205,17 @@ impl Batch {
 }
 
 /// Stacks samples into a [`Batch`]. All samples must have the same number of tokens, channels
-/// and position dims, and either all or none must have positions.
-pub fn collate(samples: Vec<Sample>, indices: Vec<usize>) -> Result<Batch> {
+/// and position dims, and either all or none must have positions (explicit, or implicit on a
+/// grid). Samples that share a grid and carry no explicit positions give a batch without
+/// positions; otherwise implicit grid positions are made explicit and stacked with the rest.
+pub fn collate(mut samples: Vec<Sample>, indices: Vec<usize>) -> Result<Batch> {
+    let has_positions = |s: &Sample| s.positions.is_some() || s.grid.is_some();
     let first = samples
         .first()
         .ok_or_else(|| DataError::invalid("cannot collate an empty batch"))?;
     first.validate()?;
     let (tokens, channels, pos_dim) = (first.tokens(), first.channels, first.pos_dim);
-    let has_pos = first.positions.is_some();
+    let has_pos = has_positions(first);
     let mut grid = first.grid.clone();
     for (k, s) in samples.iter().enumerate().skip(1) {
         s.validate()?;
@@ -259,7 +227,7 @@ pub fn collate(samples: Vec<Sample>, indices: Vec<usize>) -> Result<Batch> {
                 s.channels
             )));
         }
-        if s.positions.is_some() != has_pos || (has_pos && s.pos_dim != pos_dim) {
+        if has_positions(s) != has_pos || (has_pos && s.pos_dim != pos_dim) {
             return Err(DataError::invalid(format!(
                 "batch sample {k} has different positions from sample 0"
             )));
@@ -267,6 +235,11 @@ pub fn collate(samples: Vec<Sample>, indices: Vec<usize>) -> Result<Batch> {
         if grid.is_some() && s.grid != grid {
             grid = None;
         }
+    }
+    // Positions stay implicit only when every sample is on the shared grid without explicit ones.
+    let has_pos = has_pos && (grid.is_none() || samples.iter().any(|s| s.positions.is_some()));
+    if has_pos {
+        samples.iter_mut().for_each(Sample::materialize_positions);
     }
     let b = samples.len();
     let mut lead = vec![b];

@@ -2,8 +2,8 @@
 //!
 //! Each clip shows one shape (disc, square or triangle, random colour and size) moving in a
 //! straight line over a dark, noisy background; the label is the direction of motion, one of 8
-//! compass directions, so a classifier must use time. A clip is a `[F*H*W, C]` sample with 3-D
-//! positions (`linspace(-1, 1)` over frames, rows and columns) and grid `[F, H, W]`. Clip `i` is
+//! compass directions, so a classifier must use time. A clip is a `[F*H*W, C]` sample on the grid
+//! `[F, H, W]` (implicit 3-D positions, `linspace(-1, 1)` over frames, rows and columns). Clip `i` is
 //! a pure function of `(seed, i)`.
 
 use crate::dataset::{check_index, mix_seed, Dataset, Split};

@@ -38,7 +38,10 @@ fn idx_raw_and_gz() {
     assert_eq!(s.label, 1);
     assert_eq!(s.grid, Some(vec![4, 3]));
     assert!(s.values.iter().all(|&v| (v - 11.0 / 255.0).abs() < 1e-6));
-    // Positions: linspace(-1, 1) per axis, ij order.
+    // Positions: implicit on the grid; made explicit, linspace(-1, 1) per axis, ij order.
+    assert_eq!((s.positions.as_ref(), s.pos_dim), (None, 2));
+    let mut s = s;
+    s.materialize_positions();
     let p = s.positions.as_ref().unwrap();
     assert_eq!(&p[0..2], &[-1.0, -1.0]);
     assert_eq!(&p[2..4], &[-1.0, 0.0]);
@@ -244,6 +247,9 @@ fn wav_read_crop_pad_patches_logmel() {
     let p = waveform_patches(&[1.0, 2.0, 3.0, 4.0, 5.0], 2, 7).unwrap();
     assert_eq!((p.tokens(), p.channels, p.label), (3, 2, 7));
     assert_eq!(p.values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 0.0]);
+    assert_eq!(p.grid, Some(vec![3]));
+    let mut p = p;
+    p.materialize_positions();
     assert_eq!(p.positions.unwrap(), vec![-1.0, 0.0, 1.0]);
 
     let lm = LogMel::new(MelConfig::default()).unwrap();

@@ -1,6 +1,6 @@
 //! The loader: shuffling, epochs, drop-last, prefetch determinism, transforms, errors.
 
-use perceiver_data::image::{HorizontalFlip, PixelPermutation, RandomCrop};
+use perceiver_data::image::{HorizontalFlip, PixelPermutation, RandomCrop, SpaceToDepth};
 use perceiver_data::{
     collate, DataError, Dataset, Loader, Mapped, Result, Sample, Subset, Transform,
 };
@@ -41,7 +41,7 @@ fn epoch_indices(l: &Loader, e: u64) -> Vec<Vec<usize>> {
 
 #[test]
 fn batches_cover_the_dataset_and_reshuffle_each_epoch() {
-    let l = Loader::new(toy(103), 10).seed(5);
+    let l = Loader::new(toy(103), 10).unwrap().seed(5);
     assert_eq!(l.num_batches(), 11);
     let e0 = epoch_indices(&l, 0);
     let e1 = epoch_indices(&l, 1);
@@ -53,14 +53,14 @@ fn batches_cover_the_dataset_and_reshuffle_each_epoch() {
     assert_eq!(e0, epoch_indices(&l, 0), "an epoch replays exactly");
     assert_ne!(
         e0,
-        epoch_indices(&Loader::new(toy(103), 10).seed(6), 0),
+        epoch_indices(&Loader::new(toy(103), 10).unwrap().seed(6), 0),
         "depends on the seed"
     );
     // Values, labels and shapes follow the indices.
     let b = l.epoch(0).next().unwrap().unwrap();
     assert_eq!(b.inputs.shape(), &[10, 2, 3, 1]);
-    assert_eq!(b.positions.as_ref().unwrap().shape(), &[10, 2, 3, 2]);
     assert_eq!(b.grid, Some(vec![2, 3]));
+    assert!(b.positions.is_none(), "grid positions stay implicit");
     let v = b.inputs.to_vec();
     for (k, &i) in b.indices.iter().enumerate() {
         assert_eq!(v[k * 6], i as f32);
@@ -70,13 +70,25 @@ fn batches_cover_the_dataset_and_reshuffle_each_epoch() {
 
 #[test]
 fn drop_last_and_no_shuffle() {
-    let l = Loader::new(toy(25), 10).shuffle(false).drop_last(true);
+    let l = Loader::new(toy(25), 10)
+        .unwrap()
+        .shuffle(false)
+        .drop_last(true);
     let e = epoch_indices(&l, 3);
     assert_eq!(e, vec![(0..10).collect::<Vec<_>>(), (10..20).collect()]);
     assert_eq!(l.num_batches(), 2);
     assert_eq!(l.epoch(0).len(), 2);
-    let small = Loader::new(toy(3), 10).drop_last(true);
+    let small = Loader::new(toy(3), 10).unwrap().drop_last(true);
     assert_eq!(small.epoch(0).count(), 0);
+}
+
+#[test]
+fn a_batch_size_of_zero_is_an_error() {
+    assert!(matches!(
+        Loader::new(toy(3), 0),
+        Err(DataError::ZeroBatchSize)
+    ));
+    assert!(Loader::new(toy(3), 1).is_ok());
 }
 
 struct Noise;
@@ -91,7 +103,7 @@ impl Transform for Noise {
 
 #[test]
 fn prefetch_gives_identical_batches() {
-    let base = Loader::new(toy(97), 8).seed(11).transform(Noise);
+    let base = Loader::new(toy(97), 8).unwrap().seed(11).transform(Noise);
     let reference: Vec<Vec<f32>> = base.epoch(2).map(|b| b.unwrap().inputs.to_vec()).collect();
     for workers in [1, 2, 3, 7] {
         for depth in [1, 4] {
@@ -107,7 +119,7 @@ fn prefetch_gives_identical_batches() {
 
 #[test]
 fn dropping_an_epoch_early_stops_the_workers() {
-    let l = Loader::new(toy(10_000), 4).workers(2).prefetch(2);
+    let l = Loader::new(toy(10_000), 4).unwrap().workers(2).prefetch(2);
     for _ in 0..20 {
         let mut e = l.epoch(0);
         let _ = e.next();
@@ -125,6 +137,7 @@ fn a_broken_sample_fails_only_its_batch() {
             },
             10,
         )
+        .unwrap()
         .shuffle(false)
         .workers(workers);
         let r: Vec<_> = l.epoch(0).collect();
@@ -142,9 +155,20 @@ fn collate_rejects_mismatched_samples() {
     assert!(collate(vec![], vec![]).is_err());
     // Same tokens, different grids: falls back to [B, tokens, C].
     let c = Sample::image(vec![0.0; 6], 3, 2, 1, 0);
-    let batch = collate(vec![a, c], vec![0, 1]).unwrap();
+    let batch = collate(vec![a.clone(), c.clone()], vec![0, 1]).unwrap();
     assert_eq!(batch.inputs.shape(), &[2, 6, 1]);
     assert_eq!(batch.grid, None);
+    // Without a shared grid the implicit positions are made explicit, each of its own grid.
+    let pos = batch.positions.unwrap().to_vec();
+    let (mut pa, mut pc) = (a, c);
+    pa.materialize_positions();
+    pc.materialize_positions();
+    assert_eq!(&pos[..12], pa.positions.as_deref().unwrap());
+    assert_eq!(&pos[12..], pc.positions.as_deref().unwrap());
+    // A point cloud and a grid sample do not mix.
+    let pts = Sample::points(vec![0.0; 6], 0);
+    let img = Sample::image(vec![0.0; 6], 2, 1, 3, 0);
+    assert!(collate(vec![pts, img], vec![0, 1]).is_err());
 }
 
 #[test]
@@ -156,9 +180,15 @@ fn permutation_keeps_values_with_positions() {
     let p = perm.apply(s.clone(), &mut rng).unwrap();
     assert_eq!(p.grid, None);
     assert_ne!(p.values, s.values);
+    // The grid's implicit positions became explicit and moved with the values.
+    assert_eq!(s.position(0), None);
+    let mut explicit = s.clone();
+    explicit.materialize_positions();
+    let column = perceiver_pos::linspace_f32(-1.0, 1.0, 4)[1];
+    assert_eq!(explicit.position(5), Some(&[0.0, column][..]));
     for t in 0..12 {
         let orig = p.value(t).unwrap()[0] as usize;
-        assert_eq!(p.position(t), s.position(orig), "token {t}");
+        assert_eq!(p.position(t), explicit.position(orig), "token {t}");
     }
     // The same permutation for every sample.
     let q = perm
@@ -210,6 +240,56 @@ fn crop_and_flip() {
     }
     assert!(seen.len() > 4, "crops vary: {seen:?}");
     assert!(RandomCrop::new(9, 1).apply(s, &mut rng).is_err());
+}
+
+#[test]
+fn space_to_depth_makes_patch_tokens() {
+    let mut rng = Rng::new(0);
+    // A 4x6 image of 2 channels: value = 100 * row + 10 * column + channel.
+    let (h, w, c, p) = (4, 6, 2, 2);
+    let values: Vec<f32> = (0..h * w * c)
+        .map(|i| (100 * (i / (w * c)) + 10 * (i / c % w) + i % c) as f32)
+        .collect();
+    let s = Sample::image(values.clone(), h, w, c, 3);
+    let t = SpaceToDepth::new(p)
+        .unwrap()
+        .apply(s.clone(), &mut rng)
+        .unwrap();
+    assert_eq!(t.grid, Some(vec![h / p, w / p]));
+    assert_eq!((t.tokens(), t.channels, t.label), (6, p * p * c, 3));
+    assert!(t.positions.is_none());
+    // Token (gy, gx) holds its patch's rows, then columns, then channels.
+    for gy in 0..h / p {
+        for gx in 0..w / p {
+            let mut want = Vec::new();
+            for dy in 0..p {
+                for dx in 0..p {
+                    for k in 0..c {
+                        want.push(values[(((gy * p + dy) * w) + gx * p + dx) * c + k]);
+                    }
+                }
+            }
+            assert_eq!(t.value(gy * (w / p) + gx).unwrap(), &want[..]);
+        }
+    }
+    // 1x1 patches leave the image as it is; sides must be multiples; grid order is needed.
+    assert_eq!(
+        SpaceToDepth::new(1)
+            .unwrap()
+            .apply(s.clone(), &mut rng)
+            .unwrap(),
+        s
+    );
+    assert!(SpaceToDepth::new(0).is_err());
+    assert!(SpaceToDepth::new(4)
+        .unwrap()
+        .apply(s.clone(), &mut rng)
+        .is_err());
+    let permuted = PixelPermutation::new(24, 1).apply(s, &mut rng).unwrap();
+    assert!(SpaceToDepth::new(2)
+        .unwrap()
+        .apply(permuted, &mut rng)
+        .is_err());
 }
 
 #[test]

@@ -43,7 +43,12 @@ fn shapes_dataset() {
         ..ShapesConfig::default()
     })
     .unwrap();
-    let b = Loader::new(rgb, 12).epoch(0).next().unwrap().unwrap();
+    let b = Loader::new(rgb, 12)
+        .unwrap()
+        .epoch(0)
+        .next()
+        .unwrap()
+        .unwrap();
     assert_eq!(b.inputs.shape(), &[12, 32, 32, 3]);
     assert!(Shapes::new(ShapesConfig {
         channels: 2,
@@ -115,6 +120,7 @@ fn point_shapes_dataset() {
         assert!(((p[0] * p[0] + p[1] * p[1]) - (q[0] * q[0] + q[1] * q[1])).abs() < 1e-5);
     }
     let b = Loader::new(ds, 5)
+        .unwrap()
         .transform(aug)
         .workers(2)
         .epoch(0)
@@ -139,6 +145,9 @@ fn moving_shapes_video() {
     let s = ds.get(0).unwrap();
     assert_eq!(s.grid, Some(vec![6, 16, 20]));
     assert_eq!((s.tokens(), s.channels, s.pos_dim), (6 * 16 * 20, 3, 3));
+    assert!(s.positions.is_none(), "grid positions stay implicit");
+    let mut s = s;
+    s.materialize_positions();
     let p = s.positions.as_ref().unwrap();
     assert_eq!(&p[0..3], &[-1.0, -1.0, -1.0]);
     assert_eq!(&p[p.len() - 3..], &[1.0, 1.0, 1.0]);
@@ -162,7 +171,12 @@ fn moving_shapes_video() {
         centroid_x(0),
         centroid_x(5)
     );
-    let b = Loader::new(ds, 4).epoch(0).next().unwrap().unwrap();
+    let b = Loader::new(ds, 4)
+        .unwrap()
+        .epoch(0)
+        .next()
+        .unwrap()
+        .unwrap();
     assert_eq!(b.inputs.shape(), &[4, 6, 16, 20, 3]);
-    assert_eq!(b.positions.unwrap().shape(), &[4, 6, 16, 20, 3]);
+    assert!(b.positions.is_none());
 }

@@ -61,11 +61,15 @@ fn mnist_loader_batches_with_permutation() {
     };
     let test = Mnist::load(&dir, Split::Test, MnistKind::Digits).unwrap();
     let perm = PixelPermutation::new(784, 42);
-    let loader = Loader::new(test, 100).seed(3).workers(2).transform(
-        perceiver_data::Compose::new()
-            .then(Normalize::mnist())
-            .then(perm),
-    );
+    let loader = Loader::new(test, 100)
+        .unwrap()
+        .seed(3)
+        .workers(2)
+        .transform(
+            perceiver_data::Compose::new()
+                .then(Normalize::mnist())
+                .then(perm),
+        );
     let mut seen = 0;
     let mut hist = [0usize; 10];
     for b in loader.epoch(0) {
@@ -149,10 +153,12 @@ fn fsdd_split_counts_and_decoding() {
         Fsdd::open(&dir, FsddConfig::log_mel(Split::Test)).unwrap(),
         8,
     )
+    .unwrap()
     .workers(2);
     let b = loader.epoch(0).next().unwrap().unwrap();
     assert_eq!(b.inputs.shape(), &[8, 97, 40]);
-    assert_eq!(b.positions.unwrap().shape(), &[8, 97, 1]);
+    assert_eq!(b.grid, Some(vec![97]));
+    assert!(b.positions.is_none(), "grid positions stay implicit");
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub fn crop_or_pad(samples: &[f32], len: usize, mode: CropMode) -> Vec<f32> {
 }
 
 /// Cuts a waveform into patches of `patch` consecutive samples (the last one zero-padded):
-/// a `[ceil(len / patch), patch]` sample with 1-D positions.
+/// a `[ceil(len / patch), patch]` sample on a 1-D grid.
 pub fn waveform_patches(samples: &[f32], patch: usize, label: usize) -> Result<Sample> {
     if patch == 0 {
         return Err(DataError::invalid("patch size must be positive"));
@@ -244,7 +244,7 @@ impl LogMel {
         (out, frames)
     }
 
-    /// The log-mel spectrogram as a `[frames, n_mels]` sample with 1-D positions.
+    /// The log-mel spectrogram as a `[frames, n_mels]` sample on a 1-D grid.
     pub fn sample(&self, samples: &[f32], label: usize) -> Sample {
         let (values, frames) = self.compute(samples);
         Sample::on_grid(values, &[frames], self.cfg.n_mels, label)

@@ -1,8 +1,8 @@
 //! Audio: WAV reading, fixed-length cropping/padding, raw-waveform patches, log-mel
 //! spectrograms and the Free Spoken Digit Dataset.
 //!
-//! Audio samples are `[T, C]` token sequences with 1-D positions (`linspace(-1, 1)` over the
-//! tokens) and grid `[T]`: either `T` patches of `C` consecutive waveform samples, or `T` frames
+//! Audio samples are `[T, C]` token sequences on the grid `[T]` (implicit 1-D positions,
+//! `linspace(-1, 1)` over the tokens): either `T` patches of `C` consecutive waveform samples, or `T` frames
 //! of `C` log-mel bands.
 
 pub mod features;

@@ -1,13 +1,14 @@
 //! Image datasets and transforms.
 //!
 //! Images become [`Sample`]s of `[H*W, C]` tokens (row-major, channels last, values in `[0, 1]`
-//! before normalisation) with positions `[H*W, 2]` on a `linspace(-1, 1)` grid and grid `[H, W]`.
+//! before normalisation) on the grid `[H, W]`, whose positions are implicit (`linspace(-1, 1)` per
+//! axis, computed by `perceiver-pos`).
 //!
 //! - [`idx`]: the IDX format and the MNIST / Fashion-MNIST datasets ([`Mnist`]);
 //! - [`cifar`]: CIFAR-10 binary batches ([`Cifar10`]);
 //! - [`folder`]: PNG/JPEG image folders, class = sub-folder ([`ImageFolder`]);
-//! - [`transforms`]: normalisation, random crop with padding, horizontal flip and the fixed
-//!   pixel permutation;
+//! - [`transforms`]: normalisation, random crop with padding, horizontal flip, the fixed pixel
+//!   permutation and patching (space-to-depth);
 //! - [`shapes`]: the built-in procedural dataset ([`Shapes`]).
 
 pub mod cifar;
@@ -20,7 +21,7 @@ pub use cifar::Cifar10;
 pub use folder::{ImageFolder, ImageFolderConfig};
 pub use idx::{IdxArray, Mnist, MnistKind};
 pub use shapes::{Shapes, ShapesConfig};
-pub use transforms::{HorizontalFlip, Normalize, PixelPermutation, RandomCrop};
+pub use transforms::{HorizontalFlip, Normalize, PixelPermutation, RandomCrop, SpaceToDepth};
 
 use crate::sample::Sample;
 

@@ -1,13 +1,15 @@
-//! Image transforms: per-channel normalisation, random crop with zero padding, horizontal flip
-//! and the fixed pixel permutation of the Perceiver paper.
+//! Image transforms: per-channel normalisation, random crop with zero padding, horizontal flip,
+//! the fixed pixel permutation of the Perceiver paper and patching ([`SpaceToDepth`]).
 //!
-//! Crop and flip need a sample in grid order (`grid == [H, W]`); apply them before
-//! [`PixelPermutation`], which reorders tokens and drops the grid.
+//! Crop, flip and patching need a sample in grid order (`grid == [H, W]`); apply them before
+//! [`PixelPermutation`], which reorders tokens and drops the grid. Normalisation is per channel,
+//! so it comes before patching (which multiplies the channels).
 
 use crate::dataset::{Dataset, Transform};
 use crate::error::{DataError, Result};
-use crate::sample::{grid_positions, Sample};
+use crate::sample::Sample;
 use perceiver_tensor::Rng;
+use std::sync::{Arc, Mutex};
 
 /// Per-channel `(x - mean) / std`.
 #[derive(Clone, Debug, PartialEq)]
@@ -177,15 +179,7 @@ impl Transform for RandomCrop {
                 out[dst..dst + c].copy_from_slice(&s.values[src..src + c]);
             }
         }
-        let grid = [self.height, self.width];
-        Ok(Sample {
-            values: out,
-            channels: c,
-            positions: Some(grid_positions(&grid)),
-            pos_dim: 2,
-            grid: Some(grid.to_vec()),
-            label: s.label,
-        })
+        Ok(Sample::image(out, self.height, self.width, c, s.label))
     }
 }
 
@@ -223,10 +217,20 @@ impl Transform for HorizontalFlip {
 
 /// The fixed pixel permutation of the Perceiver paper's permuted-image experiments: one seeded
 /// permutation of the tokens, the same for every sample, applied to values *and* positions (so
-/// each pixel keeps its position and a model using positions loses nothing).
-#[derive(Clone, Debug, PartialEq)]
+/// each pixel keeps its position and a model using positions loses nothing). A grid sample's
+/// implicit positions become explicit ([`perceiver_pos::grid_positions`], computed once per
+/// grid shape and shared by every sample).
+#[derive(Clone, Debug)]
 pub struct PixelPermutation {
     perm: Vec<usize>,
+    /// The grid positions of the last grid seen (every sample of a dataset has the same).
+    grid_positions: Arc<Mutex<Option<(Vec<usize>, Arc<Vec<f32>>)>>>,
+}
+
+impl PartialEq for PixelPermutation {
+    fn eq(&self, other: &Self) -> bool {
+        self.perm == other.perm
+    }
 }
 
 impl PixelPermutation {
@@ -234,18 +238,104 @@ impl PixelPermutation {
     pub fn new(tokens: usize, seed: u64) -> Self {
         let mut perm: Vec<usize> = (0..tokens).collect();
         Rng::new(seed).shuffle(&mut perm);
-        PixelPermutation { perm }
+        PixelPermutation {
+            perm,
+            grid_positions: Arc::default(),
+        }
     }
 
     /// The permutation: output token `i` is input token `perm[i]`.
     pub fn permutation(&self) -> &[usize] {
         &self.perm
     }
+
+    fn grid_positions(&self, grid: &[usize]) -> Arc<Vec<f32>> {
+        let mut cache = self
+            .grid_positions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match cache.as_ref() {
+            Some((g, p)) if g.as_slice() == grid => p.clone(),
+            _ => {
+                let p = Arc::new(perceiver_pos::grid_positions(grid).to_vec());
+                *cache = Some((grid.to_vec(), p.clone()));
+                p
+            }
+        }
+    }
 }
 
 impl Transform for PixelPermutation {
     fn apply(&self, mut s: Sample, _rng: &mut Rng) -> Result<Sample> {
+        if s.positions.is_none() {
+            if let Some(g) = s.grid.clone() {
+                if g.iter().product::<usize>() == self.perm.len() {
+                    s.positions = Some(self.grid_positions(&g).as_ref().clone());
+                    s.pos_dim = g.len();
+                }
+            }
+        }
         s.permute_tokens(&self.perm)?;
         Ok(s)
+    }
+}
+
+/// Feeds an image as `patch x patch` patches (space-to-depth): a `[H, W]` grid of `C` channels
+/// becomes a `[H/p, W/p]` grid of `p*p*C` channels, each token holding its patch's rows, then
+/// columns, then channels. `H` and `W` must be multiples of `p`; the result is in grid order
+/// with implicit positions (those of the patch grid).
+///
+/// ```
+/// use perceiver_data::{image::SpaceToDepth, Sample, Transform};
+/// let image = Sample::image((0..16).map(|v| v as f32).collect(), 4, 4, 1, 0);
+/// let patches = SpaceToDepth::new(2)?.apply(image, &mut perceiver_tensor::Rng::new(0))?;
+/// assert_eq!((patches.grid.clone(), patches.channels), (Some(vec![2, 2]), 4));
+/// assert_eq!(patches.value(1), Some(&[2.0, 3.0, 6.0, 7.0][..]));
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpaceToDepth {
+    patch: usize,
+}
+
+impl SpaceToDepth {
+    /// Patches of `patch x patch` pixels (`patch >= 1`; 1 leaves images as they are).
+    pub fn new(patch: usize) -> Result<Self> {
+        if patch == 0 {
+            return Err(DataError::invalid("patches must be at least 1x1"));
+        }
+        Ok(SpaceToDepth { patch })
+    }
+
+    /// The patch side.
+    pub fn patch(&self) -> usize {
+        self.patch
+    }
+}
+
+impl Transform for SpaceToDepth {
+    fn apply(&self, s: Sample, _rng: &mut Rng) -> Result<Sample> {
+        let p = self.patch;
+        if p == 1 {
+            return Ok(s);
+        }
+        let (h, w) = image_dims(&s, "space-to-depth")?;
+        if !h.is_multiple_of(p) || !w.is_multiple_of(p) {
+            return Err(DataError::invalid(format!(
+                "patches of {p}x{p} need an image whose sides are multiples of {p}, got {h}x{w}"
+            )));
+        }
+        let c = s.channels;
+        let (gh, gw) = (h / p, w / p);
+        let mut out = Vec::with_capacity(s.values.len());
+        for gy in 0..gh {
+            for gx in 0..gw {
+                for dy in 0..p {
+                    let row = ((gy * p + dy) * w + gx * p) * c;
+                    out.extend_from_slice(&s.values[row..row + p * c]);
+                }
+            }
+        }
+        Ok(Sample::image(out, gh, gw, p * p * c, s.label))
     }
 }

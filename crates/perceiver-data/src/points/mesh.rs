@@ -1,7 +1,7 @@
-//! Triangle meshes.
+//! Triangle meshes (the readers in [`super::off`] and [`super::ply`] build them; this module
+//! depends on neither).
 
 use crate::error::{DataError, Result};
-use std::path::Path;
 
 /// A triangle mesh (polygons are fan-triangulated by the readers). A mesh with no triangles is
 /// a bare point cloud (e.g. a PLY file with only vertices).
@@ -59,22 +59,5 @@ impl Mesh {
             ));
         }
         Ok(())
-    }
-}
-
-/// Reads an `.off` or `.ply` mesh, chosen by extension.
-pub fn read_mesh(path: &Path) -> Result<Mesh> {
-    match path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("off") => super::off::read_off(path),
-        Some("ply") => super::ply::read_ply(path),
-        _ => Err(DataError::invalid(format!(
-            "{}: unknown mesh format (expected .off or .ply)",
-            path.display()
-        ))),
     }
 }

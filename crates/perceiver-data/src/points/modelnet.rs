@@ -3,7 +3,7 @@
 //! from `(seed, index)` (so a sample is always the same) and normalises the cloud. Sampled
 //! clouds can be cached in memory.
 
-use super::mesh::read_mesh;
+use super::read::read_mesh;
 use super::sampling::{normalize_points, sample_surface, Scaling};
 use crate::dataset::{check_index, mix_seed, Dataset, Split};
 use crate::error::{DataError, Result};

@@ -73,7 +73,7 @@ enum Command {
 /// The whole command runs *inside* the pool, so the parallel loops of each op are forked from a
 /// worker thread (a push onto its own queue, stolen by the other workers) rather than injected
 /// from outside the pool with the calling thread blocked on a latch each time: on a training
-/// step made of hundreds of small ops that hand-off was a large share of the time.
+/// step made of hundreds of small ops that hand-off would be a large share of the time.
 pub fn in_pool<T: Send>(n: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     if n == Some(0) {
         return Err(CliError::new("--threads must be at least 1"));

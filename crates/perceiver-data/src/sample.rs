@@ -138,7 +138,7 @@ impl Sample {
 
     /// Reorders the tokens: token `i` of the result is token `perm[i]` of `self`. Values and
     /// positions move together (a grid sample's implicit positions are made explicit first);
-    /// the grid shape is dropped because the tokens are no longer in grid order. `perm` must be
+    /// the grid shape is dropped because the permuted tokens are not in grid order. `perm` must be
     /// a permutation of `0..tokens`.
     pub fn permute_tokens(&mut self, perm: &[usize]) -> Result<()> {
         let t = self.tokens();

@@ -270,7 +270,8 @@ fn fsdd_archive_is_verified_by_content() {
 #[test]
 fn pinned_digests_match_the_shared_copies() {
     // The shared copies are byte-identical to upstream for these files (see their READMEs;
-    // MNIST's train-images .gz was rebuilt, so it is not compared).
+    // the shared copy of MNIST's train-images .gz is a rebuild, not upstream's bytes, so it is
+    // not compared).
     if let Some(dir) = common::shared("mnist") {
         for f in download::mnist()
             .files

@@ -270,7 +270,7 @@ pub fn train_transform(spec: &DataSpec, tokens: usize, grid: Option<&[usize]>) -
                 });
             }
             // Clothing and natural images are mirror-symmetric, digits and the shapes' classes
-            // are not; Fashion-MNIST underfitted with crops (docs/RESULTS.md), so it is flipped
+            // are not; Fashion-MNIST underfits with crops (docs/RESULTS.md), so it is flipped
             // only.
             DatasetKind::FashionMnist => c = c.then(HorizontalFlip::default()),
             DatasetKind::Cifar10 | DatasetKind::ImageFolder => {

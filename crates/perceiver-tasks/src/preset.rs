@@ -336,9 +336,8 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
         clip_norm: Some(1.0),
         seed: 0,
     };
-    // What the shapes runs taught (docs/RESULTS.md): four cross-attention heads of total width
-    // 64 and a cross-attend in both blocks, trained with LAMB at 1e-2, learn far faster than
-    // one cross head trained with AdamW at 1e-3.
+    // Four cross-attention heads of total width 64 and a cross-attend in both blocks, trained
+    // with LAMB, learn far faster than one cross head trained with AdamW (docs/RESULTS.md).
     let strong = Body {
         cross_heads: 4,
         cross_width: Some(64),
@@ -355,9 +354,9 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
         DatasetKind::Shapes => TaskPreset {
             // 4x4 patches (64 tokens of 16 values), four cross-attention heads of total width
             // 64 and a cross-attend in both blocks, LAMB at 5e-3: measured in docs/RESULTS.md.
-            // At 1e-2 accuracy stayed near 50% until the cosine schedule had brought the rate
-            // down to about 5e-3, for a random 4 to 8 epochs. 30k distinct generated images,
-            // since 10k were overfitted.
+            // At 1e-2 accuracy stays near 50% for a random 4 to 8 epochs, until the cosine
+            // schedule brings the rate down to about 5e-3. 30k distinct generated images, since
+            // 10k are overfitted.
             body: Body {
                 bands: 4,
                 ..strong.clone()
@@ -375,7 +374,7 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
             // The MNIST schedule on 2x2 patches (196 tokens of 4 values) with a latent width of
             // 128, and horizontal flips instead of crops (`train_transform`; docs/RESULTS.md):
             // with the MNIST preset itself (pixel tokens, width 64, crops) the model
-            // underfitted at 86.9% (training accuracy 86.95%).
+            // underfits at 86.9% (training accuracy 86.95%).
             let mnist = task_preset(DatasetKind::Mnist);
             TaskPreset {
                 body: Body {
@@ -388,7 +387,7 @@ pub fn task_preset(kind: DatasetKind) -> TaskPreset {
         }
         DatasetKind::Mnist => TaskPreset {
             // 20 epochs at a peak of 2e-3 with random crops (docs/RESULTS.md): 5e-3 over 20
-            // epochs degraded for most of the run, and without crops the model overfitted
+            // epochs degrades for most of the run, and without crops the model overfits
             // (training accuracy 99.96%, test loss rising over the last 7 epochs).
             body: Body {
                 bands: 8,

@@ -285,7 +285,8 @@ fn file_datasets_name_what_is_missing() {
     ));
 }
 
-/// The settings a run stored before this crate existed still read, and write back the same.
+/// Settings in the stored run format (the `data` section of a run folder) read, and write back
+/// the same.
 #[test]
 fn stored_settings_keep_their_format() {
     let json = r#"{"data":{"dataset":"shapes","data_dir":null,"permute_pixels":null,"audio":"log-mel","train_size":30000,"test_size":2000,"image_size":32,"num_points":1024,"patch":4,"augment":false,"normalize":[[0.5],[0.25]],"class_names":["a"]},"hyper":{"epochs":10,"batch_size":32,"optimizer":"lamb","lr":0.005,"schedule":"cosine","warmup":20,"weight_decay":0.01,"label_smoothing":0.0,"clip_norm":1.0,"seed":0}}"#;

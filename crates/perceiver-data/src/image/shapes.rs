@@ -157,9 +157,9 @@ impl Shapes {
         let n = self.cfg.size;
         let c = self.cfg.channels;
         let nf = n as f32;
-        // Radius 0.26-0.40 of the side (8-13 px at 32x32): at the 6 px of the smallest shapes of
-        // the first generator (0.20-0.36), a hexagon's edges were within a pixel of its
-        // circumscribed circle and the two classes were nearly ambiguous (docs/RESULTS.md).
+        // Radius 0.26-0.40 of the side (8-13 px at 32x32): at 6 px (0.20 of the side) a
+        // hexagon's edges lie within a pixel of its circumscribed circle and the two classes
+        // are nearly ambiguous (docs/RESULTS.md).
         let scale = nf * (0.26 + 0.14 * rng.uniform());
         let margin = scale * 0.8;
         let cx = margin + (nf - 2.0 * margin).max(0.0) * rng.uniform();

@@ -348,8 +348,7 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
         });
         info.train_examples += count as u64;
         info.train_seconds += train_s;
-        run.trainer
-            .save_state(&ckpt_dir, serde_json::to_value(&*info)?)?;
+        run.trainer.save_state(&ckpt_dir, &*info)?;
         let epoch_s = t0.elapsed().as_secs_f64();
         if let Some(r) = info.history.last_mut() {
             r.epoch_s = epoch_s;
@@ -392,8 +391,7 @@ fn report(mut run: Run, done: Done, wall: Instant) -> Result<()> {
     info.wall_seconds += wall_s;
     if done.epochs > 0 {
         // Record the wall time in the checkpoint's run info (same weights and counters).
-        run.trainer
-            .save_state(run.out.join(CHECKPOINT), serde_json::to_value(&*info)?)?;
+        run.trainer.save_state(run.out.join(CHECKPOINT), &*info)?;
     }
     let last = info.history.last();
     let eps = if done.train_s > 0.0 {

@@ -14,18 +14,23 @@
 //! - Checkpoints: [`Perceiver::save_checkpoint`] / [`Perceiver::load_checkpoint`] (our format),
 //!   and [`import`] of lucidrains and Hugging Face state dicts read from safetensors files.
 //!
+//! Everything needed to build and run a model is re-exported here (the tensor type, the random
+//! generator, the position-encoding configs), so a user depends on this crate alone.
+//!
 //! ```
-//! use perceiver_model::{preset, Perceiver};
+//! use perceiver_model::{no_grad, preset, Perceiver, Rng, Tensor};
 //! let config = preset("paper-imagenet")?;
 //! assert_eq!(config.num_params(), 44_912_254);
 //! let small = preset("mnist-small")?;
-//! let model = Perceiver::new(small, &mut perceiver_tensor::Rng::new(0))?;
+//! let model = Perceiver::new(small, &mut Rng::new(0))?;
 //! assert_eq!(model.num_params(), 1_116_182);
+//! let logits = no_grad(|| model.forward(&Tensor::zeros(&[1, 28, 28, 1]), None))?.logits;
+//! assert_eq!(logits.shape(), &[1, 10]);
 //! # Ok::<(), perceiver_model::ModelError>(())
 //! ```
 
-mod checkpoint;
-mod config;
+pub mod checkpoint;
+pub mod config;
 mod count;
 mod error;
 pub mod import;
@@ -47,3 +52,7 @@ pub use import::{import_reference, NameMap, Reference, ReferenceImport};
 pub use model::{ForwardOptions, Perceiver, PerceiverOutput};
 pub use presets::{preset, PRESETS};
 pub use train::{TrainBatch, TrainError, Trainer, TrainerConfig};
+
+pub use perceiver_attn::AttnKernel;
+pub use perceiver_pos::{FourierConfig, PositionEncodingConfig};
+pub use perceiver_tensor::{no_grad, GeluKind, Rng, Tensor};

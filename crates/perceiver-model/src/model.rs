@@ -451,7 +451,19 @@ impl Perceiver {
     }
 
     /// Inference forward (no dropout): `input` is `[batch, *axes, channels]`, `mask` an optional
-    /// key padding mask `[batch, prod(axes)]` (non-zero = attend).
+    /// key padding mask `[batch, prod(axes)]` (non-zero = attend). A bad shape is an error
+    /// naming the caller's line.
+    ///
+    /// ```
+    /// use perceiver_model::{preset, Perceiver, Rng, Tensor};
+    /// let model = Perceiver::new(preset("mnist-small")?, &mut Rng::new(0))?;
+    /// let x = Tensor::randn(&[2, 28, 28, 1], &mut Rng::new(1));
+    /// let out = perceiver_model::no_grad(|| model.forward(&x, None))?;
+    /// assert_eq!(out.logits.shape(), &[2, 10]);
+    /// assert!(model.forward(&Tensor::zeros(&[2, 28, 1]), None).is_err());
+    /// # Ok::<(), perceiver_model::ModelError>(())
+    /// ```
+    #[track_caller]
     pub fn forward(&self, input: &Tensor, mask: Option<&Tensor>) -> Result<PerceiverOutput> {
         self.forward_with(
             input,
@@ -463,6 +475,7 @@ impl Perceiver {
     }
 
     /// The byte array fed to the cross-attends: `[batch, tokens, input_width]`.
+    #[track_caller]
     pub fn embed(&self, input: &Tensor, positions: Option<&Tensor>) -> Result<Tensor> {
         match self.embed_parts(input, positions)? {
             (x, None) => Ok(x),
@@ -472,6 +485,7 @@ impl Perceiver {
 
     /// The two parts of [`Perceiver::embed`]'s byte array: the input channels
     /// `[batch, tokens, channels]` and the position features (a broadcast view for a grid).
+    #[track_caller]
     fn embed_parts(
         &self,
         input: &Tensor,
@@ -479,7 +493,11 @@ impl Perceiver {
     ) -> Result<(Tensor, Option<Tensor>)> {
         let c = &self.config;
         let r = input.rank();
-        let bad = |msg: String| -> ModelError { Error::invalid("Perceiver", msg).into() };
+        // (a function, not a closure, so that the error names the caller's line)
+        #[track_caller]
+        fn bad(msg: String) -> ModelError {
+            Error::invalid("Perceiver", msg).into()
+        }
         if r < 2 || input.shape()[r - 1] != c.input_channels {
             return Err(bad(format!(
                 "the input's last axis must hold the {} input channels, got shape {:?}",
@@ -529,6 +547,24 @@ impl Perceiver {
     }
 
     /// Forward with options (mask, explicit positions, training mode).
+    ///
+    /// ```
+    /// use perceiver_model::{preset, ForwardOptions, Perceiver, Rng, Tensor};
+    /// let mut config = preset("mnist-small")?;
+    /// config.dropout.attention = 0.1;
+    /// let model = Perceiver::new(config, &mut Rng::new(0))?;
+    /// let x = Tensor::randn(&[2, 28, 28, 1], &mut Rng::new(1));
+    /// // Training mode: dropout draws from `rng`; the mask hides the last 100 pixels of example 1.
+    /// let mut keep = vec![1.0; 2 * 784];
+    /// keep[2 * 784 - 100..].fill(0.0);
+    /// let mask = Tensor::from_vec(keep, &[2, 784])?;
+    /// let mut rng = Rng::new(2);
+    /// let opts = ForwardOptions { mask: Some(&mask), train: true, rng: Some(&mut rng), ..Default::default() };
+    /// let out = model.forward_with(&x, opts)?;
+    /// assert_eq!(out.latents.shape()[0], 2);
+    /// # Ok::<(), perceiver_model::ModelError>(())
+    /// ```
+    #[track_caller]
     pub fn forward_with(
         &self,
         input: &Tensor,

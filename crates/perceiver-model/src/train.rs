@@ -326,6 +326,30 @@ pub struct TrainerState {
 }
 
 /// Trains a [`Perceiver`] with an [`Optimizer`] and an [`LrSchedule`].
+///
+/// ```
+/// use perceiver_model::train::{evaluate, TrainBatch, Trainer, TrainerConfig};
+/// use perceiver_model::{Perceiver, PerceiverConfig, HeadConfig, Rng, Tensor};
+/// use perceiver_nn::optim::{Adam, AdamConfig, Constant};
+/// let config = PerceiverConfig {
+///     head: HeadConfig::Classifier { num_classes: 2, layer_norm: true },
+///     ..PerceiverConfig::default()
+/// };
+/// // A batch of 4 inputs `[4, *axes, channels]` in the config's shape.
+/// let shape: Vec<usize> = [4].iter().chain(&config.input_axes).chain([&config.input_channels]).copied().collect();
+/// let model = Perceiver::new(config, &mut Rng::new(0))?;
+/// let opt = Box::new(Adam::new(AdamConfig::default())?);
+/// let mut trainer = Trainer::new(model, opt, Box::new(Constant(1e-3)), TrainerConfig::default(), Rng::new(1));
+/// let batch = TrainBatch::new(Tensor::randn(&shape, &mut Rng::new(2)), vec![0, 1, 0, 1]);
+/// let first = trainer.step(&batch)?.loss;
+/// for _ in 0..20 {
+///     trainer.step(&batch)?;
+/// }
+/// let stats = evaluate(trainer.model(), [Ok(batch)])?;
+/// assert!(stats.loss < first as f64);
+/// assert_eq!(trainer.steps(), 21);
+/// # Ok::<(), perceiver_model::TrainError>(())
+/// ```
 pub struct Trainer {
     model: Perceiver,
     optimizer: Box<dyn Optimizer>,
@@ -445,10 +469,13 @@ impl Trainer {
         })
     }
 
-    /// Writes the training state to `dir` atomically (see the module docs); `extra` is stored
-    /// as is in `trainer.json`.
-    pub fn save_state(&self, dir: impl AsRef<Path>, extra: serde_json::Value) -> Result<()> {
+    /// Writes the training state to `dir` atomically (see the module docs); `extra` (the
+    /// caller's own settings, any serialisable value) is stored in `trainer.json` and returned
+    /// by [`Trainer::load_state`].
+    pub fn save_state(&self, dir: impl AsRef<Path>, extra: &impl Serialize) -> Result<()> {
         let dir = dir.as_ref();
+        let extra =
+            serde_json::to_value(extra).map_err(|e| format_err(&dir.join(TRAINER_FILE), e))?;
         let new = sibling(dir, "new");
         let old = sibling(dir, "old");
         if new.exists() {
@@ -482,13 +509,15 @@ impl Trainer {
 
     /// Reads the state saved by [`Trainer::save_state`] in `dir` (or `<dir>.old` after an
     /// interrupted save): the model, then the optimizer state into `optimizer` (which must be
-    /// of the kind that was saved). Returns the trainer and the caller's `extra` value.
-    pub fn load_state(
+    /// of the kind that was saved). Returns the trainer and the caller's `extra` value, read as
+    /// a `T` (`serde::de::IgnoredAny` to skip it); a value that does not fit is an error naming
+    /// `trainer.json`.
+    pub fn load_state<T: serde::de::DeserializeOwned>(
         dir: impl AsRef<Path>,
         mut optimizer: Box<dyn Optimizer>,
         schedule: Box<dyn LrSchedule>,
         config: TrainerConfig,
-    ) -> Result<(Trainer, serde_json::Value)> {
+    ) -> Result<(Trainer, T)> {
         let dir = resolve_state_dir(dir.as_ref());
         let state = read_trainer_state(&dir)?;
         let model = Perceiver::load_checkpoint(&dir)?;
@@ -521,7 +550,8 @@ impl Trainer {
             step: state.step,
             epoch: state.epoch,
         };
-        Ok((trainer, state.extra))
+        let extra = serde_json::from_value(state.extra).map_err(|e| bad(&e.to_string()))?;
+        Ok((trainer, extra))
     }
 }
 
@@ -603,10 +633,10 @@ mod tests {
         let mut resumed: Vec<f32> = bs.iter().map(|x| b.step(x).unwrap().loss).collect();
         b.finish_epoch();
         let dir = std::env::temp_dir().join(format!("perceiver-train-{}", std::process::id()));
-        b.save_state(&dir, serde_json::json!({"k": 1})).unwrap();
+        b.save_state(&dir, &serde_json::json!({"k": 1})).unwrap();
         // A second save replaces the first atomically.
-        b.save_state(&dir, serde_json::json!({"k": 2})).unwrap();
-        let (mut c, extra) = Trainer::load_state(
+        b.save_state(&dir, &serde_json::json!({"k": 2})).unwrap();
+        let (mut c, extra): (Trainer, serde_json::Value) = Trainer::load_state(
             &dir,
             Box::new(Adam::new(AdamConfig::adamw(0.01)).unwrap()),
             Box::new(Cosine::new(1e-3, 0.0, 8)),

@@ -478,3 +478,28 @@ fn layouts_refuse_configurations_they_cannot_hold() {
     let err = hf::name_map(&small()).unwrap_err();
     assert!(err.to_string().contains("one cross-attend"));
 }
+
+/// A bad input is reported at the user's call, not inside the library.
+#[test]
+fn input_errors_name_the_callers_line() {
+    let model = Perceiver::new(
+        perceiver_model::preset("mnist-small").unwrap(),
+        &mut Rng::new(0),
+    )
+    .unwrap();
+    let bad = [
+        Tensor::zeros(&[2, 28, 28, 3]),
+        Tensor::zeros(&[2, 28, 1]),
+        Tensor::zeros(&[1]),
+    ];
+    for x in &bad {
+        let line = line!() + 1;
+        let err = model.forward(x, None).unwrap_err().to_string();
+        assert!(err.contains(&format!("{}:{line}", file!())), "{err}");
+    }
+    let x = Tensor::zeros(&[2, 28, 28, 1]);
+    let mask = Tensor::ones(&[2, 5]);
+    let line = line!() + 1;
+    let err = model.forward(&x, Some(&mask)).unwrap_err().to_string();
+    assert!(err.contains(&format!("{}:{line}", file!())), "{err}");
+}

@@ -140,9 +140,9 @@ impl PositionEncoder {
         index_dims: &[usize],
         rng: &mut Rng,
     ) -> Result<Self> {
-        config
-            .validate(index_dims.len(), project_dim)
-            .map_err(|e| Error::invalid("PositionEncoder", e.to_string()))?;
+        if let Err(e) = config.validate(index_dims.len(), project_dim) {
+            return Err(Error::invalid("PositionEncoder", e.to_string()));
+        }
         let kind = match config {
             PositionEncodingConfig::None => Kind::None,
             PositionEncodingConfig::Fourier(f) => Kind::Fourier(FourierFeatures::new(f.clone())),

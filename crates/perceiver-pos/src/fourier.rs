@@ -281,9 +281,9 @@ impl FourierFeatures {
 
     #[track_caller]
     fn check(&self, axes: usize) -> Result<Vec<Vec<f32>>> {
-        self.config
-            .validate(axes)
-            .map_err(|e| Error::invalid("FourierFeatures", e.to_string()))?;
+        if let Err(e) = self.config.validate(axes) {
+            return Err(Error::invalid("FourierFeatures", e.to_string()));
+        }
         Ok((0..axes).map(|a| self.config.frequencies(a)).collect())
     }
 

@@ -109,7 +109,7 @@ pub fn new_trainer(
 /// The trainer saved in `dir` ([`Trainer::save_state`]), continued with the optimizer,
 /// schedule and options of `hyper` for a run of `steps_per_epoch * hyper.epochs` steps.
 pub fn resume_trainer(dir: &Path, hyper: &Hyper, steps_per_epoch: u64) -> Result<Trainer> {
-    let (trainer, _) = Trainer::load_state(
+    let (trainer, _): (Trainer, serde::de::IgnoredAny) = Trainer::load_state(
         dir,
         hyper.optimizer()?,
         hyper.schedule(hyper.epochs * steps_per_epoch),

@@ -37,3 +37,7 @@ pub use error::{Error, Result};
 pub use perceiver_kernels::GeluKind;
 pub use rng::Rng;
 pub use tensor::Tensor;
+
+/// The `ndarray` crate, at the version [`Tensor::from_ndarray`] and [`Tensor::to_ndarray`] take
+/// and return (so that users need not pin the same version themselves).
+pub use ndarray;

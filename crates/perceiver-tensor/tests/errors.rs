@@ -118,3 +118,14 @@ fn softmax_is_stable_and_handles_masked_rows() {
     let l = x.log_softmax(1).unwrap().to_vec();
     assert!(l.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn errors_name_the_callers_line() {
+    let x = Tensor::ones(&[2, 3]);
+    let line = line!() + 1;
+    let err = x.broadcast_to(&[4, 5]).unwrap_err().to_string();
+    assert!(err.contains(&format!("{}:{line}", file!())), "{err}");
+    let line = line!() + 1;
+    let err = x.reshape(&[7]).unwrap_err().to_string();
+    assert!(err.contains(&format!("{}:{line}", file!())), "{err}");
+}

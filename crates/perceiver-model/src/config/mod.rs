@@ -25,6 +25,27 @@ use serde::{Deserialize, Serialize};
 ///
 /// Every field has a default (see [`PerceiverConfig::default`], a small model), so a JSON file
 /// only needs the fields it changes. Widths left as `None` take the documented defaults.
+///
+/// ```
+/// use perceiver_model::{HeadConfig, Perceiver, PerceiverConfig, Rng, WeightSharing};
+/// // 32x32 RGB images, 10 classes; everything else at its default.
+/// let config = PerceiverConfig::from_json(
+///     r#"{"input_channels": 3, "input_axes": [32, 32], "num_latents": 64, "latent_dim": 128}"#,
+/// )?;
+/// let config = PerceiverConfig {
+///     head: HeadConfig::Classifier { num_classes: 10, layer_norm: true },
+///     sharing: WeightSharing::None,
+///     ..config
+/// };
+/// config.validate()?;
+/// assert_eq!(config.num_outputs(), Some(10));
+/// let model = Perceiver::new(config.clone(), &mut Rng::new(0))?;
+/// assert_eq!(model.num_params(), config.num_params());
+/// // An impossible config names the field at fault.
+/// let bad = PerceiverConfig { num_latents: 0, ..config };
+/// assert!(bad.validate().unwrap_err().to_string().contains("num_latents"));
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PerceiverConfig {
@@ -249,6 +270,22 @@ pub struct DropoutConfig {
 }
 
 /// Which parameter sets the cross-attends and the latent towers use.
+///
+/// ```
+/// use perceiver_model::{PerceiverConfig, WeightSharing};
+/// let config = PerceiverConfig {
+///     num_blocks: 4,
+///     num_cross_attends: 4,
+///     sharing: WeightSharing::Custom { cross: vec![0, 1, 1, 1], towers: vec![0, 0, 1, 1] },
+///     ..PerceiverConfig::default()
+/// };
+/// let plan = config.sharing_plan();
+/// assert_eq!((plan.num_cross_sets(), plan.num_tower_sets()), (2, 2));
+/// // The paper's sharing: cross-attend 1 alone, 2.. shared; one tower for every block.
+/// let paper = PerceiverConfig { sharing: WeightSharing::Paper, ..config };
+/// assert_eq!(paper.sharing_plan().cross, vec![0, 1, 1, 1]);
+/// assert_eq!(paper.sharing_plan().towers, vec![0, 0, 0, 0]);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WeightSharing {

@@ -24,9 +24,9 @@ use std::mem::MaybeUninit;
 #[track_caller]
 pub fn layer_norm_concat(parts: &[&Tensor], eps: f32) -> Result<Tensor> {
     const OP: &str = "layer_norm_concat";
-    let first = parts
-        .first()
-        .ok_or_else(|| Error::invalid(OP, "needs at least one part"))?;
+    let Some(first) = parts.first() else {
+        return Err(Error::invalid(OP, "needs at least one part"));
+    };
     let r = first.rank();
     if r == 0
         || parts

@@ -23,10 +23,18 @@ impl Tensor {
     /// A view of this tensor broadcast (NumPy rules) to `shape`, without copying.
     #[track_caller]
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
-        let layout = self
-            .layout
-            .broadcast_to(shape)
-            .ok_or_else(|| Error::shape("broadcast_to", "cannot broadcast", self.shape(), shape))?;
+        // (a `match`, not a closure, so that the error names the caller's line)
+        let layout = match self.layout.broadcast_to(shape) {
+            Some(l) => l,
+            None => {
+                return Err(Error::shape(
+                    "broadcast_to",
+                    "cannot broadcast",
+                    self.shape(),
+                    shape,
+                ))
+            }
+        };
         let out = Tensor {
             storage: self.storage.clone(),
             layout,

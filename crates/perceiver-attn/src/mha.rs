@@ -12,7 +12,12 @@ use perceiver_tensor::{Error, Result, Rng, Tensor};
 /// against [`AttnKernel::Reference`]); they differ in speed and memory. Attention dropout runs
 /// only on the reference kernel, so a call with dropout active runs that one whatever the
 /// setting ([`MultiHeadAttention::kernel_for`]).
+///
+/// With the `serde` feature it is written in configs as `"fused"`, `"flash"`,
+/// `"cross_projected"`, `"cross_folded"` or `"reference"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum AttnKernel {
     /// The default: keys and values read through a LayerNorm go to the fused cross-attention
     /// ([`fused_cross_attention_with`], which normalises, projects and attends block by block

@@ -5,9 +5,7 @@ use crate::config::{
     QueryConfig, SharingPlan,
 };
 use crate::{ModelError, Result, TensorProblem};
-use perceiver_attn::{
-    AttnKernel, Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig, SharedKv,
-};
+use perceiver_attn::{Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig, SharedKv};
 use perceiver_nn::{FusedOps, LayerNorm, Linear};
 use perceiver_nn::{Param, ParamStore};
 use perceiver_pos::{init_array, FourierFeatures, PositionEncoder};
@@ -126,7 +124,7 @@ fn mha(
     d: AttnDims,
     rng: &mut Rng,
 ) -> Result<MultiHeadAttention> {
-    let kernel = c.attention_kernel.into();
+    let kernel = c.attention_kernel;
     let cfg = MultiHeadAttentionConfig {
         query_dim: d.q_in,
         kv_dim: d.kv_in,
@@ -416,7 +414,7 @@ impl Perceiver {
     /// kernel runs whatever the setting: [`MultiHeadAttention::kernel_for`]).
     pub fn set_attention_kernel(&mut self, kernel: AttentionKernel) {
         self.config.attention_kernel = kernel;
-        let k: AttnKernel = kernel.into();
+        let k = kernel;
         for c in &mut self.cross {
             c.attn.config.kernel = k;
         }

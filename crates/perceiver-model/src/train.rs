@@ -130,22 +130,13 @@ impl TrainBatch {
     }
 }
 
-/// Options of the [`Trainer`].
-#[derive(Clone, Debug, PartialEq)]
+/// Options of the [`Trainer`]; the default is no label smoothing and no clipping.
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct TrainerConfig {
     /// Label smoothing of the cross-entropy, in `[0, 1)`.
     pub label_smoothing: f32,
     /// Clip the global gradient norm to this value (`None`: no clipping).
     pub clip_norm: Option<f32>,
-}
-
-impl Default for TrainerConfig {
-    fn default() -> Self {
-        TrainerConfig {
-            label_smoothing: 0.0,
-            clip_norm: None,
-        }
-    }
 }
 
 /// What one step measured.

@@ -503,3 +503,28 @@ fn input_errors_name_the_callers_line() {
     let err = model.forward(&x, Some(&mask)).unwrap_err().to_string();
     assert!(err.contains(&format!("{}:{line}", file!())), "{err}");
 }
+
+/// Every attention kernel of the attention crate can be chosen from the config (by its JSON
+/// name), and each gives the reference kernel's logits.
+#[test]
+fn every_attention_kernel_is_a_config_choice() {
+    let base = perceiver_model::preset("mnist-small").unwrap();
+    let x = Tensor::randn(&[2, 28, 28, 1], &mut Rng::new(3));
+    let logits = |name: &str| {
+        let mut json: serde_json::Value = serde_json::from_str(&base.to_json()).unwrap();
+        json["attention_kernel"] = serde_json::Value::from(name);
+        let config = perceiver_model::PerceiverConfig::from_json(&json.to_string()).unwrap();
+        let model = Perceiver::new(config, &mut Rng::new(0)).unwrap();
+        model.forward(&x, None).unwrap().logits.to_vec()
+    };
+    let want = logits("reference");
+    for name in ["fused", "flash", "cross_projected", "cross_folded"] {
+        let got = logits(name);
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= 1e-5 * scale.max(1.0), "{name}: {err}");
+    }
+    let mut json: serde_json::Value = serde_json::from_str(&base.to_json()).unwrap();
+    json["attention_kernel"] = serde_json::Value::from("fastest");
+    assert!(perceiver_model::PerceiverConfig::from_json(&json.to_string()).is_err());
+}

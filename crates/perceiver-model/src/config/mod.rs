@@ -439,38 +439,10 @@ impl QueryConfig {
     }
 }
 
-/// Which attention kernel the model runs (`"fused"`, `"flash"`, `"cross_projected"`,
-/// `"cross_folded"` or `"reference"` in JSON): each is a kernel of the attention crate
-/// ([`perceiver_attn::AttnKernel`], which documents them). Attention dropout, when it applies,
-/// runs on the reference kernel whatever this says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttentionKernel {
-    /// The fused kernels, chosen per attention ([`perceiver_attn::AttnKernel::Fused`]).
-    #[default]
-    Fused,
-    /// Keys and values projected whole, then the flash kernel.
-    Flash,
-    /// The fused cross-attention in its projected form.
-    CrossProjected,
-    /// The fused cross-attention in its folded form.
-    CrossFolded,
-    /// Plain ops (matmul, softmax, matmul).
-    Reference,
-}
-
-impl From<AttentionKernel> for perceiver_attn::AttnKernel {
-    fn from(k: AttentionKernel) -> Self {
-        use perceiver_attn::AttnKernel as K;
-        match k {
-            AttentionKernel::Fused => K::Fused,
-            AttentionKernel::Flash => K::Flash,
-            AttentionKernel::CrossProjected => K::CrossProjected,
-            AttentionKernel::CrossFolded => K::CrossFolded,
-            AttentionKernel::Reference => K::Reference,
-        }
-    }
-}
+/// Which attention kernel the model runs: the attention crate's own kernel choice (written
+/// `"fused"`, `"flash"`, `"cross_projected"`, `"cross_folded"` or `"reference"` in JSON). Where
+/// attention dropout applies, the reference kernel runs whatever this says.
+pub use perceiver_attn::AttnKernel as AttentionKernel;
 
 /// A configuration error, naming the field at fault.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

@@ -32,9 +32,9 @@ fn filled(n: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send)
     unsafe { filled_chunks(n, CHUNK, fill) }
 }
 
-/// [`filled`] with chunks of `chunk` elements (the last may be shorter); below
-/// [`PAR_THRESHOLD`] elements, one call with the whole vector. `fill` must write every element
-/// of the chunk it is given.
+/// A vector of `n` elements written by `fill(start, chunk)` for consecutive chunks of `chunk`
+/// elements (the last may be shorter), in parallel, without zero-initialising it first; below
+/// [`PAR_THRESHOLD`] elements, one call with the whole vector.
 ///
 /// # Safety
 /// `fill` must write every element of each chunk it is given; the vector is returned as

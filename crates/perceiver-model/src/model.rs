@@ -87,14 +87,14 @@ impl FeedForward {
     }
 
     /// `x + FF(LN(x))`. Without dropout, one fused op for a GELU feed-forward
-    /// ([`Tensor::mlp_add`]), and the residual added in the second layer's epilogue
+    /// ([`perceiver_nn::ops::mlp_add`]), and the residual added in the second layer's epilogue
     /// ([`Linear::forward_add`]) for GEGLU.
     fn forward_add(&self, x: &Tensor, ctx: &mut Ctx) -> Result<Tensor> {
         let xn = self.norm.forward(x)?;
         let dropout = ctx.train && self.dropout > 0.0;
         if self.kind == FeedForwardKind::Gelu && !dropout {
             // Both layers, the GELU and the residual as one op, whose backward applies the
-            // GELU's derivative in a GEMM epilogue (Tensor::mlp_add).
+            // GELU's derivative in a GEMM epilogue (perceiver_nn::ops::mlp_add).
             let (w1, w2) = (self.fc1.weight.tensor(), self.fc2.weight.tensor());
             let b1 = self.fc1.bias.as_ref().map(|b| b.tensor());
             let b2 = self.fc2.bias.as_ref().map(|b| b.tensor());

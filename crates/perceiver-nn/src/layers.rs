@@ -2,7 +2,7 @@
 //!
 //! Weights use PyTorch's layouts (`Linear.weight` is `[out, in]`) and default initialisation
 //! (uniform in `±1/√in` for both weight and bias; LayerNorm scale 1 and offset 0), so state
-//! dicts interchange by name. The forward of `Linear` is the fused [`Tensor::linear`] op: the
+//! dicts interchange by name. The forward of `Linear` is the fused [`linear`](crate::ops::linear) op: the
 //! transposed weight is a strided view (no copy), all leading dimensions fold into the rows of
 //! one GEMM, and a single pass over the output adds the bias (and applies an optional GELU).
 
@@ -57,7 +57,7 @@ impl Linear {
         self.forward_act(x, None)
     }
 
-    /// Applies the layer followed by a GELU, fused into one op ([`Tensor::linear`]): the bias
+    /// Applies the layer followed by a GELU, fused into one op ([`linear`](crate::ops::linear)): the bias
     /// and the activation are applied to each block of the output while it is in cache.
     #[track_caller]
     pub fn forward_act(&self, x: &Tensor, act: Option<GeluKind>) -> Result<Tensor> {
@@ -83,7 +83,7 @@ impl Linear {
         Ok(())
     }
 
-    /// `residual + layer(x)`, the residual added in the same fused op ([`Tensor::linear_add`]).
+    /// `residual + layer(x)`, the residual added in the same fused op ([`linear_add`](crate::ops::linear_add)).
     #[track_caller]
     pub fn forward_add(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
         self.check_input(x)?;

@@ -1,7 +1,7 @@
 //! `mlp_add`: `r + act(x·W1ᵀ + b1)·W2ᵀ + b2`, a transformer block's feed-forward with its
 //! residual, as one op.
 //!
-//! The forward is the two fused [`Tensor::linear`] products (bias and activation in the first
+//! The forward is the two fused [`linear`](super::linear) products (bias and activation in the first
 //! one's GEMM epilogue, bias and residual in the second's). Recorded as one op, the backward
 //! can apply the activation's derivative in the epilogue of the product that forms the hidden
 //! gradient, `dpre = (g·W2) ⊙ act'(h)`, while each block is in cache; as two ops it would take a

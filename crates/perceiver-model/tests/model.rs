@@ -521,7 +521,10 @@ fn every_attention_kernel_is_a_config_choice() {
     for name in ["fused", "flash", "cross_projected", "cross_folded"] {
         let got = logits(name);
         let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let err = got.iter().zip(&want).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
         assert!(err <= 1e-5 * scale.max(1.0), "{name}: {err}");
     }
     let mut json: serde_json::Value = serde_json::from_str(&base.to_json()).unwrap();

@@ -93,36 +93,36 @@ fn errors_name_the_field() {
             field: "num_latents"
         })
     );
-    let c = PerceiverConfig {
-        num_cross_attends: 3,
-        ..Default::default()
-    };
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("num_cross_attends"));
-    let c = PerceiverConfig {
-        dropout: DropoutConfig {
-            attention: 1.5,
-            feed_forward: 0.0,
-        },
-        ..Default::default()
-    };
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("dropout.attention"));
-    let c = PerceiverConfig {
-        layer_norm_eps: 0.0,
-        ..Default::default()
-    };
-    assert!(c
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("layer_norm_eps"));
+    let bad = [
+        (
+            PerceiverConfig {
+                num_cross_attends: 3,
+                ..Default::default()
+            },
+            "num_cross_attends",
+        ),
+        (
+            PerceiverConfig {
+                dropout: DropoutConfig {
+                    attention: 1.5,
+                    feed_forward: 0.0,
+                },
+                ..Default::default()
+            },
+            "dropout.attention",
+        ),
+        (
+            PerceiverConfig {
+                layer_norm_eps: 0.0,
+                ..Default::default()
+            },
+            "layer_norm_eps",
+        ),
+    ];
+    for (c, field) in bad {
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(field), "{field}: {err}");
+    }
 }
 
 #[test]

@@ -77,25 +77,22 @@ impl PerceiverConfig {
             });
         }
         if let WeightSharing::Custom { cross, towers } = &self.sharing {
-            if cross.len() != self.num_cross_attends {
-                return Err(Inconsistent {
-                    field: "sharing.cross",
-                    reason: format!(
-                        "needs one set per cross-attend ({}), got {}",
-                        self.num_cross_attends,
-                        cross.len()
-                    ),
-                });
-            }
-            if towers.len() != self.num_blocks {
-                return Err(Inconsistent {
-                    field: "sharing.towers",
-                    reason: format!(
-                        "needs one set per block ({}), got {}",
-                        self.num_blocks,
-                        towers.len()
-                    ),
-                });
+            let lists = [
+                (
+                    "sharing.cross",
+                    cross,
+                    self.num_cross_attends,
+                    "cross-attend",
+                ),
+                ("sharing.towers", towers, self.num_blocks, "block"),
+            ];
+            for (field, sets, want, per) in lists {
+                if sets.len() != want {
+                    return Err(Inconsistent {
+                        field,
+                        reason: format!("needs one set per {per} ({want}), got {}", sets.len()),
+                    });
+                }
             }
             check_first_use("sharing.cross", cross)?;
             check_first_use("sharing.towers", towers)?;

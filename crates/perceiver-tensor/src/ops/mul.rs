@@ -2,7 +2,7 @@
 //! needs a gradient: da = sum_to_shape(g b), db = sum_to_shape(g a).
 
 use super::binary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::Shape;
 use crate::{Result, Tensor};
 
@@ -13,22 +13,17 @@ struct MulBackward {
     b_shape: Shape,
 }
 
-impl Backward for MulBackward {
-    fn name(&self) -> &'static str {
-        "mul"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let da = needs[0].then(|| {
-            let b = self.b.as_ref().expect("saved b");
-            binary::map_to(g.shape(), g, b, |g, b| g * b).sum_to_shape_raw(&self.a_shape)
-        });
-        let db = needs[1].then(|| {
-            let a = self.a.as_ref().expect("saved a");
-            binary::map_to(g.shape(), g, a, |g, a| g * a).sum_to_shape_raw(&self.b_shape)
-        });
-        vec![da, db]
-    }
-}
+backward!(MulBackward, "mul", |saved, g, needs| {
+    let da = needs[0].then(|| {
+        let b = saved.b.as_ref().expect("saved b");
+        binary::map_to(g.shape(), g, b, |g, b| g * b).sum_to_shape_raw(&saved.a_shape)
+    });
+    let db = needs[1].then(|| {
+        let a = saved.a.as_ref().expect("saved a");
+        binary::map_to(g.shape(), g, a, |g, a| g * a).sum_to_shape_raw(&saved.b_shape)
+    });
+    vec![da, db]
+});
 
 impl Tensor {
     /// Elementwise product with NumPy broadcasting.

@@ -2,7 +2,7 @@
 //! da = sum_to_shape(g), db = -sum_to_shape(g).
 
 use super::binary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::Shape;
 use crate::{Result, Tensor};
 
@@ -11,17 +11,12 @@ struct SubBackward {
     b: Shape,
 }
 
-impl Backward for SubBackward {
-    fn name(&self) -> &'static str {
-        "sub"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![
-            needs[0].then(|| g.sum_to_shape_raw(&self.a)),
-            needs[1].then(|| super::unary::map(&g.sum_to_shape_raw(&self.b), |v| -v)),
-        ]
-    }
-}
+backward!(SubBackward, "sub", |saved, g, needs| {
+    vec![
+        needs[0].then(|| g.sum_to_shape_raw(&saved.a)),
+        needs[1].then(|| super::unary::map(&g.sum_to_shape_raw(&saved.b), |v| -v)),
+    ]
+});
 
 impl Tensor {
     /// Elementwise difference with NumPy broadcasting.

@@ -38,7 +38,7 @@ use crate::check::scale_of;
 use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
 use perceiver_kernels::gemm::{gemm, gemm_ldc, MatRef};
 use perceiver_kernels::{add_assign, dot, fast_exp, layer_norm_row, sum};
-use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, Result, Tensor};
 use rayon::prelude::*;
 
 /// Input tokens per block for `queries` query rows: the score buffer (`queries x block`) stays
@@ -577,16 +577,9 @@ fn merge_partials(
 
 impl CustomOp for FusedCross {
     type Saved = CrossSaved;
+    const NAME: &'static str = "fused_cross_attention";
 
-    fn name(&self) -> &'static str {
-        "fused_cross_attention"
-    }
-
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<CrossSaved>)> {
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<CrossSaved> {
         let inputs = CrossInputs::from_list(inputs);
         let (out, lse, u) = if self.folded {
             self.forward_folded(&inputs)

@@ -33,7 +33,7 @@ use perceiver_kernels::gemm::{
 };
 use perceiver_tensor::layout::Shape;
 use perceiver_tensor::ops::sum_axes_raw;
-use perceiver_tensor::{apply_custom, CustomOp, Error, GeluKind, Result, Tensor};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, GeluKind, Result, Tensor};
 use rayon::prelude::*;
 #[cfg(test)]
 use std::cell::Cell;
@@ -533,16 +533,9 @@ struct MlpOp {
 
 impl CustomOp for MlpOp {
     type Saved = MlpBackward;
+    const NAME: &'static str = "mlp";
 
-    fn name(&self) -> &'static str {
-        "mlp"
-    }
-
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<MlpBackward>)> {
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<MlpBackward> {
         let (Some(x), Some(w1), Some(w2), Some(residual)) =
             (inputs[0], inputs[1], inputs[3], inputs[5])
         else {

@@ -1,16 +1,13 @@
 //! `log_softmax` along an axis, fused: `x - max - log Σ exp(x - max)`. The rule saves the
 //! output: `dx = g - exp(y) · Σ g`.
 
-use super::softmax::{rows_grad, rowwise};
+use super::softmax::{exp_shifted, rows_grad, rowwise};
 use crate::{Result, Tensor};
 use perceiver_kernels as kernels;
 
 #[inline(always)]
 pub(crate) fn log_softmax_row(x: &[f32], y: &mut [f32]) {
-    let m = kernels::max(x);
-    let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
-    y.copy_from_slice(x);
-    let s = kernels::exp_shift_sum(y, m);
+    let (m, s) = exp_shifted(x, y);
     let lse = m + s.ln();
     for (y, &x) in y.iter_mut().zip(x) {
         *y = x - lse;

@@ -105,12 +105,19 @@ pub(crate) fn rows_grad(
     Tensor::from_parts(rows_zip(&gd, &y, len, row), g.shape())
 }
 
+/// Writes `exp(x - m)` into `y` and returns `(m, Σ exp(x - m))`, with `m` the row maximum (0
+/// for a row of `-inf`, so it stays finite).
 #[inline(always)]
-pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
+pub(crate) fn exp_shifted(x: &[f32], y: &mut [f32]) -> (f32, f32) {
     let m = kernels::max(x);
     let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
     y.copy_from_slice(x);
-    let s = kernels::exp_shift_sum(y, m);
+    (m, kernels::exp_shift_sum(y, m))
+}
+
+#[inline(always)]
+pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let (_, s) = exp_shifted(x, y);
     let inv = 1.0 / s;
     y.iter_mut().for_each(|y| *y *= inv);
 }

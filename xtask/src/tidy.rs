@@ -106,7 +106,8 @@ fn no_ignored_tests() {
 fn ops_tables_and_op_modules_agree() {
     // Both directions, for every crate that defines ops: each row names an existing module with
     // a gradient check in the crate's gradcheck file, and each module under `ops/` that defines
-    // a backward rule (`impl Backward for` / `impl CustomOp for`) has a row.
+    // a backward rule (`impl Backward for`, a `backward!` line or `impl CustomOp for`) has a
+    // row.
     let mut problems = Vec::new();
     for (krate, dir, table, tests, _) in crate::codegen::OP_TABLES {
         let src = project_root().join(dir);
@@ -130,7 +131,10 @@ fn ops_tables_and_op_modules_agree() {
             .unwrap_or_default();
         for path in modules {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if !(text.contains("impl Backward for") || text.contains("impl CustomOp for")) {
+            let defines_rule = text.contains("impl Backward for")
+                || text.contains("\nbackward!(")
+                || text.contains("impl CustomOp for");
+            if !defines_rule {
                 continue;
             }
             let module = format!(

@@ -6,7 +6,7 @@
 //! `[F, H, W]` (implicit 3-D positions, `linspace(-1, 1)` over frames, rows and columns). Clip `i` is
 //! a pure function of `(seed, i)`.
 
-use crate::dataset::{check_index, mix_seed, Dataset, Split};
+use crate::dataset::{generated_sample, Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
@@ -154,9 +154,8 @@ impl Dataset for MovingShapes {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
-        let label = index % MOTION_CLASSES.len();
-        let mut rng = Rng::new(mix_seed(&[self.cfg.seed, index as u64]));
+        let classes = MOTION_CLASSES.len();
+        let (label, mut rng) = generated_sample(index, self.len(), classes, self.cfg.seed)?;
         let values = self.render(label, &mut rng);
         Ok(Sample::on_grid(
             values,

@@ -6,7 +6,7 @@
 //! pixel noise. Sample `i` is a pure function of `(seed, i)`; labels cycle through the classes so
 //! every class has the same count (±1).
 
-use crate::dataset::{check_index, mix_seed, Dataset, Split};
+use crate::dataset::{generated_sample, Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
@@ -207,9 +207,8 @@ impl Dataset for Shapes {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
-        let label = index % SHAPE_CLASSES.len();
-        let mut rng = Rng::new(mix_seed(&[self.cfg.seed, index as u64]));
+        let classes = SHAPE_CLASSES.len();
+        let (label, mut rng) = generated_sample(index, self.len(), classes, self.cfg.seed)?;
         let values = self.render(label, &mut rng);
         Ok(Sample::image(
             values,

@@ -38,13 +38,26 @@ fn tokens(line: &[u8]) -> Vec<(&[u8], usize)> {
 /// Parses OFF bytes; `path` is only used in errors.
 pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     let mut lines = content_lines(bytes);
+    // The error for a file that ends where `field` should have been.
+    let truncated = |field: &str, what: &str| {
+        DataError::format(
+            path,
+            field,
+            bytes.len() as u64,
+            format!("truncated: {what}"),
+        )
+    };
     let (first, at) = lines
         .next()
         .ok_or_else(|| DataError::format(path, "header", 0, "empty file"))?;
     let mut toks = tokens(first);
     let (kw, kw_at) = toks[0];
     let kw_str = String::from_utf8_lossy(kw);
-    let Some(pos) = kw_str.find("OFF") else {
+    // "OFF" after at most four of the prefix letters C, N, S, T, 4.
+    let pos = kw_str
+        .find("OFF")
+        .filter(|&pos| pos <= 4 && kw_str[..pos].bytes().all(|b| b"CNST4".contains(&b)));
+    let Some(pos) = pos else {
         return Err(DataError::format(
             path,
             "header",
@@ -52,14 +65,6 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
             format!("expected \"OFF\", found {kw_str:?}"),
         ));
     };
-    if pos > 4 || !kw_str[..pos].bytes().all(|b| b"CNST4".contains(&b)) {
-        return Err(DataError::format(
-            path,
-            "header",
-            at as u64,
-            format!("expected \"OFF\", found {kw_str:?}"),
-        ));
-    }
     // Counts may follow on the same line, glued to the keyword or not.
     let glued = &kw[pos + 3..];
     let mut count_toks: Vec<(&[u8], usize)> = Vec::new();
@@ -68,14 +73,9 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     }
     count_toks.extend(toks.drain(1..).map(|(t, o)| (t, at + o)));
     if count_toks.is_empty() {
-        let (l, lat) = lines.next().ok_or_else(|| {
-            DataError::format(
-                path,
-                "counts",
-                bytes.len() as u64,
-                "truncated: no vertex/face counts",
-            )
-        })?;
+        let (l, lat) = lines
+            .next()
+            .ok_or_else(|| truncated("counts", "no vertex/face counts"))?;
         count_toks = tokens(l).into_iter().map(|(t, o)| (t, lat + o)).collect();
     }
     if count_toks.len() < 2 {
@@ -111,14 +111,9 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     };
     for i in 0..nv {
         let field = format!("vertex {i}");
-        let (l, lat) = lines.next().ok_or_else(|| {
-            DataError::format(
-                path,
-                &field,
-                bytes.len() as u64,
-                "truncated: missing vertex line",
-            )
-        })?;
+        let (l, lat) = lines
+            .next()
+            .ok_or_else(|| truncated(&field, "missing vertex line"))?;
         let t = tokens(l);
         if t.len() < 3 {
             return Err(DataError::format(
@@ -146,14 +141,9 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     let mut idx: Vec<u32> = Vec::new();
     for i in 0..nf {
         let field = format!("face {i}");
-        let (l, lat) = lines.next().ok_or_else(|| {
-            DataError::format(
-                path,
-                &field,
-                bytes.len() as u64,
-                "truncated: missing face line",
-            )
-        })?;
+        let (l, lat) = lines
+            .next()
+            .ok_or_else(|| truncated(&field, "missing face line"))?;
         let t = tokens(l);
         let n: usize = parse_token(t[0].0, lat + t[0].1, path, &field)?;
         if n < 3 || n >= t.len() {

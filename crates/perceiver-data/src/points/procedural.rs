@@ -5,7 +5,7 @@
 
 use super::mesh::Mesh;
 use super::sampling::{normalize_points, sample_surface, Scaling};
-use crate::dataset::{check_index, mix_seed, Dataset, Split};
+use crate::dataset::{generated_sample, Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
@@ -272,9 +272,8 @@ impl Dataset for PointShapes {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
-        let label = index % POINT_SHAPE_CLASSES.len();
-        let mut rng = Rng::new(mix_seed(&[self.cfg.seed, index as u64]));
+        let classes = POINT_SHAPE_CLASSES.len();
+        let (label, mut rng) = generated_sample(index, self.len(), classes, self.cfg.seed)?;
         let mut pts = sample_surface(&self.meshes[label], self.cfg.num_points, &mut rng)?;
         let rot = random_rotation(&mut rng);
         let scale = [0, 1, 2].map(|_| 0.85 + 0.3 * rng.uniform());

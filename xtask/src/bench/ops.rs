@@ -48,6 +48,25 @@ fn input(shape: &[usize]) -> Tensor {
     Tensor::randn(shape, &mut Rng::new(7))
 }
 
+/// A point of the op `name` on an input of `shape` (`note`: where the shape comes from) with
+/// an output of the same shape: `routine(x, shape)` returns the timed call on the random input
+/// `x`, allocated by the point's setup.
+fn map_point(
+    name: &str,
+    shape: &[usize],
+    note: &str,
+    routine: impl FnOnce(Tensor, &[usize]) -> Box<dyn FnMut()> + Send + 'static,
+) -> Point {
+    let shape = shape.to_vec();
+    Point {
+        name: name.into(),
+        shape: shape_str(&shape),
+        note: note.into(),
+        work: same_shape_work(&shape),
+        setup: Box::new(move || routine(input(&shape), &shape)),
+    }
+}
+
 fn softmax_points(quick: bool) -> Vec<Point> {
     let mut shapes: Vec<(&[usize], &str)> = vec![
         (&[512, 512], "B self-attention probabilities, one head"),
@@ -59,20 +78,12 @@ fn softmax_points(quick: bool) -> Vec<Point> {
     shapes
         .into_iter()
         .map(|(shape, note)| {
-            let shape = shape.to_vec();
-            Point {
-                name: "softmax".into(),
-                shape: shape_str(&shape),
-                note: note.into(),
-                work: same_shape_work(&shape),
-                setup: Box::new(move || {
-                    let x = input(&shape);
-                    let axis = shape.len() - 1;
-                    Box::new(move || {
-                        black_box(x.softmax(axis).expect("valid axis"));
-                    })
-                }),
-            }
+            map_point("softmax", shape, note, |x, shape| {
+                let axis = shape.len() - 1;
+                Box::new(move || {
+                    black_box(x.softmax(axis).expect("valid axis"));
+                })
+            })
         })
         .collect()
 }
@@ -89,26 +100,18 @@ fn layer_norm_points(quick: bool) -> Vec<Point> {
     shapes
         .into_iter()
         .map(|(shape, note)| {
-            let shape = shape.to_vec();
-            Point {
-                name: "layer_norm".into(),
-                shape: shape_str(&shape),
-                note: note.into(),
-                work: same_shape_work(&shape),
-                setup: Box::new(move || {
-                    let x = input(&shape);
-                    let d = shape[shape.len() - 1];
-                    let mut rng = Rng::new(8);
-                    let w = Tensor::randn(&[d], &mut rng);
-                    let b = Tensor::randn(&[d], &mut rng);
-                    Box::new(move || {
-                        black_box(
-                            x.layer_norm(Some(&w), Some(&b), 1e-5)
-                                .expect("valid shapes"),
-                        );
-                    })
-                }),
-            }
+            map_point("layer_norm", shape, note, |x, shape| {
+                let d = shape[shape.len() - 1];
+                let mut rng = Rng::new(8);
+                let w = Tensor::randn(&[d], &mut rng);
+                let b = Tensor::randn(&[d], &mut rng);
+                Box::new(move || {
+                    black_box(
+                        x.layer_norm(Some(&w), Some(&b), 1e-5)
+                            .expect("valid shapes"),
+                    );
+                })
+            })
         })
         .collect()
 }
@@ -124,19 +127,11 @@ fn gelu_points(quick: bool) -> Vec<Point> {
         (GeluKind::Tanh, "gelu (tanh)"),
     ] {
         for &(shape, note) in &shapes {
-            let shape = shape.to_vec();
-            out.push(Point {
-                name: name.into(),
-                shape: shape_str(&shape),
-                note: note.into(),
-                work: same_shape_work(&shape),
-                setup: Box::new(move || {
-                    let x = input(&shape);
-                    Box::new(move || {
-                        black_box(x.gelu(kind));
-                    })
-                }),
-            });
+            out.push(map_point(name, shape, note, move |x, _| {
+                Box::new(move || {
+                    black_box(x.gelu(kind));
+                })
+            }));
         }
     }
     out

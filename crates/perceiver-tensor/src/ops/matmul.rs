@@ -6,20 +6,17 @@
 //! no batch dimensions (a Linear layer), the batch is folded into `m` and the whole product is
 //! one GEMM, forward and backward.
 
+use super::binary::Operands;
 use crate::autograd::record;
 use crate::layout::{broadcast_shapes, numel, Layout, Shape};
 use crate::{Error, Result, Tensor};
 use perceiver_kernels::gemm::{gemm, MatRef};
 use rayon::prelude::*;
 
-struct MatmulBackward {
-    a: Option<Tensor>,
-    b: Option<Tensor>,
-    a_shape: Shape,
-    b_shape: Shape,
-}
+struct MatmulBackward(Operands);
 
-backward!(MatmulBackward, "matmul", |saved, g, needs| {
+backward!(MatmulBackward, "matmul", |rule, g, needs| {
+    let saved = &rule.0;
     let da = needs[0].then(|| {
         let b = saved.b.as_ref().expect("saved b");
         let bt = b.permute_raw(&swap_last(b.rank()));
@@ -170,11 +167,8 @@ impl Tensor {
             ));
         }
         let out = matmul_raw(self, other);
-        Ok(record(out, &[self, other], |needs| MatmulBackward {
-            a: needs[1].then(|| self.detach()),
-            b: needs[0].then(|| other.detach()),
-            a_shape: self.layout.shape.clone(),
-            b_shape: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |needs| {
+            MatmulBackward(Operands::save(self, other, needs))
         }))
     }
 }

@@ -1,19 +1,14 @@
 //! `mul`: elementwise `a * b` with broadcasting. The rule keeps a side only when the other side
 //! needs a gradient: da = sum_to_shape(g b), db = sum_to_shape(g a).
 
-use super::binary;
+use super::binary::{self, Operands};
 use crate::autograd::record;
-use crate::layout::Shape;
 use crate::{Result, Tensor};
 
-struct MulBackward {
-    a: Option<Tensor>,
-    b: Option<Tensor>,
-    a_shape: Shape,
-    b_shape: Shape,
-}
+struct MulBackward(Operands);
 
-backward!(MulBackward, "mul", |saved, g, needs| {
+backward!(MulBackward, "mul", |rule, g, needs| {
+    let saved = &rule.0;
     let da = needs[0].then(|| {
         let b = saved.b.as_ref().expect("saved b");
         binary::map_to(g.shape(), g, b, |g, b| g * b).sum_to_shape_raw(&saved.a_shape)
@@ -30,11 +25,8 @@ impl Tensor {
     #[track_caller]
     pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary::broadcast_map("mul", self, other, |a, b| a * b)?;
-        Ok(record(out, &[self, other], |needs| MulBackward {
-            a: needs[1].then(|| self.detach()),
-            b: needs[0].then(|| other.detach()),
-            a_shape: self.layout.shape.clone(),
-            b_shape: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |needs| {
+            MulBackward(Operands::save(self, other, needs))
         }))
     }
 }

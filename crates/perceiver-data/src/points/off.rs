@@ -38,15 +38,6 @@ fn tokens(line: &[u8]) -> Vec<(&[u8], usize)> {
 /// Parses OFF bytes; `path` is only used in errors.
 pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     let mut lines = content_lines(bytes);
-    // The error for a file that ends where `field` should have been.
-    let truncated = |field: &str, what: &str| {
-        DataError::format(
-            path,
-            field,
-            bytes.len() as u64,
-            format!("truncated: {what}"),
-        )
-    };
     let (first, at) = lines
         .next()
         .ok_or_else(|| DataError::format(path, "header", 0, "empty file"))?;
@@ -72,11 +63,20 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
         count_toks.push((glued, at + kw_at + pos + 3));
     }
     count_toks.extend(toks.drain(1..).map(|(t, o)| (t, at + o)));
+    // The tokens of the next content line and where it starts, or an error on `field` for a
+    // file that ends first (`what` is missing).
+    let mut next_line = |field: &str, what: &str| match lines.next() {
+        Some((l, lat)) => Ok((tokens(l), lat)),
+        None => Err(DataError::format(
+            path,
+            field,
+            bytes.len() as u64,
+            format!("truncated: {what}"),
+        )),
+    };
     if count_toks.is_empty() {
-        let (l, lat) = lines
-            .next()
-            .ok_or_else(|| truncated("counts", "no vertex/face counts"))?;
-        count_toks = tokens(l).into_iter().map(|(t, o)| (t, lat + o)).collect();
+        let (t, lat) = next_line("counts", "no vertex/face counts")?;
+        count_toks = t.into_iter().map(|(t, o)| (t, lat + o)).collect();
     }
     if count_toks.len() < 2 {
         let off = count_toks.first().map(|t| t.1).unwrap_or(at);
@@ -111,10 +111,7 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     };
     for i in 0..nv {
         let field = format!("vertex {i}");
-        let (l, lat) = lines
-            .next()
-            .ok_or_else(|| truncated(&field, "missing vertex line"))?;
-        let t = tokens(l);
+        let (t, lat) = next_line(&field, "missing vertex line")?;
         if t.len() < 3 {
             return Err(DataError::format(
                 path,
@@ -141,10 +138,7 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     let mut idx: Vec<u32> = Vec::new();
     for i in 0..nf {
         let field = format!("face {i}");
-        let (l, lat) = lines
-            .next()
-            .ok_or_else(|| truncated(&field, "missing face line"))?;
-        let t = tokens(l);
+        let (t, lat) = next_line(&field, "missing face line")?;
         let n: usize = parse_token(t[0].0, lat + t[0].1, path, &field)?;
         if n < 3 || n >= t.len() {
             return Err(DataError::format(

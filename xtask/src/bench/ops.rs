@@ -48,6 +48,19 @@ fn input(shape: &[usize]) -> Tensor {
     Tensor::randn(shape, &mut Rng::new(7))
 }
 
+/// Shapes of a group's points, each with where it comes from.
+type Shapes = &'static [(&'static [usize], &'static str)];
+
+/// The shapes `always`, then `full` unless `quick`.
+fn shapes(
+    quick: bool,
+    always: Shapes,
+    full: Shapes,
+) -> impl Iterator<Item = (&'static [usize], &'static str)> + Clone {
+    let full = if quick { &[][..] } else { full };
+    always.iter().chain(full).copied()
+}
+
 /// A point of the op `name` on an input of `shape` (`note`: where the shape comes from) with
 /// an output of the same shape: `routine(x, shape)` returns the timed call on the random input
 /// `x`, allocated by the point's setup.
@@ -68,15 +81,12 @@ fn map_point(
 }
 
 fn softmax_points(quick: bool) -> Vec<Point> {
-    let mut shapes: Vec<(&[usize], &str)> = vec![
+    let always: Shapes = &[
         (&[512, 512], "B self-attention probabilities, one head"),
         (&[256, 4096], "C-like long rows"),
     ];
-    if !quick {
-        shapes.push((&[8, 512, 512], "B self-attention probabilities, 8 heads"));
-    }
-    shapes
-        .into_iter()
+    let full: Shapes = &[(&[8, 512, 512], "B self-attention probabilities, 8 heads")];
+    shapes(quick, always, full)
         .map(|(shape, note)| {
             map_point("softmax", shape, note, |x, shape| {
                 let axis = shape.len() - 1;
@@ -89,16 +99,15 @@ fn softmax_points(quick: bool) -> Vec<Point> {
 }
 
 fn layer_norm_points(quick: bool) -> Vec<Point> {
-    let mut shapes: Vec<(&[usize], &str)> = vec![
+    let always: Shapes = &[
         (&[512, 1024], "B latents"),
         (&[50176, 261], "B inputs with Fourier features"),
     ];
-    if !quick {
-        shapes.push((&[32, 64, 128], "A latents, batch 32"));
-        shapes.push((&[32, 784, 67], "A inputs with Fourier features, batch 32"));
-    }
-    shapes
-        .into_iter()
+    let full: Shapes = &[
+        (&[32, 64, 128], "A latents, batch 32"),
+        (&[32, 784, 67], "A inputs with Fourier features, batch 32"),
+    ];
+    shapes(quick, always, full)
         .map(|(shape, note)| {
             map_point("layer_norm", shape, note, |x, shape| {
                 let d = shape[shape.len() - 1];
@@ -117,16 +126,17 @@ fn layer_norm_points(quick: bool) -> Vec<Point> {
 }
 
 fn gelu_points(quick: bool) -> Vec<Point> {
-    let mut shapes: Vec<(&[usize], &str)> = vec![(&[512, 4096], "B latent MLP hidden")];
-    if !quick {
-        shapes.push((&[2048, 512], "A MLP hidden, batch 32"));
-    }
+    let shapes = shapes(
+        quick,
+        &[(&[512, 4096], "B latent MLP hidden")],
+        &[(&[2048, 512], "A MLP hidden, batch 32")],
+    );
     let mut out = Vec::new();
     for (kind, name) in [
         (GeluKind::Erf, "gelu (erf)"),
         (GeluKind::Tanh, "gelu (tanh)"),
     ] {
-        for &(shape, note) in &shapes {
+        for (shape, note) in shapes.clone() {
             out.push(map_point(name, shape, note, move |x, _| {
                 Box::new(move || {
                     black_box(x.gelu(kind));

@@ -26,6 +26,12 @@ fn runs(available: bool, why_not: &str) -> bool {
     available
 }
 
+/// Whether the AMX kernel runs here; says why the test is skipped when not.
+#[cfg(target_arch = "x86_64")]
+fn amx_runs() -> bool {
+    runs(amx::available(), "this CPU or OS does not run AMX tiles")
+}
+
 /// `c = a·b` over the whole `rows(a) x cols(b)` output (row stride `ldc`) through one backend.
 fn product_on(block: Block, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], ldc: usize) {
     let (m, n) = (a.rows, b.cols);
@@ -275,17 +281,30 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (67, 784, 64),
 ];
 
-fn check_all(block: Block) {
-    for &(m, k, n) in SHAPES {
-        for (ta, tb, beta) in [
-            (false, false, 0.0),
-            (true, false, 1.0),
-            (false, true, 0.5),
-            (true, true, 0.0),
-        ] {
+/// Operand layouts and beta: `(A transposed, B transposed, beta)`.
+type Layouts = [(bool, bool, f32); 4];
+
+/// [`check_backend`] on every shape of `shapes` with every layout of `layouts`.
+fn check_shapes(
+    block: Block,
+    shapes: impl IntoIterator<Item = (usize, usize, usize)>,
+    layouts: Layouts,
+) {
+    for (m, k, n) in shapes {
+        for (ta, tb, beta) in layouts {
             check_backend(block, m, k, n, ta, tb, beta);
         }
     }
+}
+
+fn check_all(block: Block) {
+    let layouts = [
+        (false, false, 0.0),
+        (true, false, 1.0),
+        (false, true, 0.5),
+        (true, true, 0.0),
+    ];
+    check_shapes(block, SHAPES.iter().copied(), layouts);
 }
 
 proptest::proptest! {
@@ -324,7 +343,7 @@ fn avx512_kernel_matches_the_naive_product() {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn amx_kernel_matches_the_naive_product() {
-    if !runs(amx::available(), "this CPU or OS does not run AMX tiles") {
+    if !amx_runs() {
         return;
     }
     let shapes = [
@@ -336,16 +355,14 @@ fn amx_kernel_matches_the_naive_product() {
         // Two row blocks sharing one packed depth block of `B`.
         (600, 100, 70),
     ];
-    for (m, k, n) in shapes.into_iter().chain(SHAPES.iter().copied()) {
-        for (ta, tb, beta) in [
-            (false, false, 0.0),
-            (true, true, 1.0),
-            (false, true, 0.5),
-            (true, false, 0.0),
-        ] {
-            check_backend(amx::gemm_block, m, k, n, ta, tb, beta);
-        }
-    }
+    let layouts = [
+        (false, false, 0.0),
+        (true, true, 1.0),
+        (false, true, 0.5),
+        (true, false, 0.0),
+    ];
+    let all = shapes.into_iter().chain(SHAPES.iter().copied());
+    check_shapes(amx::gemm_block, all, layouts);
 }
 
 /// The AMX kernel's three-part bf16 split keeps f32 accuracy: against an f64 product, the
@@ -354,7 +371,7 @@ fn amx_kernel_matches_the_naive_product() {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn amx_kernel_has_f32_accuracy() {
-    if !runs(amx::available(), "this CPU or OS does not run AMX tiles") {
+    if !amx_runs() {
         return;
     }
     let (m, k, n) = (96, 700, 80);

@@ -31,7 +31,7 @@ use perceiver_kernels::gemm::{
     gemm_new, gemm_new_then, gemm_serial, gemm_serial_packed, gemm_serial_packed_into, MatRef,
     OutBlock, PackedB,
 };
-use perceiver_tensor::layout::Shape;
+use perceiver_tensor::layout::{check_vector, Shape};
 use perceiver_tensor::ops::sum_axes_raw;
 use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, GeluKind, Result, Tensor};
 use rayon::prelude::*;
@@ -500,16 +500,9 @@ pub fn mlp_add(
     }
     let (hidden, out) = (w1.shape()[0], w2.shape()[0]);
     for (name, b, len) in [("b1", b1, hidden), ("b2", b2, out)] {
-        if let Some(b) = b {
-            if b.shape() != [len] {
-                return Err(Error::shape(
-                    OP,
-                    format!("{name} must match its layer's outputs"),
-                    b.shape(),
-                    &[len],
-                ));
-            }
-        }
+        check_vector(OP, b, len, || {
+            format!("{name} must match its layer's outputs")
+        })?;
     }
     let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
     out_shape.push(out);

@@ -1,20 +1,17 @@
 //! `add`: elementwise `a + b` with broadcasting. The rule saves only the input shapes:
 //! da = sum_to_shape(g), db = sum_to_shape(g).
 
-use super::binary;
+use super::binary::{self, InputShapes};
 use crate::autograd::record;
-use crate::layout::Shape;
 use crate::{Result, Tensor};
 
-struct AddBackward {
-    a: Shape,
-    b: Shape,
-}
+struct AddBackward(InputShapes);
 
-backward!(AddBackward, "add", |saved, g, needs| {
+backward!(AddBackward, "add", |rule, g, needs| {
+    let shapes = &rule.0;
     vec![
-        needs[0].then(|| g.sum_to_shape_raw(&saved.a)),
-        needs[1].then(|| g.sum_to_shape_raw(&saved.b)),
+        needs[0].then(|| g.sum_to_shape_raw(&shapes.a)),
+        needs[1].then(|| g.sum_to_shape_raw(&shapes.b)),
     ]
 });
 
@@ -23,9 +20,8 @@ impl Tensor {
     #[track_caller]
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary::broadcast_map("add", self, other, |a, b| a + b)?;
-        Ok(record(out, &[self, other], |_| AddBackward {
-            a: self.layout.shape.clone(),
-            b: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |_| {
+            AddBackward(InputShapes::of(self, other))
         }))
     }
 }

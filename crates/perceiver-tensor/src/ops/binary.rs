@@ -4,6 +4,23 @@ use crate::layout::{broadcast_shapes, Shape};
 use crate::{Result, Tensor};
 use perceiver_kernels as kernels;
 
+/// The input shapes a broadcasting op's rule keeps to sum its gradient back to each input
+/// (`add`, `sub`).
+pub(super) struct InputShapes {
+    pub a: Shape,
+    pub b: Shape,
+}
+
+impl InputShapes {
+    /// The shapes of the inputs `a` and `b`.
+    pub(super) fn of(a: &Tensor, b: &Tensor) -> InputShapes {
+        InputShapes {
+            a: a.layout.shape.clone(),
+            b: b.layout.shape.clone(),
+        }
+    }
+}
+
 /// What the rule of a product `a·b` (`mul`, `matmul`) saves: each operand only when the other
 /// one needs a gradient (the gradient of one side reads the other), and both shapes.
 pub(super) struct Operands {

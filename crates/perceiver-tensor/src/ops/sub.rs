@@ -1,20 +1,17 @@
 //! `sub`: elementwise `a - b` with broadcasting. The rule saves only the input shapes:
 //! da = sum_to_shape(g), db = -sum_to_shape(g).
 
-use super::binary;
+use super::binary::{self, InputShapes};
 use crate::autograd::record;
-use crate::layout::Shape;
 use crate::{Result, Tensor};
 
-struct SubBackward {
-    a: Shape,
-    b: Shape,
-}
+struct SubBackward(InputShapes);
 
-backward!(SubBackward, "sub", |saved, g, needs| {
+backward!(SubBackward, "sub", |rule, g, needs| {
+    let shapes = &rule.0;
     vec![
-        needs[0].then(|| g.sum_to_shape_raw(&saved.a)),
-        needs[1].then(|| super::unary::map(&g.sum_to_shape_raw(&saved.b), |v| -v)),
+        needs[0].then(|| g.sum_to_shape_raw(&shapes.a)),
+        needs[1].then(|| super::unary::map(&g.sum_to_shape_raw(&shapes.b), |v| -v)),
     ]
 });
 
@@ -23,9 +20,8 @@ impl Tensor {
     #[track_caller]
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary::broadcast_map("sub", self, other, |a, b| a - b)?;
-        Ok(record(out, &[self, other], |_| SubBackward {
-            a: self.layout.shape.clone(),
-            b: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |_| {
+            SubBackward(InputShapes::of(self, other))
         }))
     }
 }

@@ -79,6 +79,43 @@ pub fn generated_sample(
     Ok((index % classes, Rng::new(mix_seed(&[seed, index as u64]))))
 }
 
+/// Implements [`Dataset`] for the generated dataset `$dataset`, whose config `cfg` has `len`
+/// and `seed`: sample `index` comes from `$generate(dataset, label, rng)` with the label and
+/// the random stream of [`generated_sample`], the classes being the names `$classes`.
+macro_rules! generated_dataset {
+    ($dataset:ty, $classes:expr, $generate:expr) => {
+        impl $crate::dataset::Dataset for $dataset {
+            fn len(&self) -> usize {
+                self.cfg.len
+            }
+
+            fn get(&self, index: usize) -> $crate::error::Result<$crate::sample::Sample> {
+                let (label, mut rng) = $crate::dataset::generated_sample(
+                    index,
+                    self.cfg.len,
+                    $classes.len(),
+                    self.cfg.seed,
+                )?;
+                let generate: fn(
+                    &Self,
+                    usize,
+                    &mut perceiver_tensor::Rng,
+                ) -> $crate::error::Result<$crate::sample::Sample> = $generate;
+                generate(self, label, &mut rng)
+            }
+
+            fn num_classes(&self) -> usize {
+                $classes.len()
+            }
+
+            fn class_names(&self) -> Vec<String> {
+                $classes.iter().map(|s| s.to_string()).collect()
+            }
+        }
+    };
+}
+pub(crate) use generated_dataset;
+
 /// Returns [`DataError::Index`] when `index >= len`.
 pub fn check_index(index: usize, len: usize) -> Result<()> {
     if index >= len {

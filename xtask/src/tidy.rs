@@ -42,21 +42,27 @@ fn relative(path: &Path) -> String {
         .to_string()
 }
 
+/// The files of `paths` (relative to the project root) whose text does not pass `ok`.
+fn failing(paths: impl IntoIterator<Item = PathBuf>, ok: impl Fn(&str) -> bool) -> Vec<String> {
+    paths
+        .into_iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).expect("the file is readable");
+            !ok(&text)
+        })
+        .map(|path| relative(&path))
+        .collect()
+}
+
 #[test]
 fn crates_inherit_workspace_lints() {
-    let mut bad = Vec::new();
-    for dir in crate_dirs() {
-        let manifest = dir.join("Cargo.toml");
-        let text = std::fs::read_to_string(&manifest).expect("manifest is readable");
-        let inherits = text
-            .split("[lints]")
+    let manifests = crate_dirs().into_iter().map(|dir| dir.join("Cargo.toml"));
+    let bad = failing(manifests, |text| {
+        text.split("[lints]")
             .nth(1)
             .and_then(|rest| rest.lines().map(str::trim).find(|l| !l.is_empty()))
-            .is_some_and(|l| l.replace(' ', "") == "workspace=true");
-        if !inherits {
-            bad.push(relative(&manifest));
-        }
-    }
+            .is_some_and(|l| l.replace(' ', "") == "workspace=true")
+    });
     assert!(
         bad.is_empty(),
         "these manifests must end with `[lints]\\nworkspace = true` (the shared lint policy): {bad:?}"
@@ -65,17 +71,13 @@ fn crates_inherit_workspace_lints() {
 
 #[test]
 fn crate_roots_have_module_docs() {
-    let mut bad = Vec::new();
-    for dir in crate_dirs() {
-        for root in ["src/lib.rs", "src/main.rs", "lib.rs"] {
-            let path = dir.join(root);
-            if let Ok(text) = std::fs::read_to_string(&path) {
-                if !text.trim_start().starts_with("//!") {
-                    bad.push(relative(&path));
-                }
-            }
-        }
-    }
+    let roots = crate_dirs().into_iter().flat_map(|dir| {
+        ["src/lib.rs", "src/main.rs", "lib.rs"]
+            .map(|root| dir.join(root))
+            .into_iter()
+            .filter(|path| path.is_file())
+    });
+    let bad = failing(roots, |text| text.trim_start().starts_with("//!"));
     assert!(
         bad.is_empty(),
         "crate roots must start with `//!` docs saying what the crate holds: {bad:?}"
@@ -106,7 +108,8 @@ fn no_ignored_tests() {
 fn ops_tables_and_op_modules_agree() {
     // Both directions, for every crate that defines ops: each row names an existing module with
     // a gradient check in the crate's gradcheck file, and each module under `ops/` that defines
-    // a backward rule (`impl Backward for` / `impl CustomOp for`) has a row.
+    // a backward rule (`impl Backward for`, a `backward!` line or `impl CustomOp for`) has a
+    // row.
     let mut problems = Vec::new();
     for (krate, dir, table, tests, _) in crate::codegen::OP_TABLES {
         let src = project_root().join(dir);
@@ -130,7 +133,10 @@ fn ops_tables_and_op_modules_agree() {
             .unwrap_or_default();
         for path in modules {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            if !(text.contains("impl Backward for") || text.contains("impl CustomOp for")) {
+            let defines_rule = text.contains("impl Backward for")
+                || text.contains("\nbackward!(")
+                || text.contains("impl CustomOp for");
+            if !defines_rule {
                 continue;
             }
             let module = format!(

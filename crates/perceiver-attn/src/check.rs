@@ -14,6 +14,16 @@ pub(crate) struct Dims {
     pub v: usize,
 }
 
+/// A shape error of `op` (`what`) unless the shapes `a` and `b` agree on `axes`.
+#[track_caller]
+fn agree(op: &'static str, a: &[usize], b: &[usize], axes: [usize; 3], what: &str) -> Result<()> {
+    if axes.iter().all(|&i| a[i] == b[i]) {
+        Ok(())
+    } else {
+        Err(Error::shape(op, what, a, b))
+    }
+}
+
 #[track_caller]
 pub(crate) fn check(
     op: &'static str,
@@ -34,22 +44,20 @@ pub(crate) fn check(
         }
     }
     let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
-    if qs[0] != ks[0] || qs[1] != ks[1] || qs[3] != ks[3] {
-        return Err(Error::shape(
-            op,
-            "q and k must agree on batch, heads and width",
-            qs,
-            ks,
-        ));
-    }
-    if ks[0] != vs[0] || ks[1] != vs[1] || ks[2] != vs[2] {
-        return Err(Error::shape(
-            op,
-            "k and v must agree on batch, heads and length",
-            ks,
-            vs,
-        ));
-    }
+    agree(
+        op,
+        qs,
+        ks,
+        [0, 1, 3],
+        "q and k must agree on batch, heads and width",
+    )?;
+    agree(
+        op,
+        ks,
+        vs,
+        [0, 1, 2],
+        "k and v must agree on batch, heads and length",
+    )?;
     if ks[2] == 0 {
         return Err(Error::invalid(
             op,

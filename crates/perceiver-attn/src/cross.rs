@@ -38,7 +38,8 @@ use crate::check::scale_of;
 use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
 use perceiver_kernels::gemm::{gemm, gemm_ldc, MatRef};
 use perceiver_kernels::{add_assign, dot, fast_exp, layer_norm_row, sum};
-use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
+use perceiver_tensor::layout::check_vector;
+use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, Result, Tensor};
 use rayon::prelude::*;
 
 /// Input tokens per block for `queries` query rows: the score buffer (`queries x block`) stays
@@ -577,16 +578,9 @@ fn merge_partials(
 
 impl CustomOp for FusedCross {
     type Saved = CrossSaved;
+    const NAME: &'static str = "fused_cross_attention";
 
-    fn name(&self) -> &'static str {
-        "fused_cross_attention"
-    }
-
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<CrossSaved>)> {
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<CrossSaved> {
         let inputs = CrossInputs::from_list(inputs);
         let (out, lse, u) = if self.folded {
             self.forward_folded(&inputs)
@@ -788,29 +782,12 @@ pub fn fused_cross_attention_with(
         ));
     }
     for (name, t, len) in [("bk", proj.bk, heads * dh), ("bv", proj.bv, hv)] {
-        if let Some(t) = t {
-            if t.shape() != [len] {
-                return Err(Error::shape(
-                    OP,
-                    format!("{name} must be a vector of the projection's width"),
-                    t.shape(),
-                    &[len],
-                ));
-            }
-        }
+        let rule = || format!("{name} must be a vector of the projection's width");
+        check_vector(OP, t, len, rule)?;
     }
     if let Some((w, bb, eps)) = proj.norm {
         for (name, t) in [("norm scale", w), ("norm offset", bb)] {
-            if let Some(t) = t {
-                if t.shape() != [c] {
-                    return Err(Error::shape(
-                        OP,
-                        format!("{name} must be [channels]"),
-                        t.shape(),
-                        &[c],
-                    ));
-                }
-            }
+            check_vector(OP, t, c, || format!("{name} must be [channels]"))?;
         }
         if !(eps >= 0.0) {
             return Err(Error::invalid(OP, format!("eps must be >= 0, got {eps}")));

@@ -30,7 +30,7 @@
 use crate::check::{check, scale_of};
 use perceiver_kernels::gemm::{gemm, MatRef};
 use perceiver_kernels::{add_assign, exp_shift_sum, fast_exp, max as kmax};
-use perceiver_tensor::{apply_custom, CustomOp, Error, Result, Tensor};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, Result, Tensor};
 use rayon::prelude::*;
 
 /// Queries per forward task (and per backward query block).
@@ -485,18 +485,11 @@ fn mat_row_dot(a: MatRef<'_>, b: MatRef<'_>) -> f32 {
 
 impl CustomOp for FlashAttention {
     type Saved = FlashSaved;
+    const NAME: &'static str = "flash_attention";
 
-    fn name(&self) -> &'static str {
-        "flash_attention"
-    }
-
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<FlashSaved>)> {
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<FlashSaved> {
         let [Some(q), Some(k), Some(v)] = inputs else {
-            return Err(Error::invalid(self.name(), "needs q, k and v"));
+            return Err(Error::invalid(Self::NAME, "needs q, k and v"));
         };
         let (out, lse) = self.forward_raw(q, k, v);
         let saved = needs.iter().any(|&n| n).then(|| FlashSaved {

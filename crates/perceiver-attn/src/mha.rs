@@ -338,6 +338,15 @@ impl MultiHeadAttention {
         self.heads_view(&self.to_q.forward(x_q)?, self.config.qk_dim)
     }
 
+    /// The options of the reference kernel for `call`: this layer's scale and dropout.
+    fn reference_options(&self, call: &Call<'_>) -> AttentionOptions {
+        AttentionOptions {
+            scale: self.config.scale,
+            dropout: self.config.dropout,
+            train: call.train,
+        }
+    }
+
     /// Keys and values projected whole from `rows`, then the flash or the reference kernel.
     fn attend_rows(
         &self,
@@ -354,11 +363,7 @@ impl MultiHeadAttention {
             self.heads_view(&v, c.v_dim)?,
         );
         let o = if kernel == AttnKernel::Reference {
-            let opts = AttentionOptions {
-                scale: c.scale,
-                dropout: c.dropout,
-                train: call.train,
-            };
+            let opts = self.reference_options(&call);
             attention_reference(&q, &k, &v, call.mask, &opts, call.rng)?
         } else {
             flash_attention(&q, &k, &v, call.mask, c.scale)?
@@ -379,11 +384,7 @@ impl MultiHeadAttention {
         let c = &self.config;
         let q = self.queries(x_q)?;
         let o = if kernel == AttnKernel::Reference {
-            let opts = AttentionOptions {
-                scale: c.scale,
-                dropout: c.dropout,
-                train: call.train,
-            };
+            let opts = self.reference_options(&call);
             let (k, v) = (self.heads_view(k, c.qk_dim)?, self.heads_view(v, c.v_dim)?);
             attention_reference(&q, &k, &v, call.mask, &opts, call.rng)?
         } else {

@@ -190,12 +190,15 @@ fn all_keys_in_one_block_with_wide_query_blocks() {
     );
 }
 
+/// Random `q: [1, 2, 3, 4]`, `k: [1, 2, 5, 4]` and `v: [1, 2, 5, 3]`.
+fn small_qkv(rng: &mut Rng) -> [Tensor; 3] {
+    [[1, 2, 3, 4], [1, 2, 5, 4], [1, 2, 5, 3]].map(|shape| Tensor::randn(&shape, rng))
+}
+
 #[test]
 fn fused_kernel_passes_a_finite_difference_check() {
     let mut rng = Rng::new(7);
-    let q = Tensor::randn(&[1, 2, 3, 4], &mut rng);
-    let k = Tensor::randn(&[1, 2, 5, 4], &mut rng);
-    let v = Tensor::randn(&[1, 2, 5, 3], &mut rng);
+    let [q, k, v] = small_qkv(&mut rng);
     let m = Tensor::from_vec(vec![1.0, 1.0, 0.0, 1.0, 0.0], &[1, 5]).unwrap();
     check_gradients(&[q, k, v], |x| {
         flash_attention(&x[0], &x[1], &x[2], Some(&m), None)
@@ -206,9 +209,7 @@ fn fused_kernel_passes_a_finite_difference_check() {
 #[test]
 fn bad_arguments_are_errors() {
     let mut rng = Rng::new(1);
-    let q = Tensor::randn(&[1, 2, 3, 4], &mut rng);
-    let k = Tensor::randn(&[1, 2, 5, 4], &mut rng);
-    let v = Tensor::randn(&[1, 2, 5, 3], &mut rng);
+    let [q, k, v] = small_qkv(&mut rng);
     assert!(flash_attention(&q, &k, &Tensor::randn(&[1, 2, 6, 3], &mut rng), None, None).is_err());
     assert!(flash_attention(&q, &Tensor::randn(&[1, 2, 5, 3], &mut rng), &v, None, None).is_err());
     assert!(flash_attention(&q, &k, &v, Some(&Tensor::ones(&[1, 4])), None).is_err());

@@ -4,7 +4,9 @@
 //! Liberation Sans, Arial) is loaded at run time. Without one the curves are drawn without
 //! labels, so the plot never needs fontconfig or freetype.
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use std::ops::Range;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -87,111 +89,98 @@ pub fn write_curves(
         .filter(|v| v.is_finite())
         .fold(0.1f64, f64::max)
         * 1.05;
-    // Loss panel.
-    {
-        let mut b = ChartBuilder::on(&left);
-        b.margin(10);
-        if text {
-            b.caption("loss", ("sans-serif", 16))
-                .x_label_area_size(30)
-                .y_label_area_size(45);
-        }
-        let mut chart = b.build_cartesian_2d(0f64..max_epoch, 0f64..max_loss)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("epoch");
-        } else {
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw()?;
-        let light = RGBColor(150, 170, 230);
-        chart.draw_series(LineSeries::new(steps.iter().copied(), &light))?;
-        let train = chart.draw_series(LineSeries::new(
-            points.iter().map(|p| (p.epoch, p.train_loss)),
-            BLUE.stroke_width(2),
-        ))?;
-        if text {
-            train
-                .label("train")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
-        }
-        let test = chart.draw_series(LineSeries::new(
-            points.iter().map(|p| (p.epoch, p.test_loss)),
-            RED.stroke_width(2),
-        ))?;
-        if text {
-            test.label("test")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
-        }
-        chart.draw_series(
-            points
-                .iter()
-                .map(|p| Circle::new((p.epoch, p.test_loss), 3, RED.filled())),
-        )?;
-        if text {
-            chart
-                .configure_series_labels()
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .label_font(("sans-serif", 13))
-                .draw()?;
-        }
-    }
-    // Accuracy panel.
-    {
-        let mut b = ChartBuilder::on(&right);
-        b.margin(10);
-        if text {
-            b.caption("accuracy", ("sans-serif", 16))
-                .x_label_area_size(30)
-                .y_label_area_size(45);
-        }
-        let lo = points
-            .iter()
-            .flat_map(|p| [p.train_acc, p.test_acc])
-            .fold(1.0f64, f64::min)
-            .clamp(0.0, 0.9);
-        let lo = (lo * 10.0).floor() / 10.0;
-        let mut chart = b.build_cartesian_2d(0f64..max_epoch, lo..1.0f64)?;
-        let mut mesh = chart.configure_mesh();
-        if text {
-            mesh.x_desc("epoch");
-        } else {
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw()?;
-        let train = chart.draw_series(LineSeries::new(
-            points.iter().map(|p| (p.epoch, p.train_acc)),
-            BLUE.stroke_width(2),
-        ))?;
-        if text {
-            train
-                .label("train")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
-        }
-        let test = chart.draw_series(LineSeries::new(
-            points.iter().map(|p| (p.epoch, p.test_acc)),
-            RED.stroke_width(2),
-        ))?;
-        if text {
-            test.label("test")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
-        }
-        chart.draw_series(
-            points
-                .iter()
-                .map(|p| Circle::new((p.epoch, p.test_acc), 3, RED.filled())),
-        )?;
-        if text {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .border_style(BLACK)
-                .background_style(WHITE.mix(0.8))
-                .label_font(("sans-serif", 13))
-                .draw()?;
-        }
-    }
+    let lo = points
+        .iter()
+        .flat_map(|p| [p.train_acc, p.test_acc])
+        .fold(1.0f64, f64::min)
+        .clamp(0.0, 0.9);
+    let lo = (lo * 10.0).floor() / 10.0;
+    let loss = Panel {
+        caption: "loss",
+        y: 0.0..max_loss,
+        curves: |p| [p.train_loss, p.test_loss],
+        steps,
+        legend: None,
+    };
+    let accuracy = Panel {
+        caption: "accuracy",
+        y: lo..1.0,
+        curves: |p| [p.train_acc, p.test_acc],
+        steps: &[],
+        legend: Some(SeriesLabelPosition::LowerRight),
+    };
+    draw_panel(&left, text, max_epoch, points, loss)?;
+    draw_panel(&right, text, max_epoch, points, accuracy)?;
     root.present()?;
+    Ok(())
+}
+
+/// One panel of the curves.
+struct Panel<'a> {
+    /// Its title.
+    caption: &'a str,
+    /// The range of the vertical axis.
+    y: Range<f64>,
+    /// The training and the test value of an epoch.
+    curves: fn(&EpochPoint) -> [f64; 2],
+    /// Per-step values `(epoch fraction, value)` drawn lightly behind the curves.
+    steps: &'a [(f64, f64)],
+    /// Where the legend goes (`None`: plotters' default place).
+    legend: Option<SeriesLabelPosition>,
+}
+
+/// Draws `panel` into `area`: the training curve, the test curve with its points marked, and
+/// (with `text`) the labels and legend; the horizontal axis runs over epochs `0..x_max`.
+fn draw_panel(
+    area: &DrawingArea<BitMapBackend<'_>, Shift>,
+    text: bool,
+    x_max: f64,
+    points: &[EpochPoint],
+    panel: Panel<'_>,
+) -> DrawResult {
+    let mut b = ChartBuilder::on(area);
+    b.margin(10);
+    if text {
+        b.caption(panel.caption, ("sans-serif", 16))
+            .x_label_area_size(30)
+            .y_label_area_size(45);
+    }
+    let mut chart = b.build_cartesian_2d(0f64..x_max, panel.y)?;
+    let mut mesh = chart.configure_mesh();
+    if text {
+        mesh.x_desc("epoch");
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw()?;
+    let light = RGBColor(150, 170, 230);
+    chart.draw_series(LineSeries::new(panel.steps.iter().copied(), &light))?;
+    for (which, colour, label) in [(0, BLUE, "train"), (1, RED, "test")] {
+        let series = chart.draw_series(LineSeries::new(
+            points.iter().map(|p| (p.epoch, (panel.curves)(p)[which])),
+            colour.stroke_width(2),
+        ))?;
+        if text {
+            series
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], colour));
+        }
+    }
+    chart.draw_series(
+        points
+            .iter()
+            .map(|p| Circle::new((p.epoch, (panel.curves)(p)[1]), 3, RED.filled())),
+    )?;
+    if text {
+        let mut labels = chart.configure_series_labels();
+        if let Some(position) = panel.legend {
+            labels.position(position);
+        }
+        labels
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
     Ok(())
 }

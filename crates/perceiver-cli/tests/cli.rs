@@ -35,6 +35,14 @@ fn last_json(o: &Output) -> serde_json::Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {out}"))
 }
 
+/// Runs the binary with `args`, which must succeed, and returns the JSON object on the last
+/// line of its standard output.
+fn succeed(args: &[&str]) -> serde_json::Value {
+    let o = run(args);
+    assert!(o.status.success(), "{args:?} failed: {}", text(&o.stderr));
+    last_json(&o)
+}
+
 const TINY: &[&str] = &[
     "--latents",
     "8",
@@ -106,15 +114,13 @@ fn train_eval_predict_end_to_end() {
     let epochs = metrics.lines().filter(|l| l.contains("\"epoch\",")).count();
     assert!(epochs >= 1 && metrics.lines().count() >= 2, "{metrics}");
 
-    let o = run(&[
+    let e = succeed(&[
         "eval",
         "--checkpoint",
         out.to_str().unwrap(),
         "--threads",
         "1",
     ]);
-    assert!(o.status.success(), "eval failed: {}", text(&o.stderr));
-    let e = last_json(&o);
     assert_eq!(e["dataset"], "shapes");
     assert_eq!(e["params"], j["params"]);
     // Evaluation of the saved weights reproduces the last test accuracy of training.
@@ -128,14 +134,12 @@ fn train_eval_predict_end_to_end() {
 
     let png = d.join("disc.png");
     write_png(&png);
-    let o = run(&[
+    let p = succeed(&[
         "predict",
         "--checkpoint",
         out.to_str().unwrap(),
         png.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "predict failed: {}", text(&o.stderr));
-    let p = last_json(&o);
     let top = p["predictions"][0]["top"].as_array().unwrap();
     assert_eq!(top.len(), 5);
     let sum: f64 = top.iter().map(|t| t["probability"].as_f64().unwrap()).sum();
@@ -171,20 +175,13 @@ fn point_clouds_train_and_predict_a_mesh() {
          4 0 1 2 3\n4 4 5 6 7\n4 0 1 5 4\n4 2 3 7 6\n4 0 3 7 4\n4 1 2 6 5\n",
     )
     .unwrap();
-    let o = run(&[
+    let p = succeed(&[
         "predict",
         "--checkpoint",
         out.to_str().unwrap(),
         off.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "predict failed: {}", text(&o.stderr));
-    assert_eq!(
-        last_json(&o)["predictions"][0]["top"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(p["predictions"][0]["top"].as_array().unwrap().len(), 5);
     std::fs::remove_dir_all(&d).unwrap();
 }
 
@@ -222,15 +219,13 @@ fn resume_continues_exactly() {
     first.extend(["--stop-after", "1"]);
     let o = train(&parts, &first);
     assert_eq!(last_json(&o)["epochs"], 1);
-    let o = run(&[
+    let b = succeed(&[
         "train",
         "--resume",
         parts.to_str().unwrap(),
         "--threads",
         "1",
     ]);
-    assert!(o.status.success(), "resume failed: {}", text(&o.stderr));
-    let b = last_json(&o);
     assert_eq!(b["epochs"], 2);
     let (la, lb) = (step_losses(&straight), step_losses(&parts));
     assert_eq!(la.len(), 8);

@@ -65,6 +65,57 @@ pub trait Dataset: Send + Sync {
     fn class_names(&self) -> Vec<String>;
 }
 
+/// The label and the random stream of sample `index` of a generated dataset of `len` samples
+/// over `classes` classes: labels cycle through the classes with the index, and each sample
+/// draws from its own stream, seeded by `(seed, index)`. [`DataError::Index`] when
+/// `index >= len`.
+pub fn generated_sample(
+    index: usize,
+    len: usize,
+    classes: usize,
+    seed: u64,
+) -> Result<(usize, Rng)> {
+    check_index(index, len)?;
+    Ok((index % classes, Rng::new(mix_seed(&[seed, index as u64]))))
+}
+
+/// Implements [`Dataset`] for the generated dataset `$dataset`, whose config `cfg` has `len`
+/// and `seed`: sample `index` comes from `$generate(dataset, label, rng)` with the label and
+/// the random stream of [`generated_sample`], the classes being the names `$classes`.
+macro_rules! generated_dataset {
+    ($dataset:ty, $classes:expr, $generate:expr) => {
+        impl $crate::dataset::Dataset for $dataset {
+            fn len(&self) -> usize {
+                self.cfg.len
+            }
+
+            fn get(&self, index: usize) -> $crate::error::Result<$crate::sample::Sample> {
+                let (label, mut rng) = $crate::dataset::generated_sample(
+                    index,
+                    self.cfg.len,
+                    $classes.len(),
+                    self.cfg.seed,
+                )?;
+                let generate: fn(
+                    &Self,
+                    usize,
+                    &mut perceiver_tensor::Rng,
+                ) -> $crate::error::Result<$crate::sample::Sample> = $generate;
+                generate(self, label, &mut rng)
+            }
+
+            fn num_classes(&self) -> usize {
+                $classes.len()
+            }
+
+            fn class_names(&self) -> Vec<String> {
+                $classes.iter().map(|s| s.to_string()).collect()
+            }
+        }
+    };
+}
+pub(crate) use generated_dataset;
+
 /// Returns [`DataError::Index`] when `index >= len`.
 pub fn check_index(index: usize, len: usize) -> Result<()> {
     if index >= len {
@@ -74,35 +125,27 @@ pub fn check_index(index: usize, len: usize) -> Result<()> {
     }
 }
 
-impl<D: Dataset + ?Sized> Dataset for Arc<D> {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn get(&self, index: usize) -> Result<Sample> {
-        (**self).get(index)
-    }
-    fn num_classes(&self) -> usize {
-        (**self).num_classes()
-    }
-    fn class_names(&self) -> Vec<String> {
-        (**self).class_names()
-    }
+/// A smart pointer to a dataset is the dataset it points to.
+macro_rules! dataset_through_pointer {
+    ($($pointer:ident),*) => {$(
+        impl<D: Dataset + ?Sized> Dataset for $pointer<D> {
+            fn len(&self) -> usize {
+                (**self).len()
+            }
+            fn get(&self, index: usize) -> Result<Sample> {
+                (**self).get(index)
+            }
+            fn num_classes(&self) -> usize {
+                (**self).num_classes()
+            }
+            fn class_names(&self) -> Vec<String> {
+                (**self).class_names()
+            }
+        }
+    )*};
 }
 
-impl<D: Dataset + ?Sized> Dataset for Box<D> {
-    fn len(&self) -> usize {
-        (**self).len()
-    }
-    fn get(&self, index: usize) -> Result<Sample> {
-        (**self).get(index)
-    }
-    fn num_classes(&self) -> usize {
-        (**self).num_classes()
-    }
-    fn class_names(&self) -> Vec<String> {
-        (**self).class_names()
-    }
-}
+dataset_through_pointer!(Arc, Box);
 
 /// A per-sample transformation (normalisation, augmentation, token permutation...).
 pub trait Transform: Send + Sync {

@@ -19,6 +19,19 @@ pub fn sorted_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// The sub-folders of `root` with their names, sorted: the classes of a dataset laid out one
+/// folder per class.
+pub fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    for dir in sorted_dir(root)? {
+        if dir.is_dir() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            out.push((name.unwrap_or_default(), dir));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads a whole file.
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| DataError::io(path, e))

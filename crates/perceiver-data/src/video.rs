@@ -6,7 +6,7 @@
 //! `[F, H, W]` (implicit 3-D positions, `linspace(-1, 1)` over frames, rows and columns). Clip `i` is
 //! a pure function of `(seed, i)`.
 
-use crate::dataset::{check_index, mix_seed, Dataset, Split};
+use crate::dataset::{generated_dataset, Split};
 use crate::error::{DataError, Result};
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
@@ -148,29 +148,9 @@ impl MovingShapes {
     }
 }
 
-impl Dataset for MovingShapes {
-    fn len(&self) -> usize {
-        self.cfg.len
-    }
-
-    fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
-        let label = index % MOTION_CLASSES.len();
-        let mut rng = Rng::new(mix_seed(&[self.cfg.seed, index as u64]));
-        let values = self.render(label, &mut rng);
-        Ok(Sample::on_grid(
-            values,
-            &[self.cfg.frames, self.cfg.height, self.cfg.width],
-            self.cfg.channels,
-            label,
-        ))
-    }
-
-    fn num_classes(&self) -> usize {
-        MOTION_CLASSES.len()
-    }
-
-    fn class_names(&self) -> Vec<String> {
-        MOTION_CLASSES.iter().map(|s| s.to_string()).collect()
-    }
-}
+generated_dataset!(MovingShapes, MOTION_CLASSES, |clips, label, rng| {
+    let values = clips.render(label, rng);
+    let cfg = &clips.cfg;
+    let grid = [cfg.frames, cfg.height, cfg.width];
+    Ok(Sample::on_grid(values, &grid, cfg.channels, label))
+});

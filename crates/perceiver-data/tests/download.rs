@@ -272,29 +272,20 @@ fn pinned_digests_match_the_shared_copies() {
     // The shared copies are byte-identical to upstream for these files (see their READMEs;
     // the shared copy of MNIST's train-images .gz is a rebuild, not upstream's bytes, so it is
     // not compared).
-    if let Some(dir) = common::shared("mnist") {
-        for f in download::mnist()
-            .files
-            .iter()
-            .filter(|f| f.name != "train-images-idx3-ubyte.gz")
-        {
-            assert_eq!(
-                sha256_file(&dir.join(&f.name)).unwrap(),
-                f.sha256,
-                "{}",
-                f.name
-            );
+    // Every file of `files` in `dir` has its pinned digest.
+    let check = |dir: &Path, files: &[RemoteFile]| {
+        for f in files {
+            let got = sha256_file(&dir.join(&f.name)).unwrap();
+            assert_eq!(got, f.sha256, "{}", f.name);
         }
+    };
+    if let Some(dir) = common::shared("mnist") {
+        let mut files = download::mnist().files;
+        files.retain(|f| f.name != "train-images-idx3-ubyte.gz");
+        check(&dir, &files);
     }
     if let Some(dir) = common::shared("fashion-mnist") {
-        for f in &download::fashion_mnist().files {
-            assert_eq!(
-                sha256_file(&dir.join(&f.name)).unwrap(),
-                f.sha256,
-                "{}",
-                f.name
-            );
-        }
+        check(&dir, &download::fashion_mnist().files);
     }
     if let Some(dir) = common::shared("fsdd") {
         // The FSDD content digest from the recordings themselves (3,000 SHA-256s: ~21 MB).

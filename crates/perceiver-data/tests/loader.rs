@@ -216,23 +216,17 @@ fn crop_and_flip() {
         .apply(s.clone(), &mut rng)
         .unwrap();
     assert_eq!(same.values, s.values);
-    let no_pad = RandomCrop {
+    // A 2x3 crop of the 2x3 sample padded by `padding`.
+    let crop = |padding| RandomCrop {
         height: 2,
         width: 3,
-        padding: 0,
-    }
-    .apply(s.clone(), &mut rng)
-    .unwrap();
+        padding,
+    };
+    let no_pad = crop(0).apply(s.clone(), &mut rng).unwrap();
     assert_eq!(no_pad.values, s.values);
     let mut seen = BTreeSet::new();
     for _ in 0..200 {
-        let c = RandomCrop {
-            height: 2,
-            width: 3,
-            padding: 1,
-        }
-        .apply(s.clone(), &mut rng)
-        .unwrap();
+        let c = crop(1).apply(s.clone(), &mut rng).unwrap();
         assert_eq!(c.grid, Some(vec![2, 3]));
         let sum: f32 = c.values.iter().sum();
         seen.insert(sum as i64);

@@ -7,16 +7,24 @@ use perceiver_data::audio::{read_wav, Fsdd, FsddConfig};
 use perceiver_data::image::{Mnist, MnistKind, Normalize, PixelPermutation};
 use perceiver_data::{Dataset, Loader, Split, Transform};
 use perceiver_tensor::Rng;
+use std::path::Path;
+
+/// The training and test sets of an MNIST-format dataset in `dir`, checked to have 60,000 and
+/// 10,000 images.
+fn train_and_test(dir: &Path, kind: MnistKind) -> (Mnist, Mnist) {
+    let train = Mnist::load(dir, Split::Train, kind).unwrap();
+    let test = Mnist::load(dir, Split::Test, kind).unwrap();
+    assert_eq!(train.len(), 60_000);
+    assert_eq!(test.len(), 10_000);
+    (train, test)
+}
 
 #[test]
 fn mnist_counts_and_histograms() {
     let Some(dir) = common::shared("mnist") else {
         return;
     };
-    let train = Mnist::load(&dir, Split::Train, MnistKind::Digits).unwrap();
-    let test = Mnist::load(&dir, Split::Test, MnistKind::Digits).unwrap();
-    assert_eq!(train.len(), 60_000);
-    assert_eq!(test.len(), 10_000);
+    let (train, test) = train_and_test(&dir, MnistKind::Digits);
     assert_eq!((train.rows(), train.cols()), (28, 28));
     assert_eq!(
         train.label_histogram(),
@@ -45,10 +53,7 @@ fn fashion_mnist_counts_and_histograms() {
     let Some(dir) = common::shared("fashion-mnist") else {
         return;
     };
-    let train = Mnist::load(&dir, Split::Train, MnistKind::Fashion).unwrap();
-    let test = Mnist::load(&dir, Split::Test, MnistKind::Fashion).unwrap();
-    assert_eq!(train.len(), 60_000);
-    assert_eq!(test.len(), 10_000);
+    let (train, test) = train_and_test(&dir, MnistKind::Fashion);
     assert_eq!(train.label_histogram(), vec![6000; 10]);
     assert_eq!(test.label_histogram(), vec![1000; 10]);
     assert_eq!(train.class_names()[9], "Ankle boot");

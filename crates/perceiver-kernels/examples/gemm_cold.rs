@@ -3,18 +3,14 @@
 //!
 //! `cargo run --release -p perceiver-kernels --example gemm_cold -- M K N [COPIES] [ITERS]`
 //! times `x[M,K] · W[N,K]ᵀ` (a Linear layer's product) with 1 weight copy and with COPIES.
+mod common;
+
 use perceiver_kernels::gemm::{gemm_new, MatRef};
 use std::time::Instant;
 
 fn main() {
-    let parsed: Result<Vec<usize>, _> = std::env::args().skip(1).map(|a| a.parse()).collect();
-    let args = match parsed {
-        Ok(a) if (3..=5).contains(&a.len()) && a[3..].iter().all(|&v| v > 0) => a,
-        _ => {
-            eprintln!("usage: gemm_cold M K N [COPIES >= 1] [ITERS >= 1] (whole numbers)");
-            std::process::exit(2);
-        }
-    };
+    let usage = "gemm_cold M K N [COPIES >= 1] [ITERS >= 1] (whole numbers)";
+    let args = common::sizes(usage, |i, v| i < 3 || v > 0);
     let (m, k, n) = (args[0], args[1], args[2]);
     let copies = args.get(3).copied().unwrap_or(40);
     let iters = args.get(4).copied().unwrap_or(80);
@@ -48,8 +44,7 @@ fn main() {
                 times.push(dt);
             }
         }
-        times.sort_by(f64::total_cmp);
-        let med = times[times.len() / 2];
+        let med = common::median(times);
         println!(
             "{m}x{k}x{n} weights {}{}: median {:.3} ms, {:.1} GFLOP/s",
             if used == 1 { "hot " } else { "cold" },

@@ -5,18 +5,14 @@
 //! `cargo run --release -p perceiver-kernels --example gemm_layout -- M K N [ITERS] [COPIES]`
 //! (`RAYON_NUM_THREADS=1` for one thread). With COPIES > 1 the operands cycle through that many
 //! copies, so they come from memory rather than cache, as in a training step.
+mod common;
+
 use perceiver_kernels::gemm::{gemm_new, MatRef};
 use std::time::Instant;
 
 fn main() {
-    let parsed: Result<Vec<usize>, _> = std::env::args().skip(1).map(|a| a.parse()).collect();
-    let args = match parsed {
-        Ok(a) if (3..=5).contains(&a.len()) && a.iter().all(|&v| v > 0) => a,
-        _ => {
-            eprintln!("usage: gemm_layout M K N [ITERS] [COPIES] (whole numbers > 0)");
-            std::process::exit(2);
-        }
-    };
+    let usage = "gemm_layout M K N [ITERS] [COPIES] (whole numbers > 0)";
+    let args = common::sizes(usage, |_, v| v > 0);
     let (m, k, n) = (args[0], args[1], args[2]);
     let iters = args.get(3).copied().unwrap_or(200);
     let copies = args.get(4).copied().unwrap_or(1);
@@ -46,8 +42,7 @@ fn main() {
                 times.push(t.elapsed().as_secs_f64());
             }
         }
-        times.sort_by(f64::total_cmp);
-        let med = times[times.len() / 2];
+        let med = common::median(times);
         println!(
             "{m}x{k}x{n} {layout}, {copies} cop{}: median {:.1} us, {:.1} GFLOP/s",
             if copies == 1 { "y" } else { "ies" },

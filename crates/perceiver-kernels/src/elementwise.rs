@@ -121,8 +121,6 @@ pub fn row_map(
     // Chunks are whole numbers of rows.
     let rows_per = (CHUNK / n).max(1);
     let chunk = rows_per * n;
-    let mut v: Vec<f32> = Vec::with_capacity(x.len());
-    let spare = &mut v.spare_capacity_mut()[..x.len()];
     let body = |start: usize, o: &mut [MaybeUninit<f32>]| {
         let x = &x[start..start + o.len()];
         crate::simd!(for (o, x) in o.chunks_mut(n).zip(x.chunks(n)) {
@@ -131,17 +129,8 @@ pub fn row_map(
             }
         })
     };
-    if x.len() >= PAR_THRESHOLD {
-        spare
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| body(i * chunk, c));
-    } else {
-        body(0, spare);
-    }
-    // SAFETY: every row of every chunk was written.
-    unsafe { v.set_len(x.len()) };
-    v
+    // SAFETY: `body` writes every row of every chunk.
+    unsafe { filled_chunks(x.len(), chunk, body) }
 }
 
 /// An initialised row seen as a row to write into, for the kernels that write through

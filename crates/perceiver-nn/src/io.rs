@@ -301,23 +301,17 @@ fn parse_entry(src: &str, name: &str, info: &Value) -> Result<Entry> {
             "dtype {dtype} is not supported (only the float types F32, F64, F16 and BF16 are)"
         ))
     })?;
-    let shape = info
-        .get("shape")
-        .and_then(Value::as_array)
-        .and_then(|a| {
+    // The field `key` as an array of non-negative integers that fit a usize.
+    let sizes = |key: &str| {
+        info.get(key).and_then(Value::as_array).and_then(|a| {
             a.iter()
                 .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
                 .collect::<Option<Vec<usize>>>()
         })
+    };
+    let shape = sizes("shape")
         .ok_or_else(|| bad("no `shape` array of non-negative integers in its header entry"))?;
-    let offsets = info
-        .get("data_offsets")
-        .and_then(Value::as_array)
-        .and_then(|a| {
-            a.iter()
-                .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
-                .collect::<Option<Vec<usize>>>()
-        })
+    let offsets = sizes("data_offsets")
         .filter(|o| o.len() == 2)
         .ok_or_else(|| {
             bad("no `data_offsets` pair of non-negative integers in its header entry")

@@ -208,47 +208,58 @@ fn lamb_by_hand() -> Result<()> {
     //   (the f64 values come from a 15-line Python reference of the formulas above).
     let (params, p) = store(&[("w", &[3.0, 4.0], &[1, 2]), ("b", &[0.0, 0.0], &[2])]);
     let mut opt = Lamb::new(LambConfig::default().with_weight_decay(0.1))?;
-    let g1: &[f32] = &[0.5, -2.0];
-    opt.step(&params, &const_grads(&[(&p[0], g1), (&p[1], g1)]), 0.1)?;
-    assert_close(
-        &p[0].value().to_vec(),
-        &[2.546_020_364, 4.209_529_211],
-        2e-6,
-        "lamb w step 1",
-    );
-    assert_close(
-        &p[1].value().to_vec(),
-        &[-0.099_999_8, 0.099_999_95],
-        2e-6,
-        "lamb b step 1",
-    );
-    let g2: &[f32] = &[-1.0, 1.0];
-    opt.step(&params, &const_grads(&[(&p[0], g2), (&p[1], g2)]), 0.1)?;
-    assert_close(
-        &p[0].value().to_vec(),
-        &[2.833_775_831, 3.810_504_963],
-        1e-5,
-        "lamb w step 2",
-    );
-    assert_close(
-        &p[1].value().to_vec(),
-        &[-0.088_563_749, 0.108_319_580],
-        1e-5,
-        "lamb b step 2",
-    );
+    // (step, gradient of both, expected w, expected b, tolerance)
+    let steps: [(usize, &[f32], [f64; 2], [f64; 2], f64); 2] = [
+        (
+            1,
+            &[0.5, -2.0],
+            [2.546_020_364, 4.209_529_211],
+            [-0.099_999_8, 0.099_999_95],
+            2e-6,
+        ),
+        (
+            2,
+            &[-1.0, 1.0],
+            [2.833_775_831, 3.810_504_963],
+            [-0.088_563_749, 0.108_319_580],
+            1e-5,
+        ),
+    ];
+    for (step, g, w, b, tol) in steps {
+        opt.step(&params, &const_grads(&[(&p[0], g), (&p[1], g)]), 0.1)?;
+        assert_close(
+            &p[0].value().to_vec(),
+            &w,
+            tol,
+            &format!("lamb w step {step}"),
+        );
+        assert_close(
+            &p[1].value().to_vec(),
+            &b,
+            tol,
+            &format!("lamb b step {step}"),
+        );
+    }
     assert_eq!(Lamb::trust_ratio(0.0, 3.0), 1.0);
     assert_eq!(Lamb::trust_ratio(3.0, 0.0), 1.0);
     assert_eq!(Lamb::trust_ratio(3.0, 1.5), 2.0);
     Ok(())
 }
 
+/// A parameter `[n, 1]` of n = 70,001 elements (enough for the parallel chunked paths) and a
+/// gradient for it, drawn from `seed`.
+fn large_param(seed: u64) -> (usize, Vec<f32>, Vec<f32>) {
+    let n = 70_001;
+    let mut rng = Rng::new(seed);
+    let w0 = Tensor::randn(&[n, 1], &mut rng).to_vec();
+    let g = Tensor::randn(&[n], &mut rng).to_vec();
+    (n, w0, g)
+}
+
 #[test]
 fn lamb_large_param_matches_f64_reference() -> Result<()> {
     // Big enough for the parallel chunked path; compared with a direct f64 evaluation.
-    let n = 70_001;
-    let mut rng = Rng::new(7);
-    let w0 = Tensor::randn(&[n, 1], &mut rng).to_vec();
-    let g: Vec<f32> = Tensor::randn(&[n], &mut rng).to_vec();
+    let (n, w0, g) = large_param(7);
     let (params, p) = store(&[("w", &w0, &[n, 1])]);
     let mut opt = Lamb::new(LambConfig::default())?;
     opt.step(&params, &const_grads(&[(&p[0], &g)]), 0.01)?;
@@ -269,10 +280,7 @@ fn lamb_large_param_matches_f64_reference() -> Result<()> {
 fn large_params_match_small_params() -> Result<()> {
     // SGD and Adam are elementwise: the chunked parallel path on a 70,001-element parameter must
     // give bit-identical results to the serial path on a copy of its first 100 elements.
-    let n = 70_001;
-    let mut rng = Rng::new(3);
-    let w0 = Tensor::randn(&[n, 1], &mut rng).to_vec();
-    let g = Tensor::randn(&[n], &mut rng).to_vec();
+    let (n, w0, g) = large_param(3);
     let make: [fn() -> Box<dyn Optimizer>; 3] = [
         || Box::new(Sgd::new(SgdConfig::nesterov(0.9).with_weight_decay(0.01)).unwrap()),
         || Box::new(Adam::new(AdamConfig::adamw(0.1)).unwrap()),

@@ -287,6 +287,26 @@ impl FourierFeatures {
         Ok((0..axes).map(|a| self.config.frequencies(a)).collect())
     }
 
+    /// The `c` features of each of the `n` points of `d` coordinates in `pv`, point after point.
+    fn encode_points(
+        &self,
+        pv: &[f32],
+        n: usize,
+        d: usize,
+        freqs: &[Vec<f32>],
+        c: usize,
+    ) -> Vec<f32> {
+        let mut data = vec![0.0f32; n * c];
+        for p in 0..n {
+            self.config.encode_point(
+                &pv[p * d..(p + 1) * d],
+                freqs,
+                &mut data[p * c..(p + 1) * c],
+            );
+        }
+        data
+    }
+
     /// The features of the grid of shape `dims`: `[*dims, channels]`, untracked. Computed
     /// once per shape, then served from the cache (a cheap clone of shared storage).
     #[track_caller]
@@ -300,14 +320,7 @@ impl FourierFeatures {
         let d = dims.len();
         let n: usize = dims.iter().product();
         let pv = pos.to_vec();
-        let mut data = vec![0.0f32; n * c];
-        for p in 0..n {
-            self.config.encode_point(
-                &pv[p * d..(p + 1) * d],
-                &freqs,
-                &mut data[p * c..(p + 1) * c],
-            );
-        }
+        let data = self.encode_points(&pv, n, d, &freqs, c);
         let mut shape = dims.to_vec();
         shape.push(c);
         let t = Tensor::from_vec(data, &shape)?;
@@ -332,14 +345,7 @@ impl FourierFeatures {
         let c = self.num_channels(d);
         let pv = pos.to_vec();
         let n = pv.len().checked_div(d).unwrap_or(0);
-        let mut data = vec![0.0f32; n * c];
-        for p in 0..n {
-            self.config.encode_point(
-                &pv[p * d..(p + 1) * d],
-                &freqs,
-                &mut data[p * c..(p + 1) * c],
-            );
-        }
+        let data = self.encode_points(&pv, n, d, &freqs, c);
         let mut shape = pos.shape().to_vec();
         *shape.last_mut().expect("rank >= 1") = c;
         Tensor::from_vec(data, &shape)

@@ -270,6 +270,21 @@ pub(crate) fn for_each_row<const K: usize>(
     }
 }
 
+/// Checks an optional vector argument of `op`: `t`, when given, must have shape `[len]`;
+/// otherwise a shape error stating `rule`.
+#[track_caller]
+pub fn check_vector(
+    op: &'static str,
+    t: Option<&crate::Tensor>,
+    len: usize,
+    rule: impl FnOnce() -> String,
+) -> Result<()> {
+    match t {
+        Some(t) if t.shape() != [len] => Err(Error::shape(op, rule(), t.shape(), &[len])),
+        _ => Ok(()),
+    }
+}
+
 /// Validates an axis against a rank.
 #[track_caller]
 pub(crate) fn check_axis(op: &'static str, axis: usize, shape: &[usize]) -> Result<()> {

@@ -31,7 +31,7 @@ mod tensor;
 pub mod testing;
 
 pub use autograd::{
-    apply_custom, is_grad_enabled, no_grad, Backward, CustomOp, Grads, NoGradGuard,
+    apply_custom, is_grad_enabled, no_grad, Backward, CustomOp, Forward, Grads, NoGradGuard,
 };
 pub use error::{Error, Result};
 pub use perceiver_kernels::GeluKind;

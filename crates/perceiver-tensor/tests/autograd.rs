@@ -1,7 +1,7 @@
 //! Autograd engine behaviour: recording, no_grad, detach, errors, deep graphs, custom ops.
 
 use perceiver_tensor::autograd::Leaf;
-use perceiver_tensor::{apply_custom, no_grad, CustomOp, Result, Rng, Tensor};
+use perceiver_tensor::{apply_custom, no_grad, CustomOp, Forward, Result, Rng, Tensor};
 use std::sync::{Arc, Mutex};
 
 #[test]
@@ -61,10 +61,8 @@ impl Triple {
 
 impl CustomOp for Triple {
     type Saved = ();
-    fn name(&self) -> &'static str {
-        "triple"
-    }
-    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Result<(Tensor, Option<()>)> {
+    const NAME: &'static str = "triple";
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<()> {
         *self.0.lock().unwrap() = needs.to_vec();
         let y = inputs[0].expect("x").mul_scalar(3.0);
         let y = match inputs.get(1).copied().flatten() {

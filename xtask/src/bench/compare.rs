@@ -38,21 +38,27 @@ enum Metric {
 
 fn workloads(quick: bool) -> Vec<Workload> {
     let s = |v: &[&str]| Some(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+    // Config A at batch 32 in torch's `mode`, compared in examples/s under the torch `key`.
+    let config_a = |name, ours: &str, mode, key| Workload {
+        name,
+        ours: ("model", ours.into()),
+        torch_args: s(&["--config", "A", "--mode", mode, "--attn", "sdpa"]),
+        gemm: None,
+        metric: Metric::Examples(key),
+    };
     let mut w = vec![
-        Workload {
-            name: "A forward (batch 32)",
-            ours: ("model", "A forward batch 32".into()),
-            torch_args: s(&["--config", "A", "--mode", "fwd", "--attn", "sdpa"]),
-            gemm: None,
-            metric: Metric::Examples("fwd_examples_per_s"),
-        },
-        Workload {
-            name: "A training step (batch 32, Adam)",
-            ours: ("model", "A train step batch 32".into()),
-            torch_args: s(&["--config", "A", "--mode", "train", "--attn", "sdpa"]),
-            gemm: None,
-            metric: Metric::Examples("train_examples_per_s"),
-        },
+        config_a(
+            "A forward (batch 32)",
+            "A forward batch 32",
+            "fwd",
+            "fwd_examples_per_s",
+        ),
+        config_a(
+            "A training step (batch 32, Adam)",
+            "A train step batch 32",
+            "train",
+            "train_examples_per_s",
+        ),
     ];
     if !quick {
         w.push(Workload {

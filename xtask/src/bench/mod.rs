@@ -241,6 +241,17 @@ struct Options {
     rounds: Option<usize>,
 }
 
+/// The value `v` of the count option `flag`, which must be a whole number of at least 1.
+fn at_least_one(flag: &str, v: String) -> Result<usize> {
+    let n: usize = v
+        .parse()
+        .map_err(|_| format!("{flag}: not a number: {v}"))?;
+    if n == 0 {
+        return Err(format!("{flag} must be at least 1").into());
+    }
+    Ok(n)
+}
+
 fn parse(args: &[OsString], point_mode: bool) -> Result<Options> {
     let mut opts = Options::default();
     let mut it = args.iter().map(|a| {
@@ -255,14 +266,7 @@ fn parse(args: &[OsString], point_mode: bool) -> Result<Options> {
         };
         match arg.as_str() {
             "--threads" => {
-                let v = value("--threads")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--threads: not a number: {v}"))?;
-                if n == 0 {
-                    return Err("--threads must be at least 1".into());
-                }
-                opts.threads = Some(n);
+                opts.threads = Some(at_least_one("--threads", value("--threads")?)?);
             }
             "--quick" => opts.quick = true,
             "--filter" if !point_mode => opts.filter = Some(value("--filter")?),
@@ -272,14 +276,7 @@ fn parse(args: &[OsString], point_mode: bool) -> Result<Options> {
                 opts.compare_torch = Some(value("--compare-torch")?)
             }
             "--rounds" if !point_mode => {
-                let v = value("--rounds")?;
-                let n: usize = v
-                    .parse()
-                    .map_err(|_| format!("--rounds: not a number: {v}"))?;
-                if n == 0 {
-                    return Err("--rounds must be at least 1".into());
-                }
-                opts.rounds = Some(n);
+                opts.rounds = Some(at_least_one("--rounds", value("--rounds")?)?);
             }
             "--group" if point_mode => opts.group = Some(value("--group")?),
             "--point" if point_mode => opts.point = Some(value("--point")?),

@@ -48,95 +48,100 @@ fn input(shape: &[usize]) -> Tensor {
     Tensor::randn(shape, &mut Rng::new(7))
 }
 
+/// Shapes of a group's points, each with where it comes from.
+type Shapes = &'static [(&'static [usize], &'static str)];
+
+/// The shapes `always`, then `full` unless `quick`.
+fn shapes(
+    quick: bool,
+    always: Shapes,
+    full: Shapes,
+) -> impl Iterator<Item = (&'static [usize], &'static str)> + Clone {
+    let full = if quick { &[][..] } else { full };
+    always.iter().chain(full).copied()
+}
+
+/// A point of the op `name` on an input of `shape` (`note`: where the shape comes from) with
+/// an output of the same shape: `routine(x, shape)` returns the timed call on the random input
+/// `x`, allocated by the point's setup.
+fn map_point(
+    name: &str,
+    shape: &[usize],
+    note: &str,
+    routine: impl FnOnce(Tensor, &[usize]) -> Box<dyn FnMut()> + Send + 'static,
+) -> Point {
+    let shape = shape.to_vec();
+    Point {
+        name: name.into(),
+        shape: shape_str(&shape),
+        note: note.into(),
+        work: same_shape_work(&shape),
+        setup: Box::new(move || routine(input(&shape), &shape)),
+    }
+}
+
 fn softmax_points(quick: bool) -> Vec<Point> {
-    let mut shapes: Vec<(&[usize], &str)> = vec![
+    let always: Shapes = &[
         (&[512, 512], "B self-attention probabilities, one head"),
         (&[256, 4096], "C-like long rows"),
     ];
-    if !quick {
-        shapes.push((&[8, 512, 512], "B self-attention probabilities, 8 heads"));
-    }
-    shapes
-        .into_iter()
+    let full: Shapes = &[(&[8, 512, 512], "B self-attention probabilities, 8 heads")];
+    shapes(quick, always, full)
         .map(|(shape, note)| {
-            let shape = shape.to_vec();
-            Point {
-                name: "softmax".into(),
-                shape: shape_str(&shape),
-                note: note.into(),
-                work: same_shape_work(&shape),
-                setup: Box::new(move || {
-                    let x = input(&shape);
-                    let axis = shape.len() - 1;
-                    Box::new(move || {
-                        black_box(x.softmax(axis).expect("valid axis"));
-                    })
-                }),
-            }
+            map_point("softmax", shape, note, |x, shape| {
+                let axis = shape.len() - 1;
+                Box::new(move || {
+                    black_box(x.softmax(axis).expect("valid axis"));
+                })
+            })
         })
         .collect()
 }
 
 fn layer_norm_points(quick: bool) -> Vec<Point> {
-    let mut shapes: Vec<(&[usize], &str)> = vec![
+    let always: Shapes = &[
         (&[512, 1024], "B latents"),
         (&[50176, 261], "B inputs with Fourier features"),
     ];
-    if !quick {
-        shapes.push((&[32, 64, 128], "A latents, batch 32"));
-        shapes.push((&[32, 784, 67], "A inputs with Fourier features, batch 32"));
-    }
-    shapes
-        .into_iter()
+    let full: Shapes = &[
+        (&[32, 64, 128], "A latents, batch 32"),
+        (&[32, 784, 67], "A inputs with Fourier features, batch 32"),
+    ];
+    shapes(quick, always, full)
         .map(|(shape, note)| {
-            let shape = shape.to_vec();
-            Point {
-                name: "layer_norm".into(),
-                shape: shape_str(&shape),
-                note: note.into(),
-                work: same_shape_work(&shape),
-                setup: Box::new(move || {
-                    let x = input(&shape);
-                    let d = shape[shape.len() - 1];
-                    let mut rng = Rng::new(8);
-                    let w = Tensor::randn(&[d], &mut rng);
-                    let b = Tensor::randn(&[d], &mut rng);
-                    Box::new(move || {
-                        black_box(
-                            x.layer_norm(Some(&w), Some(&b), 1e-5)
-                                .expect("valid shapes"),
-                        );
-                    })
-                }),
-            }
+            map_point("layer_norm", shape, note, |x, shape| {
+                let d = shape[shape.len() - 1];
+                let mut rng = Rng::new(8);
+                let w = Tensor::randn(&[d], &mut rng);
+                let b = Tensor::randn(&[d], &mut rng);
+                Box::new(move || {
+                    black_box(
+                        x.layer_norm(Some(&w), Some(&b), 1e-5)
+                            .expect("valid shapes"),
+                    );
+                })
+            })
         })
         .collect()
 }
 
 fn gelu_points(quick: bool) -> Vec<Point> {
-    let mut shapes: Vec<(&[usize], &str)> = vec![(&[512, 4096], "B latent MLP hidden")];
-    if !quick {
-        shapes.push((&[2048, 512], "A MLP hidden, batch 32"));
-    }
+    let shapes = shapes(
+        quick,
+        &[(&[512, 4096], "B latent MLP hidden")],
+        &[(&[2048, 512], "A MLP hidden, batch 32")],
+    );
     let mut out = Vec::new();
     for (kind, name) in [
         (GeluKind::Erf, "gelu (erf)"),
         (GeluKind::Tanh, "gelu (tanh)"),
     ] {
-        for &(shape, note) in &shapes {
-            let shape = shape.to_vec();
-            out.push(Point {
-                name: name.into(),
-                shape: shape_str(&shape),
-                note: note.into(),
-                work: same_shape_work(&shape),
-                setup: Box::new(move || {
-                    let x = input(&shape);
-                    Box::new(move || {
-                        black_box(x.gelu(kind));
-                    })
-                }),
-            });
+        for (shape, note) in shapes.clone() {
+            out.push(map_point(name, shape, note, move |x, _| {
+                Box::new(move || {
+                    black_box(x.gelu(kind));
+                })
+            }));
         }
     }
     out

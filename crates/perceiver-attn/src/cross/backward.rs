@@ -146,23 +146,19 @@ impl FusedCross {
                     &a.dq,
                 );
             }
-            if needs[2] {
-                add_assign(&mut dlnw, &a.dlnw);
-            }
-            if needs[3] {
-                add_assign(&mut dlnb, &a.dlnb);
-            }
-            if needs[4] {
-                add_assign(&mut dwk, &a.dwk);
-            }
-            if needs[5] {
-                add_assign(&mut dwv, &a.dwv);
-            }
-            if needs[6] {
-                add_assign(&mut dbk, &a.dbk);
-            }
-            if needs[7] {
-                add_assign(&mut dbv, &a.dbv);
+            let parameters = [
+                (&mut dlnw, &a.dlnw),
+                (&mut dlnb, &a.dlnb),
+                (&mut dwk, &a.dwk),
+                (&mut dwv, &a.dwv),
+                (&mut dbk, &a.dbk),
+                (&mut dbv, &a.dbv),
+            ];
+            // The parameter inputs are inputs 2 to 7, in this order.
+            for ((total, part), &need) in parameters.into_iter().zip(&needs[2..8]) {
+                if need {
+                    add_assign(total, part);
+                }
             }
         }
         vec![

@@ -153,17 +153,7 @@ impl Dataset for Cifar10 {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        let px = self.image(index).ok_or(DataError::Index {
-            index,
-            len: self.len(),
-        })?;
-        Ok(super::sample_from_u8(
-            px,
-            32,
-            32,
-            3,
-            self.labels[index] as usize,
-        ))
+        super::labelled_image(index, self.image(index), &self.labels, [32, 32, 3])
     }
 
     fn num_classes(&self) -> usize {

@@ -59,16 +59,9 @@ impl ImageFolder {
     pub fn open(root: &Path, config: ImageFolderConfig) -> Result<ImageFolder> {
         let mut classes = Vec::new();
         let mut files = Vec::new();
-        for dir in crate::io::sorted_dir(root)? {
-            if !dir.is_dir() {
-                continue;
-            }
+        for (name, dir) in crate::io::class_dirs(root)? {
             let label = classes.len();
-            classes.push(
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            classes.push(name);
             for f in crate::io::sorted_dir(&dir)? {
                 if f.is_file() && is_image(&f) {
                     files.push((f, label));

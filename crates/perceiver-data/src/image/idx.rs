@@ -284,17 +284,8 @@ impl Dataset for Mnist {
     }
 
     fn get(&self, index: usize) -> Result<Sample> {
-        let px = self.image(index).ok_or(DataError::Index {
-            index,
-            len: self.len(),
-        })?;
-        Ok(super::sample_from_u8(
-            px,
-            self.rows,
-            self.cols,
-            1,
-            self.labels[index] as usize,
-        ))
+        let shape = [self.rows, self.cols, 1];
+        super::labelled_image(index, self.image(index), &self.labels, shape)
     }
 
     fn num_classes(&self) -> usize {

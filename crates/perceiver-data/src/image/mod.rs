@@ -25,6 +25,23 @@ pub use transforms::{HorizontalFlip, Normalize, PixelPermutation, RandomCrop, Sp
 
 use crate::sample::Sample;
 
+/// Sample `index` of a dataset of labelled 8-bit HWC images of shape `[height, width,
+/// channels]`: `pixels` are that image's (`None` past the end, an index error), `labels` every
+/// image's label.
+pub(crate) fn labelled_image(
+    index: usize,
+    pixels: Option<&[u8]>,
+    labels: &[u8],
+    [height, width, channels]: [usize; 3],
+) -> crate::Result<Sample> {
+    let pixels = pixels.ok_or(crate::DataError::Index {
+        index,
+        len: labels.len(),
+    })?;
+    let label = labels[index] as usize;
+    Ok(sample_from_u8(pixels, height, width, channels, label))
+}
+
 /// An image sample from 8-bit pixels in HWC order, scaled to `[0, 1]`.
 pub fn sample_from_u8(
     pixels: &[u8],

@@ -6,7 +6,7 @@
 //! pixel noise. Sample `i` is a pure function of `(seed, i)`; labels cycle through the classes so
 //! every class has the same count (±1).
 
-use crate::dataset::{check_index, mix_seed, Dataset, Split};
+use crate::dataset::{generated_dataset, Split};
 use crate::error::{DataError, Result};
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
@@ -201,30 +201,14 @@ impl Shapes {
     }
 }
 
-impl Dataset for Shapes {
-    fn len(&self) -> usize {
-        self.cfg.len
-    }
-
-    fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
-        let label = index % SHAPE_CLASSES.len();
-        let mut rng = Rng::new(mix_seed(&[self.cfg.seed, index as u64]));
-        let values = self.render(label, &mut rng);
-        Ok(Sample::image(
-            values,
-            self.cfg.size,
-            self.cfg.size,
-            self.cfg.channels,
-            label,
-        ))
-    }
-
-    fn num_classes(&self) -> usize {
-        SHAPE_CLASSES.len()
-    }
-
-    fn class_names(&self) -> Vec<String> {
-        SHAPE_CLASSES.iter().map(|s| s.to_string()).collect()
-    }
-}
+generated_dataset!(Shapes, SHAPE_CLASSES, |shapes, label, rng| {
+    let values = shapes.render(label, rng);
+    let cfg = &shapes.cfg;
+    Ok(Sample::image(
+        values,
+        cfg.size,
+        cfg.size,
+        cfg.channels,
+        label,
+    ))
+});

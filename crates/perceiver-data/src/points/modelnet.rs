@@ -57,16 +57,9 @@ impl ModelNet {
         }
         let mut classes = Vec::new();
         let mut items = Vec::new();
-        for dir in crate::io::sorted_dir(root)? {
-            if !dir.is_dir() {
-                continue;
-            }
+        for (name, dir) in crate::io::class_dirs(root)? {
             let label = classes.len();
-            classes.push(
-                dir.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-            );
+            classes.push(name);
             let sub = dir.join(cfg.split.name());
             if !sub.is_dir() {
                 continue;

@@ -44,7 +44,11 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     let mut toks = tokens(first);
     let (kw, kw_at) = toks[0];
     let kw_str = String::from_utf8_lossy(kw);
-    let Some(pos) = kw_str.find("OFF") else {
+    // "OFF" after at most four of the prefix letters C, N, S, T, 4.
+    let pos = kw_str
+        .find("OFF")
+        .filter(|&pos| pos <= 4 && kw_str[..pos].bytes().all(|b| b"CNST4".contains(&b)));
+    let Some(pos) = pos else {
         return Err(DataError::format(
             path,
             "header",
@@ -52,14 +56,6 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
             format!("expected \"OFF\", found {kw_str:?}"),
         ));
     };
-    if pos > 4 || !kw_str[..pos].bytes().all(|b| b"CNST4".contains(&b)) {
-        return Err(DataError::format(
-            path,
-            "header",
-            at as u64,
-            format!("expected \"OFF\", found {kw_str:?}"),
-        ));
-    }
     // Counts may follow on the same line, glued to the keyword or not.
     let glued = &kw[pos + 3..];
     let mut count_toks: Vec<(&[u8], usize)> = Vec::new();
@@ -67,16 +63,20 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
         count_toks.push((glued, at + kw_at + pos + 3));
     }
     count_toks.extend(toks.drain(1..).map(|(t, o)| (t, at + o)));
+    // The tokens of the next content line and where it starts, or an error on `field` for a
+    // file that ends first (`what` is missing).
+    let mut next_line = |field: &str, what: &str| match lines.next() {
+        Some((l, lat)) => Ok((tokens(l), lat)),
+        None => Err(DataError::format(
+            path,
+            field,
+            bytes.len() as u64,
+            format!("truncated: {what}"),
+        )),
+    };
     if count_toks.is_empty() {
-        let (l, lat) = lines.next().ok_or_else(|| {
-            DataError::format(
-                path,
-                "counts",
-                bytes.len() as u64,
-                "truncated: no vertex/face counts",
-            )
-        })?;
-        count_toks = tokens(l).into_iter().map(|(t, o)| (t, lat + o)).collect();
+        let (t, lat) = next_line("counts", "no vertex/face counts")?;
+        count_toks = t.into_iter().map(|(t, o)| (t, lat + o)).collect();
     }
     if count_toks.len() < 2 {
         let off = count_toks.first().map(|t| t.1).unwrap_or(at);
@@ -111,15 +111,7 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     };
     for i in 0..nv {
         let field = format!("vertex {i}");
-        let (l, lat) = lines.next().ok_or_else(|| {
-            DataError::format(
-                path,
-                &field,
-                bytes.len() as u64,
-                "truncated: missing vertex line",
-            )
-        })?;
-        let t = tokens(l);
+        let (t, lat) = next_line(&field, "missing vertex line")?;
         if t.len() < 3 {
             return Err(DataError::format(
                 path,
@@ -146,15 +138,7 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
     let mut idx: Vec<u32> = Vec::new();
     for i in 0..nf {
         let field = format!("face {i}");
-        let (l, lat) = lines.next().ok_or_else(|| {
-            DataError::format(
-                path,
-                &field,
-                bytes.len() as u64,
-                "truncated: missing face line",
-            )
-        })?;
-        let t = tokens(l);
+        let (t, lat) = next_line(&field, "missing face line")?;
         let n: usize = parse_token(t[0].0, lat + t[0].1, path, &field)?;
         if n < 3 || n >= t.len() {
             return Err(DataError::format(

@@ -5,7 +5,7 @@
 
 use super::mesh::Mesh;
 use super::sampling::{normalize_points, sample_surface, Scaling};
-use crate::dataset::{check_index, mix_seed, Dataset, Split};
+use crate::dataset::{generated_dataset, Split};
 use crate::error::{DataError, Result};
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
@@ -264,19 +264,12 @@ impl PointShapes {
     pub fn config(&self) -> &PointShapesConfig {
         &self.cfg
     }
-}
 
-impl Dataset for PointShapes {
-    fn len(&self) -> usize {
-        self.cfg.len
-    }
-
-    fn get(&self, index: usize) -> Result<Sample> {
-        check_index(index, self.len())?;
-        let label = index % POINT_SHAPE_CLASSES.len();
-        let mut rng = Rng::new(mix_seed(&[self.cfg.seed, index as u64]));
-        let mut pts = sample_surface(&self.meshes[label], self.cfg.num_points, &mut rng)?;
-        let rot = random_rotation(&mut rng);
+    /// Sample of class `label`: points on the class mesh, randomly rotated, scaled, shifted
+    /// and jittered with the draws of `rng`, normalised into the unit sphere.
+    fn draw(&self, label: usize, rng: &mut Rng) -> Result<Sample> {
+        let mut pts = sample_surface(&self.meshes[label], self.cfg.num_points, rng)?;
+        let rot = random_rotation(rng);
         let scale = [0, 1, 2].map(|_| 0.85 + 0.3 * rng.uniform());
         let shift = [0, 1, 2].map(|_| rng.uniform() - 0.5);
         for p in pts.iter_mut() {
@@ -292,12 +285,6 @@ impl Dataset for PointShapes {
         normalize_points(&mut pts, Scaling::UnitSphere);
         Ok(Sample::points(pts.into_iter().flatten().collect(), label))
     }
-
-    fn num_classes(&self) -> usize {
-        POINT_SHAPE_CLASSES.len()
-    }
-
-    fn class_names(&self) -> Vec<String> {
-        POINT_SHAPE_CLASSES.iter().map(|s| s.to_string()).collect()
-    }
 }
+
+generated_dataset!(PointShapes, POINT_SHAPE_CLASSES, PointShapes::draw);

@@ -106,22 +106,23 @@ pub fn wav_bytes(samples: &[i16], rate: u32, channels: u16) -> Vec<u8> {
     cur.into_inner()
 }
 
-/// A PNG of `w x h` RGB pixels; pixel (x, y) = (x * 10, y * 10, 7).
-pub fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+/// An image file of `w x h` RGB pixels in `format`; pixel (x, y) = (x * 10, y * 10, 7).
+fn image_bytes(w: u32, h: u32, format: image::ImageFormat) -> Vec<u8> {
     let img =
         image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 10) as u8, (y * 10) as u8, 7]));
     let mut cur = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut cur, image::ImageFormat::Png).unwrap();
+    img.write_to(&mut cur, format).unwrap();
     cur.into_inner()
+}
+
+/// A PNG of `w x h` RGB pixels; pixel (x, y) = (x * 10, y * 10, 7).
+pub fn png_bytes(w: u32, h: u32) -> Vec<u8> {
+    image_bytes(w, h, image::ImageFormat::Png)
 }
 
 /// A JPEG of `w x h` RGB pixels.
 pub fn jpeg_bytes(w: u32, h: u32) -> Vec<u8> {
-    let img =
-        image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 10) as u8, (y * 10) as u8, 7]));
-    let mut cur = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut cur, image::ImageFormat::Jpeg).unwrap();
-    cur.into_inner()
+    image_bytes(w, h, image::ImageFormat::Jpeg)
 }
 
 /// The unit cube as OFF text (8 vertices, 6 quads).

@@ -10,6 +10,45 @@ fn transposed(x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Test operands of `a_len` and `b_len` elements, values in `[-1, 1]`.
+fn operands(a_len: usize, b_len: usize) -> (Vec<f32>, Vec<f32>) {
+    let a = (0..a_len).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0);
+    let b = (0..b_len).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0);
+    (a.collect(), b.collect())
+}
+
+/// Whether `block`'s instructions run here (`available`); prints why the test is skipped
+/// when not.
+fn runs(available: bool, why_not: &str) -> bool {
+    if !available {
+        eprintln!("skipped: {why_not}");
+    }
+    available
+}
+
+/// Whether the AMX kernel runs here; says why the test is skipped when not.
+#[cfg(target_arch = "x86_64")]
+fn amx_runs() -> bool {
+    runs(amx::available(), "this CPU or OS does not run AMX tiles")
+}
+
+/// `c = a·b` over the whole `rows(a) x cols(b)` output (row stride `ldc`) through one backend.
+fn product_on(block: Block, a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], ldc: usize) {
+    let (m, n) = (a.rows, b.cols);
+    assert!(c.len() >= (m.max(1) - 1) * ldc + n);
+    let p = Product {
+        alpha: 1.0,
+        a,
+        b,
+        beta: 0.0,
+        c: c.as_mut_ptr(),
+        ldc,
+        epi: None,
+    };
+    // SAFETY: the views are in bounds and `c` holds the m x n output with row stride `ldc`.
+    unsafe { block(&p, 0..m, 0..n) };
+}
+
 fn naive(m: usize, k: usize, n: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
     let mut c = vec![0.0; m * n];
     for i in 0..m {
@@ -71,12 +110,7 @@ fn prepacked_products_match_the_naive_product() {
         (600, 128, 96),
     ];
     for (m, k, n) in shapes {
-        let a: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-            .collect();
-        let b: Vec<f32> = (0..k * n)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-            .collect();
+        let (a, b) = operands(m * k, k * n);
         let bt = transposed(&b, k, n);
         let want = naive(m, k, n, &a, &b);
         let am = MatRef::row_major(&a, m, k);
@@ -109,12 +143,7 @@ fn prepacked_products_match_the_naive_product() {
 }
 
 fn check(m: usize, k: usize, n: usize) {
-    let a: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-        .collect();
-    let b: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-        .collect();
+    let (a, b) = operands(m * k, k * n);
     let want = naive(m, k, n, &a, &b);
     let mut c = vec![f32::NAN; m * n];
     gemm(
@@ -173,12 +202,7 @@ fn counting_epilogue<'a>(
 /// than the product, NaN in C when beta = 0, and nothing written outside the block. An
 /// epilogue `v -> 2v - 1` must see every element of the block once, with its final value.
 fn check_backend(block: Block, m: usize, k: usize, n: usize, ta: bool, tb: bool, beta: f32) {
-    let a: Vec<f32> = (0..m * k)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-        .collect();
-    let b: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-        .collect();
+    let (a, b) = operands(m * k, k * n);
     let want = naive(m, k, n, &a, &b);
     let at = transposed(&a, m, k);
     let bt = transposed(&b, k, n);
@@ -257,17 +281,30 @@ const SHAPES: &[(usize, usize, usize)] = &[
     (67, 784, 64),
 ];
 
-fn check_all(block: Block) {
-    for &(m, k, n) in SHAPES {
-        for (ta, tb, beta) in [
-            (false, false, 0.0),
-            (true, false, 1.0),
-            (false, true, 0.5),
-            (true, true, 0.0),
-        ] {
+/// Operand layouts and beta: `(A transposed, B transposed, beta)`.
+type Layouts = [(bool, bool, f32); 4];
+
+/// [`check_backend`] on every shape of `shapes` with every layout of `layouts`.
+fn check_shapes(
+    block: Block,
+    shapes: impl IntoIterator<Item = (usize, usize, usize)>,
+    layouts: Layouts,
+) {
+    for (m, k, n) in shapes {
+        for (ta, tb, beta) in layouts {
             check_backend(block, m, k, n, ta, tb, beta);
         }
     }
+}
+
+fn check_all(block: Block) {
+    let layouts = [
+        (false, false, 0.0),
+        (true, false, 1.0),
+        (false, true, 0.5),
+        (true, true, 0.0),
+    ];
+    check_shapes(block, SHAPES.iter().copied(), layouts);
 }
 
 proptest::proptest! {
@@ -294,8 +331,7 @@ proptest::proptest! {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn avx512_kernel_matches_the_naive_product() {
-    if !avx512::available() {
-        eprintln!("skipped: this CPU has no AVX-512F");
+    if !runs(avx512::available(), "this CPU has no AVX-512F") {
         return;
     }
     check_all(avx512::gemm_block);
@@ -307,8 +343,7 @@ fn avx512_kernel_matches_the_naive_product() {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn amx_kernel_matches_the_naive_product() {
-    if !amx::available() {
-        eprintln!("skipped: this CPU or OS does not run AMX tiles");
+    if !amx_runs() {
         return;
     }
     let shapes = [
@@ -320,16 +355,14 @@ fn amx_kernel_matches_the_naive_product() {
         // Two row blocks sharing one packed depth block of `B`.
         (600, 100, 70),
     ];
-    for (m, k, n) in shapes.into_iter().chain(SHAPES.iter().copied()) {
-        for (ta, tb, beta) in [
-            (false, false, 0.0),
-            (true, true, 1.0),
-            (false, true, 0.5),
-            (true, false, 0.0),
-        ] {
-            check_backend(amx::gemm_block, m, k, n, ta, tb, beta);
-        }
-    }
+    let layouts = [
+        (false, false, 0.0),
+        (true, true, 1.0),
+        (false, true, 0.5),
+        (true, false, 0.0),
+    ];
+    let all = shapes.into_iter().chain(SHAPES.iter().copied());
+    check_shapes(amx::gemm_block, all, layouts);
 }
 
 /// The AMX kernel's three-part bf16 split keeps f32 accuracy: against an f64 product, the
@@ -338,8 +371,7 @@ fn amx_kernel_matches_the_naive_product() {
 #[test]
 #[cfg(target_arch = "x86_64")]
 fn amx_kernel_has_f32_accuracy() {
-    if !amx::available() {
-        eprintln!("skipped: this CPU or OS does not run AMX tiles");
+    if !amx_runs() {
         return;
     }
     let (m, k, n) = (96, 700, 80);
@@ -352,17 +384,8 @@ fn amx_kernel_has_f32_accuracy() {
     let b: Vec<f32> = (0..k * n).map(|_| rnd() * 3.0).collect();
     let worst = |block: Block| {
         let mut c = vec![0.0; m * n];
-        let p = Product {
-            alpha: 1.0,
-            a: MatRef::row_major(&a, m, k),
-            b: MatRef::row_major(&b, k, n),
-            beta: 0.0,
-            c: c.as_mut_ptr(),
-            ldc: n,
-            epi: None,
-        };
-        // SAFETY: the views are in bounds and `c` holds the m x n output.
-        unsafe { block(&p, 0..m, 0..n) };
+        let (am, bm) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+        product_on(block, am, bm, &mut c, n);
         let mut worst = 0.0f64;
         for i in 0..m {
             for j in 0..n {
@@ -390,12 +413,7 @@ fn amx_kernel_has_f32_accuracy() {
 fn check_doubly_strided(block: Block) {
     let (m, k, n) = (17, 23, 45);
     let (lda, ldb) = (2 * k + 1, 2 * n + 3);
-    let abuf: Vec<f32> = (0..m * lda)
-        .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-        .collect();
-    let bbuf: Vec<f32> = (0..k * ldb)
-        .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-        .collect();
+    let (abuf, bbuf) = operands(m * lda, k * ldb);
     let a: Vec<f32> = (0..m * k)
         .map(|i| abuf[(i / k) * lda + 2 * (i % k)])
         .collect();
@@ -412,17 +430,8 @@ fn check_doubly_strided(block: Block) {
         col_stride: 2,
     };
     let mut c = vec![f32::NAN; m * n];
-    let p = Product {
-        alpha: 1.0,
-        a: view(&abuf, m, k, lda),
-        b: view(&bbuf, k, n, ldb),
-        beta: 0.0,
-        c: c.as_mut_ptr(),
-        ldc: n,
-        epi: None,
-    };
-    // SAFETY: the views are in bounds and `c` holds the m x n product.
-    unsafe { block(&p, 0..m, 0..n) };
+    let (av, bv) = (view(&abuf, m, k, lda), view(&bbuf, k, n, ldb));
+    product_on(block, av, bv, &mut c, n);
     for (x, y) in c.iter().zip(&want) {
         assert!((x - y).abs() <= 1e-4 * (1.0 + y.abs()), "{x} vs {y}");
     }

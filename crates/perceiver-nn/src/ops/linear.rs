@@ -18,9 +18,9 @@
 use perceiver_kernels as kernels;
 use perceiver_kernels::gelu::bias_act_row;
 use perceiver_kernels::gemm::{gemm_new, gemm_new_then, OutBlock};
-use perceiver_tensor::layout::Shape;
+use perceiver_tensor::layout::{check_vector, Shape};
 use perceiver_tensor::ops::sum_axes_raw;
-use perceiver_tensor::{apply_custom, CustomOp, Error, GeluKind, Result, Tensor};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, GeluKind, Result, Tensor};
 use std::mem::MaybeUninit;
 
 /// A raw output pointer shared by the epilogue calls, which write disjoint blocks.
@@ -216,16 +216,7 @@ fn linear_impl(
         ));
     }
     let out = weight.shape()[0];
-    if let Some(b) = bias {
-        if b.shape() != [out] {
-            return Err(Error::shape(
-                "linear",
-                "the bias must be [out]",
-                b.shape(),
-                &[out],
-            ));
-        }
-    }
+    check_vector("linear", bias, out, || "the bias must be [out]".into())?;
     let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
     out_shape.push(out);
     if let Some(r) = residual {
@@ -248,16 +239,9 @@ struct LinearOp {
 
 impl CustomOp for LinearOp {
     type Saved = LinearBackward;
+    const NAME: &'static str = "linear";
 
-    fn name(&self) -> &'static str {
-        "linear"
-    }
-
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<LinearBackward>)> {
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<LinearBackward> {
         let (Some(x), Some(weight)) = (inputs[0], inputs[1]) else {
             return Err(Error::invalid("linear", "needs x and a weight"));
         };

@@ -31,9 +31,9 @@ use perceiver_kernels::gemm::{
     gemm_new, gemm_new_then, gemm_serial, gemm_serial_packed, gemm_serial_packed_into, MatRef,
     OutBlock, PackedB,
 };
-use perceiver_tensor::layout::Shape;
+use perceiver_tensor::layout::{check_vector, Shape};
 use perceiver_tensor::ops::sum_axes_raw;
-use perceiver_tensor::{apply_custom, CustomOp, Error, GeluKind, Result, Tensor};
+use perceiver_tensor::{apply_custom, CustomOp, Error, Forward, GeluKind, Result, Tensor};
 use rayon::prelude::*;
 #[cfg(test)]
 use std::cell::Cell;
@@ -500,16 +500,9 @@ pub fn mlp_add(
     }
     let (hidden, out) = (w1.shape()[0], w2.shape()[0]);
     for (name, b, len) in [("b1", b1, hidden), ("b2", b2, out)] {
-        if let Some(b) = b {
-            if b.shape() != [len] {
-                return Err(Error::shape(
-                    OP,
-                    format!("{name} must match its layer's outputs"),
-                    b.shape(),
-                    &[len],
-                ));
-            }
-        }
+        check_vector(OP, b, len, || {
+            format!("{name} must match its layer's outputs")
+        })?;
     }
     let mut out_shape: Shape = x.shape()[..x.rank() - 1].into();
     out_shape.push(out);
@@ -533,16 +526,9 @@ struct MlpOp {
 
 impl CustomOp for MlpOp {
     type Saved = MlpBackward;
+    const NAME: &'static str = "mlp";
 
-    fn name(&self) -> &'static str {
-        "mlp"
-    }
-
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<MlpBackward>)> {
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<MlpBackward> {
         let (Some(x), Some(w1), Some(w2), Some(residual)) =
             (inputs[0], inputs[1], inputs[3], inputs[5])
         else {

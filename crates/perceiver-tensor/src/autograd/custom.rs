@@ -4,6 +4,10 @@
 use super::{attach_op, is_grad_enabled, Backward};
 use crate::{Error, Result, Tensor};
 
+/// What [`CustomOp::forward`] returns: the output, and what the backward needs (`None` when
+/// no input needs a gradient).
+pub type Forward<S> = Result<(Tensor, Option<S>)>;
+
 /// A differentiable op implemented outside this crate.
 ///
 /// Its inputs are positional and may be absent (`None`: an optional bias, say), so an op never
@@ -15,17 +19,15 @@ use crate::{Error, Result, Tensor};
 /// that input's shape, any layout) where flagged, `None` elsewhere.
 ///
 /// ```
-/// use perceiver_tensor::{apply_custom, CustomOp, Result, Tensor};
+/// use perceiver_tensor::{apply_custom, CustomOp, Forward, Result, Tensor};
 ///
 /// /// `a·x + b` elementwise, `b` optional.
 /// struct Axpb(f32);
 ///
 /// impl CustomOp for Axpb {
 ///     type Saved = ();
-///     fn name(&self) -> &'static str {
-///         "axpb"
-///     }
-///     fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Result<(Tensor, Option<()>)> {
+///     const NAME: &'static str = "axpb";
+///     fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<()> {
 ///         let x = inputs[0].expect("x is required");
 ///         let y = x.mul_scalar(self.0);
 ///         let y = match inputs[1] {
@@ -49,14 +51,10 @@ pub trait CustomOp: Send + Sync + 'static {
     /// What the forward keeps for the backward.
     type Saved: Send + Sync + 'static;
     /// Name used in diagnostics and the profiler.
-    fn name(&self) -> &'static str;
+    const NAME: &'static str;
     /// Computes the output from the (detached) inputs; `needs[i]` says whether input `i` needs
     /// a gradient. Errors (bad shapes, unsupported settings) are returned here.
-    fn forward(
-        &self,
-        inputs: &[Option<&Tensor>],
-        needs: &[bool],
-    ) -> Result<(Tensor, Option<Self::Saved>)>;
+    fn forward(&self, inputs: &[Option<&Tensor>], needs: &[bool]) -> Forward<Self::Saved>;
     /// Computes the gradients of the inputs flagged in `needs`. Called only when the forward
     /// saved something.
     fn backward(
@@ -79,7 +77,7 @@ struct CustomBackward<Op: CustomOp> {
 
 impl<Op: CustomOp> Backward for CustomBackward<Op> {
     fn name(&self) -> &'static str {
-        self.op.name()
+        Op::NAME
     }
     fn backward(&self, grad_out: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
         self.op.backward(&self.saved, grad_out, needs)
@@ -110,7 +108,7 @@ pub fn apply_custom<Op: CustomOp>(op: Op, inputs: &[Option<&Tensor>]) -> Result<
             "apply_custom",
             format!(
                 "custom op `{}` saved nothing for its backward although an input needs a gradient",
-                op.name()
+                Op::NAME
             ),
         ));
     };

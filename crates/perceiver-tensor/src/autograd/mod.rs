@@ -19,7 +19,7 @@
 mod custom;
 pub mod profile;
 
-pub use custom::{apply_custom, CustomOp};
+pub use custom::{apply_custom, CustomOp, Forward};
 
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};

@@ -1,36 +1,27 @@
 //! `add`: elementwise `a + b` with broadcasting. The rule saves only the input shapes:
 //! da = sum_to_shape(g), db = sum_to_shape(g).
 
-use super::binary;
-use crate::autograd::{record, Backward};
-use crate::layout::Shape;
+use super::binary::{self, InputShapes};
+use crate::autograd::record;
 use crate::{Result, Tensor};
 
-struct AddBackward {
-    a: Shape,
-    b: Shape,
-}
+struct AddBackward(InputShapes);
 
-impl Backward for AddBackward {
-    fn name(&self) -> &'static str {
-        "add"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![
-            needs[0].then(|| g.sum_to_shape_raw(&self.a)),
-            needs[1].then(|| g.sum_to_shape_raw(&self.b)),
-        ]
-    }
-}
+backward!(AddBackward, "add", |rule, g, needs| {
+    let shapes = &rule.0;
+    vec![
+        needs[0].then(|| g.sum_to_shape_raw(&shapes.a)),
+        needs[1].then(|| g.sum_to_shape_raw(&shapes.b)),
+    ]
+});
 
 impl Tensor {
     /// Elementwise sum with NumPy broadcasting.
     #[track_caller]
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary::broadcast_map("add", self, other, |a, b| a + b)?;
-        Ok(record(out, &[self, other], |_| AddBackward {
-            a: self.layout.shape.clone(),
-            b: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |_| {
+            AddBackward(InputShapes::of(self, other))
         }))
     }
 }

@@ -1,8 +1,46 @@
 //! Shared machinery of broadcasting binary ops.
 
-use crate::layout::broadcast_shapes;
+use crate::layout::{broadcast_shapes, Shape};
 use crate::{Result, Tensor};
 use perceiver_kernels as kernels;
+
+/// The input shapes a broadcasting op's rule keeps to sum its gradient back to each input
+/// (`add`, `sub`).
+pub(super) struct InputShapes {
+    pub a: Shape,
+    pub b: Shape,
+}
+
+impl InputShapes {
+    /// The shapes of the inputs `a` and `b`.
+    pub(super) fn of(a: &Tensor, b: &Tensor) -> InputShapes {
+        InputShapes {
+            a: a.layout.shape.clone(),
+            b: b.layout.shape.clone(),
+        }
+    }
+}
+
+/// What the rule of a product `a·b` (`mul`, `matmul`) saves: each operand only when the other
+/// one needs a gradient (the gradient of one side reads the other), and both shapes.
+pub(super) struct Operands {
+    pub a: Option<Tensor>,
+    pub b: Option<Tensor>,
+    pub a_shape: Shape,
+    pub b_shape: Shape,
+}
+
+impl Operands {
+    /// Saves the operands `a` and `b` of a product whose inputs need gradients as `needs` says.
+    pub(super) fn save(a: &Tensor, b: &Tensor, needs: &[bool]) -> Operands {
+        Operands {
+            a: needs[1].then(|| a.detach()),
+            b: needs[0].then(|| b.detach()),
+            a_shape: a.layout.shape.clone(),
+            b_shape: b.layout.shape.clone(),
+        }
+    }
+}
 
 /// `f(a, b)` with NumPy broadcasting, as a new contiguous untracked tensor.
 #[track_caller]

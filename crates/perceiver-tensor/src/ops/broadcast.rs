@@ -2,7 +2,7 @@
 //! rule sums the gradient back to the input shape with [`Tensor::sum_to_shape_raw`], the one
 //! place where broadcast gradients are reduced.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
 
@@ -10,14 +10,9 @@ struct BroadcastBackward {
     shape: Shape,
 }
 
-impl Backward for BroadcastBackward {
-    fn name(&self) -> &'static str {
-        "broadcast_to"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.sum_to_shape_raw(&self.shape))]
-    }
-}
+backward!(BroadcastBackward, "broadcast_to", |saved, g, _needs| vec![
+    Some(g.sum_to_shape_raw(&saved.shape))
+]);
 
 impl Tensor {
     /// A view of this tensor broadcast (NumPy rules) to `shape`, without copying.

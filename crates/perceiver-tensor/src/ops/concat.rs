@@ -1,7 +1,7 @@
 //! `concat`: joins tensors along an axis into a new tensor. The rule hands each input the
 //! matching slice of the gradient (a view).
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{check_axis, Layout};
 use crate::{Error, Result, Tensor};
 use perceiver_kernels as kernels;
@@ -12,24 +12,19 @@ struct ConcatBackward {
     sizes: Vec<usize>,
 }
 
-impl Backward for ConcatBackward {
-    fn name(&self) -> &'static str {
-        "concat"
+backward!(ConcatBackward, "concat", |saved, g, needs| {
+    let mut start = 0;
+    let mut out = Vec::with_capacity(saved.sizes.len());
+    for (i, &s) in saved.sizes.iter().enumerate() {
+        out.push(needs[i].then(|| Tensor {
+            storage: g.storage.clone(),
+            layout: g.layout.narrow(saved.axis, start, s),
+            node: None,
+        }));
+        start += s;
     }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let mut start = 0;
-        let mut out = Vec::with_capacity(self.sizes.len());
-        for (i, &s) in self.sizes.iter().enumerate() {
-            out.push(needs[i].then(|| Tensor {
-                storage: g.storage.clone(),
-                layout: g.layout.narrow(self.axis, start, s),
-                node: None,
-            }));
-            start += s;
-        }
-        out
-    }
-}
+    out
+});
 
 impl Tensor {
     /// Concatenates tensors along `axis`; all other dimensions must agree.

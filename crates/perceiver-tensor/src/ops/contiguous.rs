@@ -1,19 +1,14 @@
 //! `contiguous`: a row-major copy when the layout is not already row-major, else the tensor
 //! itself. The rule passes the gradient through.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 
 struct ContiguousBackward;
 
-impl Backward for ContiguousBackward {
-    fn name(&self) -> &'static str {
-        "contiguous"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.detach())]
-    }
-}
+backward!(ContiguousBackward, "contiguous", |_saved, g, _needs| vec![
+    Some(g.detach())
+]);
 
 impl Tensor {
     /// This tensor with a row-major layout (copies only when needed; keeps the graph).

@@ -8,7 +8,7 @@
 
 use super::log_softmax::log_softmax_row;
 use super::softmax::rows_map;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::{Error, Result, Tensor};
 
 struct CrossEntropyBackward {
@@ -18,27 +18,22 @@ struct CrossEntropyBackward {
     smoothing: f32,
 }
 
-impl Backward for CrossEntropyBackward {
-    fn name(&self) -> &'static str {
-        "cross_entropy"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let g = g.to_vec()[0];
-        let n = self.targets.len();
-        let c = self.classes;
-        let scale = g / n as f32;
-        let off = self.smoothing / c as f32;
-        let mut d = self.probs.clone();
-        for (i, &t) in self.targets.iter().enumerate() {
-            let row = &mut d[i * c..(i + 1) * c];
-            for v in row.iter_mut() {
-                *v = (*v - off) * scale;
-            }
-            row[t] -= (1.0 - self.smoothing) * scale;
+backward!(CrossEntropyBackward, "cross_entropy", |saved, g, _needs| {
+    let g = g.to_vec()[0];
+    let n = saved.targets.len();
+    let c = saved.classes;
+    let scale = g / n as f32;
+    let off = saved.smoothing / c as f32;
+    let mut d = saved.probs.clone();
+    for (i, &t) in saved.targets.iter().enumerate() {
+        let row = &mut d[i * c..(i + 1) * c];
+        for v in row.iter_mut() {
+            *v = (*v - off) * scale;
         }
-        vec![Some(Tensor::from_parts(d, &[n, c]))]
+        row[t] -= (1.0 - saved.smoothing) * scale;
     }
-}
+    vec![Some(Tensor::from_parts(d, &[n, c]))]
+});
 
 impl Tensor {
     /// Mean cross-entropy of these logits `[batch, classes]` against `targets` (class ids),

@@ -2,7 +2,7 @@
 //! gradient: da = sum_to_shape(g / b), db = -sum_to_shape(g a / b²).
 
 use super::binary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::Shape;
 use crate::{Result, Tensor};
 
@@ -13,24 +13,17 @@ struct DivBackward {
     b_shape: Shape,
 }
 
-impl Backward for DivBackward {
-    fn name(&self) -> &'static str {
-        "div"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let shape = g.shape();
-        let da = needs[0].then(|| {
-            binary::map_to(shape, g, &self.b, |g, b| g / b).sum_to_shape_raw(&self.a_shape)
-        });
-        let db = needs[1].then(|| {
-            let a = self.a.as_ref().expect("saved a");
-            let ga = binary::map_to(shape, g, a, |g, a| g * a);
-            binary::map_to(shape, &ga, &self.b, |ga, b| -ga / (b * b))
-                .sum_to_shape_raw(&self.b_shape)
-        });
-        vec![da, db]
-    }
-}
+backward!(DivBackward, "div", |saved, g, needs| {
+    let shape = g.shape();
+    let da = needs[0]
+        .then(|| binary::map_to(shape, g, &saved.b, |g, b| g / b).sum_to_shape_raw(&saved.a_shape));
+    let db = needs[1].then(|| {
+        let a = saved.a.as_ref().expect("saved a");
+        let ga = binary::map_to(shape, g, a, |g, a| g * a);
+        binary::map_to(shape, &ga, &saved.b, |ga, b| -ga / (b * b)).sum_to_shape_raw(&saved.b_shape)
+    });
+    vec![da, db]
+});
 
 impl Tensor {
     /// Elementwise quotient with NumPy broadcasting.

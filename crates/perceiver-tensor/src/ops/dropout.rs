@@ -3,7 +3,7 @@
 //! mask: `dx = g · mask`.
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::rng::Rng;
 use crate::{Error, Result, Tensor};
 
@@ -11,14 +11,9 @@ struct DropoutBackward {
     mask: Tensor,
 }
 
-impl Backward for DropoutBackward {
-    fn name(&self) -> &'static str {
-        "dropout"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::zip(g, &self.mask, |g, m| g * m))]
-    }
-}
+backward!(DropoutBackward, "dropout", |saved, g, _needs| vec![Some(
+    unary::zip(g, &saved.mask, |g, m| g * m)
+)]);
 
 impl Tensor {
     /// Dropout with probability `p` when `train`, else the identity (the same tensor).

@@ -1,7 +1,7 @@
 //! `exp`: e^x; the rule saves the output: dx = g * y.
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 use perceiver_kernels as kernels;
 
@@ -9,14 +9,9 @@ struct ExpBackward {
     saved: Tensor,
 }
 
-impl Backward for ExpBackward {
-    fn name(&self) -> &'static str {
-        "exp"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::zip(g, &self.saved, |g, y| g * y))]
-    }
-}
+backward!(ExpBackward, "exp", |saved, g, _needs| vec![Some(
+    unary::zip(g, &saved.saved, |g, y| g * y)
+)]);
 
 impl Tensor {
     /// Elementwise e^x; the rule saves the output: dx = g * y.

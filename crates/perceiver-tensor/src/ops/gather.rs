@@ -1,7 +1,7 @@
 //! `gather`: `out[i][j][k] = x[i][index[i][j][k]][k]` along one axis (as `torch.gather`). The
 //! rule scatters the gradient back, adding where indices repeat.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{check_axis, contiguous_strides, Shape};
 use crate::{Error, Result, Tensor};
 
@@ -11,19 +11,14 @@ struct GatherBackward {
     positions: Vec<usize>,
 }
 
-impl Backward for GatherBackward {
-    fn name(&self) -> &'static str {
-        "gather"
+backward!(GatherBackward, "gather", |saved, g, _needs| {
+    let gd = g.contiguous_data();
+    let mut data = vec![0.0f32; crate::layout::numel(&saved.shape)];
+    for (&p, &v) in saved.positions.iter().zip(gd.iter()) {
+        data[p] += v;
     }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let gd = g.contiguous_data();
-        let mut data = vec![0.0f32; crate::layout::numel(&self.shape)];
-        for (&p, &v) in self.positions.iter().zip(gd.iter()) {
-            data[p] += v;
-        }
-        vec![Some(Tensor::from_parts(data, &self.shape))]
-    }
-}
+    vec![Some(Tensor::from_parts(data, &saved.shape))]
+});
 
 impl Tensor {
     /// Gathers along `axis` with an index tensor of the same rank whose values are integers

@@ -6,7 +6,7 @@
 //!   `dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh² u) √(2/π) (1 + 3·0.044715 x²)`.
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 use perceiver_kernels::gelu::{gelu_erf, gelu_erf_bwd, gelu_tanh, gelu_tanh_bwd};
 use perceiver_kernels::GeluKind;
@@ -16,18 +16,13 @@ struct GeluBackward {
     kind: GeluKind,
 }
 
-impl Backward for GeluBackward {
-    fn name(&self) -> &'static str {
-        "gelu"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let grad = match self.kind {
-            GeluKind::Erf => unary::zip(g, &self.x, gelu_erf_bwd),
-            GeluKind::Tanh => unary::zip(g, &self.x, gelu_tanh_bwd),
-        };
-        vec![Some(grad)]
-    }
-}
+backward!(GeluBackward, "gelu", |saved, g, _needs| {
+    let grad = match saved.kind {
+        GeluKind::Erf => unary::zip(g, &saved.x, gelu_erf_bwd),
+        GeluKind::Tanh => unary::zip(g, &saved.x, gelu_tanh_bwd),
+    };
+    vec![Some(grad)]
+});
 
 impl Tensor {
     /// Elementwise GELU of the given kind.

@@ -1,7 +1,7 @@
 //! `index_select`: picks entries of one axis by index (embedding lookup). The rule adds each
 //! gradient row back at its index (repeated indices accumulate).
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{check_axis, Shape};
 use crate::{Error, Result, Tensor};
 
@@ -11,27 +11,22 @@ struct IndexSelectBackward {
     indices: Vec<usize>,
 }
 
-impl Backward for IndexSelectBackward {
-    fn name(&self) -> &'static str {
-        "index_select"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let outer: usize = self.shape[..self.axis].iter().product();
-        let inner: usize = self.shape[self.axis + 1..].iter().product();
-        let dim = self.shape[self.axis];
-        let sel = self.indices.len();
-        let gd = g.contiguous_data();
-        let mut data = vec![0.0f32; outer * dim * inner];
-        for o in 0..outer {
-            for (j, &ix) in self.indices.iter().enumerate() {
-                let src = &gd[(o * sel + j) * inner..(o * sel + j + 1) * inner];
-                let dst = &mut data[(o * dim + ix) * inner..(o * dim + ix + 1) * inner];
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-            }
+backward!(IndexSelectBackward, "index_select", |saved, g, _needs| {
+    let outer: usize = saved.shape[..saved.axis].iter().product();
+    let inner: usize = saved.shape[saved.axis + 1..].iter().product();
+    let dim = saved.shape[saved.axis];
+    let sel = saved.indices.len();
+    let gd = g.contiguous_data();
+    let mut data = vec![0.0f32; outer * dim * inner];
+    for o in 0..outer {
+        for (j, &ix) in saved.indices.iter().enumerate() {
+            let src = &gd[(o * sel + j) * inner..(o * sel + j + 1) * inner];
+            let dst = &mut data[(o * dim + ix) * inner..(o * dim + ix + 1) * inner];
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
         }
-        vec![Some(Tensor::from_parts(data, &self.shape))]
     }
-}
+    vec![Some(Tensor::from_parts(data, &saved.shape))]
+});
 
 impl Tensor {
     /// Entries `indices` of `axis`, in that order (the result's `axis` has `indices.len()`).

@@ -6,7 +6,7 @@
 //! `x̂ = (x - μ)·rstd` and `ĝ = g·w`: `dx = rstd · (ĝ - mean(ĝ) - x̂ · mean(ĝ·x̂))`,
 //! `dw = Σ_rows g·x̂`, `db = Σ_rows g`.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::{Error, Result, Tensor};
 use perceiver_kernels as kernels;
 use rayon::prelude::*;
@@ -21,115 +21,110 @@ struct LayerNormBackward {
     has_bias: bool,
 }
 
-impl Backward for LayerNormBackward {
-    fn name(&self) -> &'static str {
-        "layer_norm"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let d = *g.shape().last().expect("rank >= 1");
-        let x = self.x.contiguous_data();
-        let gd = g.contiguous_data();
-        let w = self.weight.as_ref().map(|w| w.to_vec());
-        let rows = self.mean.len();
-        let mut dx = vec![0.0f32; if needs[0] { x.len() } else { 0 }];
-        let want_wb = (self.has_weight && needs[1]) || (self.has_bias && needs[2]);
-        let rows_per = if x.len() >= kernels::PAR_THRESHOLD {
-            (8192 / d.max(1)).max(1)
+backward!(LayerNormBackward, "layer_norm", |saved, g, needs| {
+    let d = *g.shape().last().expect("rank >= 1");
+    let x = saved.x.contiguous_data();
+    let gd = g.contiguous_data();
+    let w = saved.weight.as_ref().map(|w| w.to_vec());
+    let rows = saved.mean.len();
+    let mut dx = vec![0.0f32; if needs[0] { x.len() } else { 0 }];
+    let want_wb = (saved.has_weight && needs[1]) || (saved.has_bias && needs[2]);
+    let rows_per = if x.len() >= kernels::PAR_THRESHOLD {
+        (8192 / d.max(1)).max(1)
+    } else {
+        rows.max(1)
+    };
+    let process = |r0: usize, dx_chunk: &mut [f32]| -> (Vec<f32>, Vec<f32>) {
+        let mut dw = vec![0.0f32; if want_wb { d } else { 0 }];
+        let mut db = vec![0.0f32; if want_wb { d } else { 0 }];
+        let nrows = if needs[0] {
+            dx_chunk.len() / d.max(1)
         } else {
-            rows.max(1)
+            rows_per.min(rows - r0)
         };
-        let process = |r0: usize, dx_chunk: &mut [f32]| -> (Vec<f32>, Vec<f32>) {
-            let mut dw = vec![0.0f32; if want_wb { d } else { 0 }];
-            let mut db = vec![0.0f32; if want_wb { d } else { 0 }];
-            let nrows = if needs[0] {
-                dx_chunk.len() / d.max(1)
-            } else {
-                rows_per.min(rows - r0)
-            };
-            let mut xhat = vec![0.0f32; d];
-            let mut gh = vec![0.0f32; d];
-            perceiver_kernels::simd!(for r in 0..nrows {
-                let row = r0 + r;
-                let xr = &x[row * d..(row + 1) * d];
-                let gr = &gd[row * d..(row + 1) * d];
-                let (mu, rs) = (self.mean[row], self.rstd[row]);
-                // Iterators rather than indices, so the loops carry no bounds checks and
-                // vectorise.
-                for (xh, &xv) in xhat.iter_mut().zip(xr) {
-                    *xh = (xv - mu) * rs;
+        let mut xhat = vec![0.0f32; d];
+        let mut gh = vec![0.0f32; d];
+        perceiver_kernels::simd!(for r in 0..nrows {
+            let row = r0 + r;
+            let xr = &x[row * d..(row + 1) * d];
+            let gr = &gd[row * d..(row + 1) * d];
+            let (mu, rs) = (saved.mean[row], saved.rstd[row]);
+            // Iterators rather than indices, so the loops carry no bounds checks and
+            // vectorise.
+            for (xh, &xv) in xhat.iter_mut().zip(xr) {
+                *xh = (xv - mu) * rs;
+            }
+            if want_wb {
+                for (((dwi, dbi), &g), &xh) in
+                    dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xhat.iter())
+                {
+                    *dwi += g * xh;
+                    *dbi += g;
                 }
-                if want_wb {
-                    for (((dwi, dbi), &g), &xh) in
-                        dw.iter_mut().zip(db.iter_mut()).zip(gr).zip(xhat.iter())
-                    {
-                        *dwi += g * xh;
-                        *dbi += g;
-                    }
-                }
-                if needs[0] {
-                    match &w {
-                        Some(w) => {
-                            for ((o, &g), &wv) in gh.iter_mut().zip(gr).zip(w) {
-                                *o = g * wv;
-                            }
+            }
+            if needs[0] {
+                match &w {
+                    Some(w) => {
+                        for ((o, &g), &wv) in gh.iter_mut().zip(gr).zip(w) {
+                            *o = g * wv;
                         }
-                        None => gh.copy_from_slice(gr),
                     }
-                    let inv_d = 1.0 / d as f32;
-                    let m1 = kernels::sum(&gh) * inv_d;
-                    let m2 = kernels::dot(&gh, &xhat) * inv_d;
-                    let out = &mut dx_chunk[r * d..(r + 1) * d];
-                    for ((o, &g), &xh) in out.iter_mut().zip(gh.iter()).zip(xhat.iter()) {
-                        *o = rs * (g - m1 - xh * m2);
-                    }
+                    None => gh.copy_from_slice(gr),
                 }
-            });
-            (dw, db)
-        };
-        let (dw, db) = if needs[0] {
-            dx.par_chunks_mut(rows_per * d)
-                .enumerate()
-                .map(|(c, chunk)| process(c * rows_per, chunk))
-                .reduce(
-                    || {
-                        (
-                            vec![0.0; if want_wb { d } else { 0 }],
-                            vec![0.0; if want_wb { d } else { 0 }],
-                        )
-                    },
-                    |mut a, b| {
-                        kernels::add_assign(&mut a.0, &b.0);
-                        kernels::add_assign(&mut a.1, &b.1);
-                        a
-                    },
-                )
-        } else {
-            (0..rows.div_ceil(rows_per))
-                .into_par_iter()
-                .map(|c| process(c * rows_per, &mut []))
-                .reduce(
-                    || (vec![0.0; d], vec![0.0; d]),
-                    |mut a, b| {
-                        kernels::add_assign(&mut a.0, &b.0);
-                        kernels::add_assign(&mut a.1, &b.1);
-                        a
-                    },
-                )
-        };
-        let mut out = vec![needs[0].then(|| Tensor::from_parts(dx, g.shape()))];
-        if self.has_weight {
-            out.push(needs[1].then(|| Tensor::from_parts(dw.clone(), &[d])));
-        } else {
-            out.push(None);
-        }
-        if self.has_bias {
-            out.push(needs[2].then(|| Tensor::from_parts(db, &[d])));
-        } else {
-            out.push(None);
-        }
-        out
+                let inv_d = 1.0 / d as f32;
+                let m1 = kernels::sum(&gh) * inv_d;
+                let m2 = kernels::dot(&gh, &xhat) * inv_d;
+                let out = &mut dx_chunk[r * d..(r + 1) * d];
+                for ((o, &g), &xh) in out.iter_mut().zip(gh.iter()).zip(xhat.iter()) {
+                    *o = rs * (g - m1 - xh * m2);
+                }
+            }
+        });
+        (dw, db)
+    };
+    let (dw, db) = if needs[0] {
+        dx.par_chunks_mut(rows_per * d)
+            .enumerate()
+            .map(|(c, chunk)| process(c * rows_per, chunk))
+            .reduce(
+                || {
+                    (
+                        vec![0.0; if want_wb { d } else { 0 }],
+                        vec![0.0; if want_wb { d } else { 0 }],
+                    )
+                },
+                |mut a, b| {
+                    kernels::add_assign(&mut a.0, &b.0);
+                    kernels::add_assign(&mut a.1, &b.1);
+                    a
+                },
+            )
+    } else {
+        (0..rows.div_ceil(rows_per))
+            .into_par_iter()
+            .map(|c| process(c * rows_per, &mut []))
+            .reduce(
+                || (vec![0.0; d], vec![0.0; d]),
+                |mut a, b| {
+                    kernels::add_assign(&mut a.0, &b.0);
+                    kernels::add_assign(&mut a.1, &b.1);
+                    a
+                },
+            )
+    };
+    let mut out = vec![needs[0].then(|| Tensor::from_parts(dx, g.shape()))];
+    if saved.has_weight {
+        out.push(needs[1].then(|| Tensor::from_parts(dw.clone(), &[d])));
+    } else {
+        out.push(None);
     }
-}
+    if saved.has_bias {
+        out.push(needs[2].then(|| Tensor::from_parts(db, &[d])));
+    } else {
+        out.push(None);
+    }
+    out
+});
 
 impl Tensor {
     /// Layer normalisation over the last axis with optional scale `weight` and offset `bias`

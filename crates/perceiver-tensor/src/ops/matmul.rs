@@ -6,47 +6,39 @@
 //! no batch dimensions (a Linear layer), the batch is folded into `m` and the whole product is
 //! one GEMM, forward and backward.
 
-use crate::autograd::{record, Backward};
+use super::binary::Operands;
+use crate::autograd::record;
 use crate::layout::{broadcast_shapes, numel, Layout, Shape};
 use crate::{Error, Result, Tensor};
 use perceiver_kernels::gemm::{gemm, MatRef};
 use rayon::prelude::*;
 
-struct MatmulBackward {
-    a: Option<Tensor>,
-    b: Option<Tensor>,
-    a_shape: Shape,
-    b_shape: Shape,
-}
+struct MatmulBackward(Operands);
 
-impl Backward for MatmulBackward {
-    fn name(&self) -> &'static str {
-        "matmul"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let da = needs[0].then(|| {
-            let b = self.b.as_ref().expect("saved b");
-            let bt = b.permute_raw(&swap_last(b.rank()));
-            matmul_raw(g, &bt).sum_to_shape_raw(&self.a_shape)
-        });
-        let db = needs[1].then(|| {
-            let a = self.a.as_ref().expect("saved a");
-            if self.b_shape.len() == 2 && a.rank() > 2 {
-                // Fold the batch: db = a_flatᵀ · g_flat, one GEMM, no reduction afterwards.
-                let k = a.shape()[a.rank() - 1];
-                let rows = a.numel() / k.max(1);
-                let n = g.shape()[g.rank() - 1];
-                let af = a.reshape_raw(&[rows, k]);
-                let gf = g.reshape_raw(&[rows, n]);
-                matmul_raw(&af.permute_raw(&[1, 0]), &gf)
-            } else {
-                let at = a.permute_raw(&swap_last(a.rank()));
-                matmul_raw(&at, g).sum_to_shape_raw(&self.b_shape)
-            }
-        });
-        vec![da, db]
-    }
-}
+backward!(MatmulBackward, "matmul", |rule, g, needs| {
+    let saved = &rule.0;
+    let da = needs[0].then(|| {
+        let b = saved.b.as_ref().expect("saved b");
+        let bt = b.permute_raw(&swap_last(b.rank()));
+        matmul_raw(g, &bt).sum_to_shape_raw(&saved.a_shape)
+    });
+    let db = needs[1].then(|| {
+        let a = saved.a.as_ref().expect("saved a");
+        if saved.b_shape.len() == 2 && a.rank() > 2 {
+            // Fold the batch: db = a_flatᵀ · g_flat, one GEMM, no reduction afterwards.
+            let k = a.shape()[a.rank() - 1];
+            let rows = a.numel() / k.max(1);
+            let n = g.shape()[g.rank() - 1];
+            let af = a.reshape_raw(&[rows, k]);
+            let gf = g.reshape_raw(&[rows, n]);
+            matmul_raw(&af.permute_raw(&[1, 0]), &gf)
+        } else {
+            let at = a.permute_raw(&swap_last(a.rank()));
+            matmul_raw(&at, g).sum_to_shape_raw(&saved.b_shape)
+        }
+    });
+    vec![da, db]
+});
 
 fn swap_last(rank: usize) -> Vec<usize> {
     let mut p: Vec<usize> = (0..rank).collect();
@@ -175,11 +167,8 @@ impl Tensor {
             ));
         }
         let out = matmul_raw(self, other);
-        Ok(record(out, &[self, other], |needs| MatmulBackward {
-            a: needs[1].then(|| self.detach()),
-            b: needs[0].then(|| other.detach()),
-            a_shape: self.layout.shape.clone(),
-            b_shape: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |needs| {
+            MatmulBackward(Operands::save(self, other, needs))
         }))
     }
 }

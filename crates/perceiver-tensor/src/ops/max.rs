@@ -2,7 +2,7 @@
 //! group (the first one on ties) and routes the gradient there.
 
 use super::sum::{normalize_axes, reduced_shape, rows_for_reduction};
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::Shape;
 use crate::{Error, Result, Tensor};
 
@@ -16,20 +16,15 @@ struct MaxBackward {
     reduced: usize,
 }
 
-impl Backward for MaxBackward {
-    fn name(&self) -> &'static str {
-        "max"
+backward!(MaxBackward, "max", |saved, g, _needs| {
+    let gd = g.contiguous_data();
+    let mut data = vec![0.0f32; saved.argmax.len() * saved.reduced];
+    for (row, (&j, &gv)) in saved.argmax.iter().zip(gd.iter()).enumerate() {
+        data[row * saved.reduced + j] = gv;
     }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let gd = g.contiguous_data();
-        let mut data = vec![0.0f32; self.argmax.len() * self.reduced];
-        for (row, (&j, &gv)) in self.argmax.iter().zip(gd.iter()).enumerate() {
-            data[row * self.reduced + j] = gv;
-        }
-        let t = Tensor::from_parts(data, &self.permuted);
-        vec![Some(t.permute_raw(&self.inverse))]
-    }
-}
+    let t = Tensor::from_parts(data, &saved.permuted);
+    vec![Some(t.permute_raw(&saved.inverse))]
+});
 
 impl Tensor {
     /// Maximum over `axes`; reduced axes are kept with size 1 when `keepdim`. NaN propagates.

@@ -1,9 +1,9 @@
 //! `mean` over axes (with `keepdim`) and `mean_all`. The rule broadcasts `g / count` back to the
 //! input shape.
 
-use super::sum::{normalize_axes, reduced_shape, sum_axes_raw};
+use super::sum::{normalize_axes, reduced_shape, spread_back, sum_axes_raw};
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::Shape;
 use crate::{Result, Tensor};
 
@@ -13,24 +13,11 @@ struct MeanBackward {
     scale: f32,
 }
 
-impl Backward for MeanBackward {
-    fn name(&self) -> &'static str {
-        "mean"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let s = self.scale;
-        let g = unary::map(g, |v| v * s).reshape_raw(&self.keep);
-        let layout = g
-            .layout
-            .broadcast_to(&self.input)
-            .expect("keepdim shape broadcasts");
-        vec![Some(Tensor {
-            storage: g.storage.clone(),
-            layout,
-            node: None,
-        })]
-    }
-}
+backward!(MeanBackward, "mean", |saved, g, _needs| {
+    let s = saved.scale;
+    let g = unary::map(g, |v| v * s);
+    vec![Some(spread_back(&g, &saved.keep, &saved.input))]
+});
 
 impl Tensor {
     /// Mean over `axes`; reduced axes are kept with size 1 when `keepdim`.

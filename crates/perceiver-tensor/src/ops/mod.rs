@@ -5,6 +5,40 @@
 //! The table of ops and their gradient checks is generated into `docs/OPS.md` by
 //! `cargo xtask codegen` from [`OPS`].
 
+/// Implements [`Backward`](crate::autograd::Backward) for the rule struct `$rule` of the op
+/// `$name`: `$body` computes the input gradients from the output gradient `$g` and the flags
+/// `$needs`, reading what the forward saved through `$saved` (the rule itself). An op whose rule
+/// reads the output gradient through its strides adds `takes_strided_grad = true`.
+macro_rules! backward {
+    ($rule:ident, $name:literal, |$saved:ident, $g:ident, $needs:ident| $body:expr) => {
+        backward!(
+            $rule,
+            $name,
+            |$saved, $g, $needs| $body,
+            takes_strided_grad = false
+        );
+    };
+    (
+        $rule:ident,
+        $name:literal,
+        |$saved:ident, $g:ident, $needs:ident| $body:expr,
+        takes_strided_grad = $strided:literal
+    ) => {
+        impl crate::autograd::Backward for $rule {
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn backward(&self, $g: &crate::Tensor, $needs: &[bool]) -> Vec<Option<crate::Tensor>> {
+                let $saved = self;
+                $body
+            }
+            fn takes_strided_grad(&self) -> bool {
+                $strided
+            }
+        }
+    };
+}
+
 mod add;
 mod binary;
 mod broadcast;

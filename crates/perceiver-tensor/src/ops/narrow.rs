@@ -1,7 +1,7 @@
 //! `narrow` (and `split`, `chunk`): a slice of one axis as a view. The rule writes the gradient
 //! into a zero tensor of the input's shape.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{check_axis, Layout, Shape};
 use crate::{Error, Result, Tensor};
 
@@ -11,18 +11,13 @@ struct NarrowBackward {
     start: usize,
 }
 
-impl Backward for NarrowBackward {
-    fn name(&self) -> &'static str {
-        "narrow"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let mut data = vec![0.0f32; crate::layout::numel(&self.shape)];
-        let region =
-            Layout::contiguous(&self.shape).narrow(self.axis, self.start, g.shape()[self.axis]);
-        crate::strided::copy_into(&mut data, &region, g);
-        vec![Some(Tensor::from_parts(data, &self.shape))]
-    }
-}
+backward!(NarrowBackward, "narrow", |saved, g, _needs| {
+    let mut data = vec![0.0f32; crate::layout::numel(&saved.shape)];
+    let region =
+        Layout::contiguous(&saved.shape).narrow(saved.axis, saved.start, g.shape()[saved.axis]);
+    crate::strided::copy_into(&mut data, &region, g);
+    vec![Some(Tensor::from_parts(data, &saved.shape))]
+});
 
 impl Tensor {
     /// Elements `start..start + len` of `axis`, as a view.

@@ -1,19 +1,14 @@
 //! `neg`: elementwise `-x`. The rule saves nothing: dx = -g.
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 
 struct NegBackward;
 
-impl Backward for NegBackward {
-    fn name(&self) -> &'static str {
-        "neg"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::map(g, |g| -g))]
-    }
-}
+backward!(NegBackward, "neg", |_saved, g, _needs| vec![Some(
+    unary::map(g, |g| -g)
+)]);
 
 impl Tensor {
     /// Elementwise negation.

@@ -1,7 +1,7 @@
 //! `permute` (and `transpose`, `t`): reorders axes as a view. The rule applies the inverse
 //! permutation to the gradient.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::check_axis;
 use crate::{Error, Result, Tensor};
 
@@ -9,17 +9,12 @@ struct PermuteBackward {
     inverse: Vec<usize>,
 }
 
-impl Backward for PermuteBackward {
-    fn name(&self) -> &'static str {
-        "permute"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.permute_raw(&self.inverse))]
-    }
-    fn takes_strided_grad(&self) -> bool {
-        true
-    }
-}
+backward!(
+    PermuteBackward,
+    "permute",
+    |saved, g, _needs| vec![Some(g.permute_raw(&saved.inverse))],
+    takes_strided_grad = true
+);
 
 impl Tensor {
     pub(crate) fn permute_raw(&self, perm: &[usize]) -> Tensor {

@@ -2,7 +2,7 @@
 //! dx = g p x^(p-1).
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 
 struct PowBackward {
@@ -10,21 +10,16 @@ struct PowBackward {
     p: f32,
 }
 
-impl Backward for PowBackward {
-    fn name(&self) -> &'static str {
-        "powf"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let p = self.p;
-        vec![Some(unary::zip(g, &self.x, |g, x| {
-            if p == 0.0 {
-                0.0
-            } else {
-                g * p * x.powf(p - 1.0)
-            }
-        }))]
-    }
-}
+backward!(PowBackward, "powf", |saved, g, _needs| {
+    let p = saved.p;
+    vec![Some(unary::zip(g, &saved.x, |g, x| {
+        if p == 0.0 {
+            0.0
+        } else {
+            g * p * x.powf(p - 1.0)
+        }
+    }))]
+});
 
 impl Tensor {
     /// Elementwise `x^p` (`f32::powf`).

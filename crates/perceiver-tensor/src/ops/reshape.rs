@@ -1,7 +1,7 @@
 //! `reshape` (and `flatten`, `squeeze`, `unsqueeze`): a new shape over the same elements, a view
 //! when the strides allow it, a copy otherwise. The rule reshapes the gradient back.
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{check_axis, numel, Shape};
 use crate::{Error, Result, Tensor};
 
@@ -9,17 +9,12 @@ struct ReshapeBackward {
     shape: Shape,
 }
 
-impl Backward for ReshapeBackward {
-    fn name(&self) -> &'static str {
-        "reshape"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(g.reshape_raw(&self.shape))]
-    }
-    fn takes_strided_grad(&self) -> bool {
-        true
-    }
-}
+backward!(
+    ReshapeBackward,
+    "reshape",
+    |saved, g, _needs| vec![Some(g.reshape_raw(&saved.shape))],
+    takes_strided_grad = true
+);
 
 impl Tensor {
     /// Untracked reshape (a view when the layout allows it, else a copy; element counts must

@@ -2,22 +2,17 @@
 //! `div_scalar`). The rule saves nothing: dx = a g.
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 
 struct AffineBackward {
     mul: f32,
 }
 
-impl Backward for AffineBackward {
-    fn name(&self) -> &'static str {
-        "affine"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let m = self.mul;
-        vec![Some(unary::map(g, |g| g * m))]
-    }
-}
+backward!(AffineBackward, "affine", |saved, g, _needs| {
+    let m = saved.mul;
+    vec![Some(unary::map(g, |g| g * m))]
+});
 
 impl Tensor {
     /// Elementwise `mul * x + add`.

@@ -1,7 +1,7 @@
 //! `sigmoid`: logistic function 1 / (1 + e^-x); the rule saves the output: dx = g y (1 - y).
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 use perceiver_kernels as kernels;
 
@@ -21,14 +21,9 @@ struct SigmoidBackward {
     saved: Tensor,
 }
 
-impl Backward for SigmoidBackward {
-    fn name(&self) -> &'static str {
-        "sigmoid"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::zip(g, &self.saved, |g, y| g * y * (1.0 - y)))]
-    }
-}
+backward!(SigmoidBackward, "sigmoid", |saved, g, _needs| vec![Some(
+    unary::zip(g, &saved.saved, |g, y| g * y * (1.0 - y))
+)]);
 
 impl Tensor {
     /// Elementwise logistic function 1 / (1 + e^-x); the rule saves the output: dx = g y (1 - y).

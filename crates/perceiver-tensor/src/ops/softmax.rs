@@ -70,12 +70,54 @@ pub(crate) fn rows_zip(
     out
 }
 
+/// The row op `row` applied to every lane of `x` along `axis` (moved last and back when it is
+/// not the last), recorded with the rule `rule(y)` built from the detached output `y`.
+#[track_caller]
+pub(crate) fn rowwise<B: Backward + 'static>(
+    op: &'static str,
+    x: &Tensor,
+    axis: usize,
+    row: impl Fn(&[f32], &mut [f32]) + Sync + Send + Copy,
+    rule: impl FnOnce(Tensor) -> B,
+) -> Result<Tensor> {
+    check_axis(op, axis, x.shape())?;
+    let last = x.rank() - 1;
+    if axis != last {
+        return rowwise(op, &x.transpose(axis, last)?, last, row, rule)?.transpose(axis, last);
+    }
+    let len = x.shape()[last];
+    let data = x.contiguous_data();
+    let out = Tensor::from_parts(rows_map(&data, len, row), x.shape());
+    let y = out.detach();
+    Ok(record(out, &[x], |_| rule(y)))
+}
+
+/// The input gradient of a row op along the last axis whose rule reads the saved output `y`:
+/// `row(g, y, dx)` fills one row `dx` from the rows of the output gradient `g` and of `y`.
+pub(crate) fn rows_grad(
+    g: &Tensor,
+    y: &Tensor,
+    row: impl Fn(&[f32], &[f32], &mut [f32]) + Sync + Send,
+) -> Tensor {
+    let len = *g.shape().last().unwrap_or(&1);
+    let y = y.contiguous_data();
+    let gd = g.contiguous_data();
+    Tensor::from_parts(rows_zip(&gd, &y, len, row), g.shape())
+}
+
+/// Writes `exp(x - m)` into `y` and returns `(m, Σ exp(x - m))`, with `m` the row maximum (0
+/// for a row of `-inf`, so it stays finite).
 #[inline(always)]
-pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
+pub(crate) fn exp_shifted(x: &[f32], y: &mut [f32]) -> (f32, f32) {
     let m = kernels::max(x);
     let m = if m == f32::NEG_INFINITY { 0.0 } else { m };
     y.copy_from_slice(x);
-    let s = kernels::exp_shift_sum(y, m);
+    (m, kernels::exp_shift_sum(y, m))
+}
+
+#[inline(always)]
+pub(crate) fn softmax_row(x: &[f32], y: &mut [f32]) {
+    let (_, s) = exp_shifted(x, y);
     let inv = 1.0 / s;
     y.iter_mut().for_each(|y| *y *= inv);
 }
@@ -84,40 +126,22 @@ struct SoftmaxBackward {
     y: Tensor,
 }
 
-impl Backward for SoftmaxBackward {
-    fn name(&self) -> &'static str {
-        "softmax"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let len = *g.shape().last().unwrap_or(&1);
-        let y = self.y.contiguous_data();
-        let gd = g.contiguous_data();
-        let dx = rows_zip(&gd, &y, len, |g, y, dx| {
-            let d = kernels::dot(g, y);
-            for i in 0..dx.len() {
-                dx[i] = y[i] * (g[i] - d);
-            }
-        });
-        vec![Some(Tensor::from_parts(dx, g.shape()))]
-    }
-}
+backward!(SoftmaxBackward, "softmax", |saved, g, _needs| {
+    let dx = rows_grad(g, &saved.y, |g, y, dx| {
+        let d = kernels::dot(g, y);
+        for i in 0..dx.len() {
+            dx[i] = y[i] * (g[i] - d);
+        }
+    });
+    vec![Some(dx)]
+});
 
 impl Tensor {
     /// Softmax along `axis`.
     #[track_caller]
     pub fn softmax(&self, axis: usize) -> Result<Tensor> {
-        check_axis("softmax", axis, self.shape())?;
-        let last = self.rank() - 1;
-        if axis != last {
-            return self
-                .transpose(axis, last)?
-                .softmax(last)?
-                .transpose(axis, last);
-        }
-        let len = self.shape()[last];
-        let x = self.contiguous_data();
-        let out = Tensor::from_parts(rows_map(&x, len, softmax_row), self.shape());
-        let y = out.detach();
-        Ok(record(out, &[self], |_| SoftmaxBackward { y }))
+        rowwise("softmax", self, axis, softmax_row, |y| SoftmaxBackward {
+            y,
+        })
     }
 }

@@ -1,21 +1,16 @@
 //! `sqrt`: square root; the rule saves the output: dx = g / (2 y).
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 
 struct SqrtBackward {
     saved: Tensor,
 }
 
-impl Backward for SqrtBackward {
-    fn name(&self) -> &'static str {
-        "sqrt"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::zip(g, &self.saved, |g, y| g / (2.0 * y)))]
-    }
-}
+backward!(SqrtBackward, "sqrt", |saved, g, _needs| vec![Some(
+    unary::zip(g, &saved.saved, |g, y| g / (2.0 * y))
+)]);
 
 impl Tensor {
     /// Elementwise square root; the rule saves the output: dx = g / (2 y).

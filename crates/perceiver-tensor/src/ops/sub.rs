@@ -1,36 +1,27 @@
 //! `sub`: elementwise `a - b` with broadcasting. The rule saves only the input shapes:
 //! da = sum_to_shape(g), db = -sum_to_shape(g).
 
-use super::binary;
-use crate::autograd::{record, Backward};
-use crate::layout::Shape;
+use super::binary::{self, InputShapes};
+use crate::autograd::record;
 use crate::{Result, Tensor};
 
-struct SubBackward {
-    a: Shape,
-    b: Shape,
-}
+struct SubBackward(InputShapes);
 
-impl Backward for SubBackward {
-    fn name(&self) -> &'static str {
-        "sub"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![
-            needs[0].then(|| g.sum_to_shape_raw(&self.a)),
-            needs[1].then(|| super::unary::map(&g.sum_to_shape_raw(&self.b), |v| -v)),
-        ]
-    }
-}
+backward!(SubBackward, "sub", |rule, g, needs| {
+    let shapes = &rule.0;
+    vec![
+        needs[0].then(|| g.sum_to_shape_raw(&shapes.a)),
+        needs[1].then(|| super::unary::map(&g.sum_to_shape_raw(&shapes.b), |v| -v)),
+    ]
+});
 
 impl Tensor {
     /// Elementwise difference with NumPy broadcasting.
     #[track_caller]
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let out = binary::broadcast_map("sub", self, other, |a, b| a - b)?;
-        Ok(record(out, &[self, other], |_| SubBackward {
-            a: self.layout.shape.clone(),
-            b: other.layout.shape.clone(),
+        Ok(record(out, &[self, other], |_| {
+            SubBackward(InputShapes::of(self, other))
         }))
     }
 }

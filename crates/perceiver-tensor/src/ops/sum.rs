@@ -1,7 +1,7 @@
 //! `sum` over axes (with `keepdim`) and `sum_all`. The rule broadcasts the gradient back to the
 //! input shape (a stride-0 view, no copy).
 
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{check_axis, Shape};
 use crate::{Result, Tensor};
 use perceiver_kernels as kernels;
@@ -113,21 +113,22 @@ struct SumBackward {
     keep: Shape,
 }
 
-impl Backward for SumBackward {
-    fn name(&self) -> &'static str {
-        "sum"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        let g = g.reshape_raw(&self.keep);
-        let layout = g
-            .layout
-            .broadcast_to(&self.input)
-            .expect("keepdim shape broadcasts");
-        vec![Some(Tensor {
-            storage: g.storage.clone(),
-            layout,
-            node: None,
-        })]
+backward!(SumBackward, "sum", |saved, g, _needs| {
+    vec![Some(spread_back(g, &saved.keep, &saved.input))]
+});
+
+/// The gradient `g` of a reduction with kept shape `keep`, broadcast back to the input shape
+/// `input` as a view (no copy).
+pub(super) fn spread_back(g: &Tensor, keep: &Shape, input: &Shape) -> Tensor {
+    let g = g.reshape_raw(keep);
+    let layout = g
+        .layout
+        .broadcast_to(input)
+        .expect("keepdim shape broadcasts");
+    Tensor {
+        storage: g.storage.clone(),
+        layout,
+        node: None,
     }
 }
 

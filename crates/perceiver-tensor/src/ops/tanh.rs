@@ -1,7 +1,7 @@
 //! `tanh`: hyperbolic tangent; the rule saves the output: dx = g (1 - y^2).
 
 use super::unary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::Tensor;
 use perceiver_kernels as kernels;
 
@@ -9,14 +9,9 @@ struct TanhBackward {
     saved: Tensor,
 }
 
-impl Backward for TanhBackward {
-    fn name(&self) -> &'static str {
-        "tanh"
-    }
-    fn backward(&self, g: &Tensor, _needs: &[bool]) -> Vec<Option<Tensor>> {
-        vec![Some(unary::zip(g, &self.saved, |g, y| g * (1.0 - y * y)))]
-    }
-}
+backward!(TanhBackward, "tanh", |saved, g, _needs| vec![Some(
+    unary::zip(g, &saved.saved, |g, y| g * (1.0 - y * y))
+)]);
 
 impl Tensor {
     /// Elementwise hyperbolic tangent; the rule saves the output: dx = g (1 - y^2).

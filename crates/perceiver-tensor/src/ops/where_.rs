@@ -3,7 +3,7 @@
 //! that was selected: `da = sum_to_shape(g·c)`, `db = sum_to_shape(g·(1-c))`.
 
 use super::binary;
-use crate::autograd::{record, Backward};
+use crate::autograd::record;
 use crate::layout::{broadcast_shapes, Shape};
 use crate::{Result, Tensor};
 
@@ -13,23 +13,18 @@ struct WhereBackward {
     b_shape: Shape,
 }
 
-impl Backward for WhereBackward {
-    fn name(&self) -> &'static str {
-        "where_cond"
-    }
-    fn backward(&self, g: &Tensor, needs: &[bool]) -> Vec<Option<Tensor>> {
-        let shape = g.shape();
-        let da = needs[0].then(|| {
-            binary::map_to(shape, g, &self.cond, |g, c| if c != 0.0 { g } else { 0.0 })
-                .sum_to_shape_raw(&self.a_shape)
-        });
-        let db = needs[1].then(|| {
-            binary::map_to(shape, g, &self.cond, |g, c| if c != 0.0 { 0.0 } else { g })
-                .sum_to_shape_raw(&self.b_shape)
-        });
-        vec![da, db]
-    }
-}
+backward!(WhereBackward, "where_cond", |saved, g, needs| {
+    let shape = g.shape();
+    let da = needs[0].then(|| {
+        binary::map_to(shape, g, &saved.cond, |g, c| if c != 0.0 { g } else { 0.0 })
+            .sum_to_shape_raw(&saved.a_shape)
+    });
+    let db = needs[1].then(|| {
+        binary::map_to(shape, g, &saved.cond, |g, c| if c != 0.0 { 0.0 } else { g })
+            .sum_to_shape_raw(&saved.b_shape)
+    });
+    vec![da, db]
+});
 
 impl Tensor {
     /// `cond ? a : b` elementwise, where `cond` is non-zero; all three broadcast together.

@@ -33,6 +33,9 @@
 
 mod backward;
 mod folded;
+mod inputs;
+
+use inputs::{CrossInputs, ParamVecs};
 
 use crate::check::scale_of;
 use crate::flash::{online_softmax, probs_from_lse, row_dots, softmax_grad};
@@ -94,71 +97,6 @@ enum KvSource<'a> {
     Project(&'a CrossInputs, &'a ParamVecs),
     /// Given whole, as the rows `[b, m, hk]` and `[b, m, hv]` ([`cross_attention_kv`]).
     Given(&'a [f32], &'a [f32]),
-}
-
-/// The op's inputs by name, in the order they are given to [`apply_custom`] (optional ones
-/// absent when the layer has no such parameter).
-#[derive(Clone)]
-struct CrossInputs {
-    q: Tensor,
-    x: Tensor,
-    ln_w: Option<Tensor>,
-    ln_b: Option<Tensor>,
-    wk: Tensor,
-    wv: Tensor,
-    bk: Option<Tensor>,
-    bv: Option<Tensor>,
-}
-
-impl CrossInputs {
-    /// From `apply_custom`'s list, in the order of [`CrossInputs::list`].
-    fn from_list(inputs: &[Option<&Tensor>]) -> CrossInputs {
-        let at = |i: usize| inputs.get(i).copied().flatten().cloned();
-        let required = |i: usize| at(i).expect("the required inputs are always passed");
-        CrossInputs {
-            q: required(0),
-            x: required(1),
-            ln_w: at(2),
-            ln_b: at(3),
-            wk: required(4),
-            wv: required(5),
-            bk: at(6),
-            bv: at(7),
-        }
-    }
-
-    /// The inputs in the op's order.
-    fn list(&self) -> [Option<&Tensor>; 8] {
-        [
-            Some(&self.q),
-            Some(&self.x),
-            self.ln_w.as_ref(),
-            self.ln_b.as_ref(),
-            Some(&self.wk),
-            Some(&self.wv),
-            self.bk.as_ref(),
-            self.bv.as_ref(),
-        ]
-    }
-
-    /// The parameter vectors, contiguous.
-    fn vecs(&self) -> ParamVecs {
-        let v = |t: &Option<Tensor>| t.as_ref().map(Tensor::to_vec);
-        ParamVecs {
-            ln_w: v(&self.ln_w),
-            ln_b: v(&self.ln_b),
-            bk: v(&self.bk),
-            bv: v(&self.bv),
-        }
-    }
-}
-
-/// The LayerNorm affine and projection biases as contiguous vectors (each optional).
-struct ParamVecs {
-    ln_w: Option<Vec<f32>>,
-    ln_b: Option<Vec<f32>>,
-    bk: Option<Vec<f32>>,
-    bv: Option<Vec<f32>>,
 }
 
 /// Saved for the backward: the inputs (shared), the output and the log-sum-exp rows.

@@ -97,6 +97,25 @@ pub struct Call<'a> {
 }
 
 /// Shape and options of a [`MultiHeadAttention`] layer.
+///
+/// ```
+/// use perceiver_attn::{MultiHeadAttention, MultiHeadAttentionConfig};
+/// use perceiver_nn::ParamStore;
+/// use perceiver_tensor::Rng;
+/// // Queries of width 8, keys/values of width 5, 2 heads of width 4, output back to 8.
+/// let cfg = MultiHeadAttentionConfig::lucidrains(8, 5, 2, 4);
+/// assert_eq!((cfg.qk_dim, cfg.v_dim, cfg.out_dim), (8, 8, 8));
+/// assert!(!cfg.bias_q && !cfg.bias_k && !cfg.bias_v && cfg.bias_o);
+/// let (mut store, mut rng) = (ParamStore::new(), Rng::new(0));
+/// MultiHeadAttention::new(&mut store, "attn", cfg.clone(), &mut rng)?;
+/// // to_q 8x8, to_k 8x5, to_v 8x5, to_out 8x8 + a bias of 8.
+/// assert_eq!(store.numel(), 64 + 40 + 40 + 64 + 8);
+/// assert!(store.get("attn.to_q.bias").is_none());
+/// // Widths that do not split over the heads are refused.
+/// let bad = MultiHeadAttentionConfig { heads: 3, ..cfg };
+/// assert!(MultiHeadAttention::new(&mut ParamStore::new(), "bad", bad, &mut rng).is_err());
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MultiHeadAttentionConfig {
     /// Width of the query input (the latents).

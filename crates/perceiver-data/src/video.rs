@@ -25,6 +25,29 @@ pub const MOTION_CLASSES: [&str; 8] = [
 ];
 
 /// Parameters of [`MovingShapes`].
+///
+/// ```
+/// use perceiver_data::video::{MovingShapes, MovingShapesConfig};
+/// use perceiver_data::{Dataset, Split};
+/// let default = MovingShapesConfig::default();
+/// assert_eq!((default.frames, default.height, default.width), (8, 32, 32));
+/// // 10 tiny clips of 2 grey 8x8 frames: samples on the 3-D grid [frames, height, width].
+/// let config = MovingShapesConfig {
+///     frames: 2,
+///     height: 8,
+///     width: 8,
+///     channels: 1,
+///     ..MovingShapesConfig::split(Split::Train, 10)
+/// };
+/// let clips = MovingShapes::new(config.clone())?;
+/// assert_eq!((clips.len(), clips.num_classes()), (10, 8));
+/// let clip = clips.get(9)?;
+/// assert_eq!(clips.get(9)?, clip); // clip `i` depends only on `(seed, i)`
+/// assert_eq!((clip.grid, clip.channels, clip.label), (Some(vec![2, 8, 8]), 1, 1));
+/// // A single frame carries no motion.
+/// assert!(MovingShapes::new(MovingShapesConfig { frames: 1, ..config }).is_err());
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MovingShapesConfig {
     /// Number of clips.

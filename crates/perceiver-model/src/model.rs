@@ -13,6 +13,37 @@ use perceiver_tensor::{Error, GeluKind, Rng, Tensor};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Options of one forward pass.
+///
+/// ```
+/// use perceiver_model::{ForwardOptions, Perceiver, PerceiverConfig, Rng, Tensor};
+/// // The default is inference: no mask, positions from the input's grid, no dropout.
+/// let opts = ForwardOptions::default();
+/// assert!(!opts.train && opts.mask.is_none() && opts.positions.is_none());
+/// let config = PerceiverConfig {
+///     input_axes: vec![4, 4],
+///     num_latents: 4,
+///     latent_dim: 16,
+///     ..PerceiverConfig::default()
+/// };
+/// let model = Perceiver::new(config.clone(), &mut Rng::new(0))?;
+/// // 5 tokens at explicit 2-D positions, the last two of them masked out.
+/// let x = Tensor::randn(&[2, 5, 1], &mut Rng::new(1));
+/// let positions = Tensor::zeros(&[2, 5, 2]);
+/// let mask = Tensor::from_vec(vec![1.0, 1.0, 1.0, 0.0, 0.0].repeat(2), &[2, 5])?;
+/// let opts = ForwardOptions { positions: Some(&positions), mask: Some(&mask), ..opts };
+/// assert_eq!(model.forward_with(&x, opts)?.logits.shape(), &[2, 10]);
+/// // Training with dropout needs a random generator.
+/// let mut config = config;
+/// config.dropout.feed_forward = 0.1;
+/// let model = Perceiver::new(config, &mut Rng::new(0))?;
+/// let x = Tensor::zeros(&[2, 4, 4, 1]);
+/// let no_rng = ForwardOptions { train: true, ..Default::default() };
+/// assert!(model.forward_with(&x, no_rng).unwrap_err().to_string().contains("rng"));
+/// let mut rng = Rng::new(2);
+/// let opts = ForwardOptions { train: true, rng: Some(&mut rng), ..Default::default() };
+/// assert_eq!(model.forward_with(&x, opts)?.logits.shape(), &[2, 10]);
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
 #[derive(Default)]
 pub struct ForwardOptions<'a> {
     /// Key padding mask `[batch, tokens]` for the encoder cross-attends (non-zero = attend).

@@ -131,6 +131,36 @@ impl TrainBatch {
 }
 
 /// Options of the [`Trainer`]; the default is no label smoothing and no clipping.
+///
+/// ```
+/// use perceiver_model::{Perceiver, PerceiverConfig, Rng, Tensor};
+/// use perceiver_model::{TrainBatch, TrainError, Trainer, TrainerConfig};
+/// use perceiver_nn::optim::{Constant, Sgd, SgdConfig};
+/// assert_eq!(TrainerConfig::default(), TrainerConfig { label_smoothing: 0.0, clip_norm: None });
+/// let config = PerceiverConfig {
+///     input_axes: vec![4, 4],
+///     num_latents: 4,
+///     latent_dim: 16,
+///     ..PerceiverConfig::default()
+/// };
+/// let model = Perceiver::new(config, &mut Rng::new(0))?;
+/// let before: Vec<Vec<f32>> = model.params().iter().map(|p| p.value().to_vec()).collect();
+/// // Clip the global gradient norm to 1e-3: one SGD step at lr 0.1 moves the weights by at
+/// // most 1e-4 (in L2 norm over every parameter).
+/// let opts = TrainerConfig { label_smoothing: 0.1, clip_norm: Some(1e-3) };
+/// let sgd = Box::new(Sgd::new(SgdConfig::default())?);
+/// let mut trainer = Trainer::new(model, sgd, Box::new(Constant(0.1)), opts, Rng::new(1));
+/// assert_eq!(trainer.config().clip_norm, Some(1e-3));
+/// let batch = TrainBatch::new(Tensor::randn(&[2, 4, 4, 1], &mut Rng::new(2)), vec![0, 1]);
+/// let stats = trainer.step(&batch)?;
+/// assert!(stats.grad_norm > 1e-3); // the norm before clipping
+/// let moved: f32 = trainer.model().params().iter().zip(&before)
+///     .flat_map(|(p, b)| p.value().to_vec().into_iter().zip(b.clone()))
+///     .map(|(a, b)| (a - b) * (a - b))
+///     .sum();
+/// assert!(moved.sqrt() <= 1.01e-4, "{}", moved.sqrt());
+/// # Ok::<(), TrainError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct TrainerConfig {
     /// Label smoothing of the cross-entropy, in `[0, 1)`.

@@ -11,6 +11,23 @@ use serde::{Deserialize, Serialize};
 /// JSON: `{"kind": "none"}`, `{"kind": "fourier", "num_bands": 64, "max_resolution": [224, 224],
 /// "concat_pos": true, "sine_only": false, "order": "deep_mind"}`,
 /// `{"kind": "trainable", "channels": 256, "init_scale": 0.02}`.
+///
+/// ```
+/// use perceiver_pos::{FourierConfig, PositionConfigError, PositionEncodingConfig};
+/// assert_eq!(PositionEncodingConfig::default().num_channels(2, None), 0);
+/// let json = r#"{"kind": "trainable", "channels": 8, "init_scale": 0.02}"#;
+/// let config: PositionEncodingConfig = serde_json::from_str(json).expect("valid JSON");
+/// assert_eq!(config, PositionEncodingConfig::Trainable { channels: 8, init_scale: 0.02 });
+/// // One learned vector per cell of a 4x4 grid, projected to 4 channels.
+/// assert_eq!(config.num_channels(2, Some(4)), 4);
+/// let shapes = config.param_shapes(&[4, 4], Some(4));
+/// assert_eq!(shapes[0], ("embeddings".to_string(), vec![16, 8]));
+/// assert_eq!(shapes[1], ("projection.weight".to_string(), vec![4, 8]));
+/// // Fourier features of a 2-D grid: 2 x (2 x 6 + 1) channels.
+/// let fourier = PositionEncodingConfig::Fourier(FourierConfig::lucidrains(6, 10.0));
+/// assert_eq!(fourier.num_channels(2, None), 26);
+/// assert_eq!(config.validate(2, Some(0)), Err(PositionConfigError::ZeroProjection));
+/// ```
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PositionEncodingConfig {

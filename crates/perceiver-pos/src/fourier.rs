@@ -37,6 +37,23 @@ pub enum ChannelOrder {
 }
 
 /// Settings of the Fourier position features.
+///
+/// ```
+/// use perceiver_pos::{FourierConfig, FourierConfigError, FourierFeatures};
+/// // 4 bands up to 8 / 2 = 4 on both axes of a 2-D grid: 2 x (2 x 4 + 1) = 18 channels.
+/// let config = FourierConfig::deepmind(4, vec![8.0, 8.0]);
+/// assert_eq!(config.num_channels(2), 18);
+/// assert_eq!(config.frequencies(0), vec![1.0, 2.0, 3.0, 4.0]);
+/// let grid = FourierFeatures::new(config.clone()).grid(&[3, 5])?;
+/// assert_eq!(grid.shape(), &[3, 5, 18]);
+/// // JSON: the flags and the order are optional (raw positions, cosines, DeepMind order).
+/// let json = r#"{"num_bands": 4, "max_resolution": [8.0, 8.0]}"#;
+/// let parsed: FourierConfig = serde_json::from_str(json).expect("valid JSON");
+/// assert_eq!(parsed, config);
+/// // Two resolutions do not fit a 3-D grid.
+/// assert_eq!(config.validate(3), Err(FourierConfigError::ResolutionCount { got: 2, axes: 3 }));
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FourierConfig {

@@ -23,6 +23,21 @@ use std::sync::Arc;
 ///
 /// [`DataSpec::new`] takes a task preset's settings; [`DataSpec::fit`] adds what is learnt from
 /// the training split (normalisation statistics, class names).
+///
+/// ```
+/// use perceiver_tasks::{DataSpec, DatasetKind};
+/// let spec = DataSpec::new(DatasetKind::Shapes)?;
+/// assert_eq!(spec.data_dir, None); // generated: no folder
+/// assert_eq!((spec.image_size, spec.patch), (32, 4));
+/// assert!(spec.normalize.is_none() && spec.class_names.is_empty()); // nothing fitted yet
+/// // Stored as JSON with the checkpoint; without `patch` a spec reads as pixels.
+/// let json = serde_json::to_string(&spec).expect("serialises");
+/// assert_eq!(serde_json::from_str::<DataSpec>(&json).expect("parses"), spec);
+/// let mut value: serde_json::Value = serde_json::from_str(&json).expect("parses");
+/// value.as_object_mut().expect("an object").remove("patch");
+/// assert_eq!(serde_json::from_value::<DataSpec>(value).expect("parses").patch, 1);
+/// # Ok::<(), perceiver_tasks::TaskError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataSpec {
     /// Which dataset.

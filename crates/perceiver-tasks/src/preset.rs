@@ -259,6 +259,26 @@ impl Hyper {
 }
 
 /// The model body of a task preset.
+///
+/// ```
+/// use perceiver_tasks::{body_config, task_preset, DataShape, DatasetKind};
+/// let body = task_preset(DatasetKind::Shapes).body;
+/// // 8x8 tokens of 16 channels (4x4 patches of a 32x32 grey image), 12 classes.
+/// let shape = DataShape {
+///     axes: vec![8, 8],
+///     channels: 16,
+///     tokens: 64,
+///     grid: Some(vec![32, 32]),
+///     sample_tokens: 1024,
+/// };
+/// let config = body_config(&body, &shape, 12, false);
+/// assert!(config.validate().is_ok());
+/// assert_eq!((config.num_latents, config.latent_dim), (body.latents, body.latent_dim));
+/// assert_eq!((config.num_blocks, config.self_per_block), (body.blocks, body.per_block));
+/// // Each token: its 16 channels and DeepMind Fourier features of `bands` bands per axis.
+/// assert_eq!(config.input_width(), 16 + 2 * (2 * body.bands + 1));
+/// assert_eq!(config.num_outputs(), Some(12));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct Body {
     /// Number of latents.

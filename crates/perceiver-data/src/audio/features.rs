@@ -54,6 +54,20 @@ pub fn waveform_patches(samples: &[f32], patch: usize, label: usize) -> Result<S
 }
 
 /// Log-mel spectrogram parameters.
+///
+/// ```
+/// use perceiver_data::audio::{LogMel, MelConfig};
+/// // The default: 8 kHz, 256-point FFT, hop 80, 40 bands. One second gives 97 frames.
+/// let mel = LogMel::new(MelConfig::default())?;
+/// assert_eq!(mel.num_frames(8000), 1 + (8000 - 256) / 80);
+/// let sample = mel.sample(&vec![0.0; 8000], 3);
+/// assert_eq!((sample.grid, sample.channels), (Some(vec![97]), 40));
+/// assert_eq!(mel.filterbank().len(), 40);
+/// // The filters must stay below the Nyquist frequency.
+/// let bad = MelConfig { f_max: 6000.0, ..MelConfig::default() };
+/// assert!(LogMel::new(bad).is_err());
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct MelConfig {
     /// Sample rate of the input in Hz.

@@ -24,6 +24,24 @@ pub enum AudioFeatures {
 }
 
 /// FSDD options.
+///
+/// ```
+/// use perceiver_data::audio::{waveform_patches, AudioFeatures, Fsdd, FsddConfig, LogMel};
+/// use perceiver_data::Split;
+/// // 1-second clips as log-mel spectrograms: 97 frames of 40 bands.
+/// let config = FsddConfig::log_mel(Split::Train);
+/// assert_eq!(config.length, 8000);
+/// let AudioFeatures::LogMel(mel) = &config.features else { unreachable!() };
+/// assert_eq!(LogMel::new(mel.clone())?.num_frames(config.length), 97);
+/// // Or as 125 raw-waveform patches of 64 samples.
+/// let waveform = FsddConfig::waveform(Split::Test);
+/// assert_eq!(waveform.features, AudioFeatures::Waveform { patch: 64 });
+/// let tokens = waveform_patches(&vec![0.0; waveform.length], 64, 7)?;
+/// assert_eq!((tokens.grid, tokens.channels), (Some(vec![125]), 64));
+/// // A zero clip length is refused.
+/// assert!(Fsdd::from_items(Vec::new(), FsddConfig { length: 0, ..config }).is_err());
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct FsddConfig {
     /// Which split.

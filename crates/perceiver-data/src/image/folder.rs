@@ -14,6 +14,26 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 /// How images are decoded and sized.
+///
+/// ```
+/// use perceiver_data::image::folder::{decode_image, ImageFolderConfig};
+/// use std::path::Path;
+/// // An 8x4 (width x height) PNG, encoded in memory.
+/// let mut png = std::io::Cursor::new(Vec::new());
+/// image::RgbImage::new(8, 4).write_to(&mut png, image::ImageFormat::Png).expect("encodes");
+/// let (png, path) = (png.into_inner(), Path::new("memory.png"));
+/// // The default: shorter side resized to 32 (32 x 64), then a centre crop of 32 x 32, RGB.
+/// let config = ImageFolderConfig::default();
+/// let (pixels, h, w, c) = decode_image(&png, path, &config)?;
+/// assert_eq!((h, w, c, pixels.len()), (32, 32, 3, 32 * 32 * 3));
+/// // Decoded size, grey.
+/// let grey = ImageFolderConfig { resize: None, crop: None, grayscale: true };
+/// let (pixels, h, w, c) = decode_image(&png, path, &grey)?;
+/// assert_eq!((h, w, c, pixels.len()), (4, 8, 1, 32));
+/// let bad = ImageFolderConfig { crop: Some((0, 4)), ..config };
+/// assert!(decode_image(&png, path, &bad).is_err());
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ImageFolderConfig {
     /// Resize so the shorter side has this many pixels (keeping the aspect ratio); `None` keeps

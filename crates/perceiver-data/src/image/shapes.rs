@@ -29,6 +29,25 @@ pub const SHAPE_CLASSES: [&str; 12] = [
 ];
 
 /// Parameters of the [`Shapes`] dataset.
+///
+/// ```
+/// use perceiver_data::image::{Shapes, ShapesConfig};
+/// use perceiver_data::{Dataset, Split};
+/// let default = ShapesConfig::default();
+/// assert_eq!((default.len, default.size, default.channels), (12_000, 32, 1));
+/// // Train and test draw from different seeds.
+/// let train = ShapesConfig::split(Split::Train, 24);
+/// assert_ne!(train.seed, ShapesConfig::split(Split::Test, 24).seed);
+/// let config = ShapesConfig { size: 16, ..train };
+/// let shapes = Shapes::new(config.clone())?;
+/// assert_eq!((shapes.len(), shapes.num_classes()), (24, 12));
+/// let image = shapes.get(13)?;
+/// assert_eq!((image.grid, image.channels), (Some(vec![16, 16]), 1));
+/// assert_eq!(image.label, 13 % 12); // labels cycle through the classes
+/// // Images are grey or RGB.
+/// assert!(Shapes::new(ShapesConfig { channels: 2, ..config }).is_err());
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ShapesConfig {
     /// Number of samples.

@@ -13,6 +13,18 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
 /// ModelNet options.
+///
+/// ```
+/// use perceiver_data::points::{ModelNet, ModelNetConfig, Scaling};
+/// use perceiver_data::{DataError, Split};
+/// let config = ModelNetConfig::new(Split::Test);
+/// assert_eq!(config.scaling, Scaling::UnitSphere);
+/// assert_eq!((config.num_points, config.seed, config.cache), (2048, 0, true));
+/// // An empty cloud is refused before the folder is read.
+/// let empty = ModelNetConfig { num_points: 0, ..config };
+/// let err = ModelNet::open(std::path::Path::new("no-such-folder"), empty).unwrap_err();
+/// assert!(matches!(err, DataError::Invalid(_)));
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelNetConfig {
     /// Which split folder to read.

@@ -26,6 +26,22 @@ pub const POINT_SHAPE_CLASSES: [&str; 10] = [
 ];
 
 /// Parameters of [`PointShapes`].
+///
+/// ```
+/// use perceiver_data::points::{PointShapes, PointShapesConfig};
+/// use perceiver_data::{Dataset, Split};
+/// assert_eq!(PointShapesConfig::default().num_points, 1024);
+/// let config = PointShapesConfig { num_points: 64, ..PointShapesConfig::split(Split::Test, 20) };
+/// let clouds = PointShapes::new(config.clone())?;
+/// assert_eq!((clouds.len(), clouds.num_classes()), (20, 10));
+/// // A cloud of 64 xyz points, which are also its positions, inside the unit sphere.
+/// let cloud = clouds.get(12)?;
+/// assert_eq!((cloud.tokens(), cloud.channels, cloud.label), (64, 3, 2));
+/// assert_eq!(cloud.positions.as_ref(), Some(&cloud.values));
+/// assert!(cloud.values.chunks(3).all(|p| p.iter().map(|x| x * x).sum::<f32>() <= 1.0 + 1e-5));
+/// assert!(PointShapes::new(PointShapesConfig { num_points: 0, ..config }).is_err());
+/// # Ok::<(), perceiver_data::DataError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct PointShapesConfig {
     /// Number of samples.

@@ -101,6 +101,27 @@ pub struct PerceiverConfig {
 
 /// Initialisation of the latent array: normal with `std`, truncated to `[-truncation,
 /// truncation]` (absolute bounds, as `torch.nn.init.trunc_normal_`) when given.
+///
+/// ```
+/// use perceiver_model::{LatentInit, Perceiver, PerceiverConfig, Rng};
+/// assert_eq!(LatentInit::default(), LatentInit { std: 0.02, truncation: Some(2.0) });
+/// // A wide normal cut at ±0.5: every initial latent lies inside the bounds.
+/// let config = PerceiverConfig {
+///     input_axes: vec![4, 4],
+///     num_latents: 4,
+///     latent_dim: 16,
+///     latent_init: LatentInit { std: 1.0, truncation: Some(0.5) },
+///     ..PerceiverConfig::default()
+/// };
+/// let model = Perceiver::new(config.clone(), &mut Rng::new(0))?;
+/// let latents = model.params().get("latents").expect("latents").value().to_vec();
+/// assert_eq!(latents.len(), 4 * 16);
+/// assert!(latents.iter().all(|v| v.abs() <= 0.5));
+/// // A negative std is refused, naming the field.
+/// let bad = PerceiverConfig { latent_init: LatentInit { std: -1.0, truncation: None }, ..config };
+/// assert!(bad.validate().unwrap_err().to_string().contains("latent_init.std"));
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LatentInit {
@@ -121,6 +142,24 @@ impl Default for LatentInit {
 }
 
 /// Heads and widths of one kind of attention.
+///
+/// ```
+/// use perceiver_model::{AttentionConfig, PerceiverConfig};
+/// // One head; unset widths resolve to the kind's default qk width, and `v_dim` to `qk_dim`.
+/// let default = AttentionConfig::default();
+/// assert_eq!((default.heads, default.widths(32)), (1, (32, 32)));
+/// let attn = AttentionConfig::with_head_dim(4, 8);
+/// assert_eq!(attn.widths(128), (32, 32));
+/// let attn = AttentionConfig { v_dim: Some(64), ..attn };
+/// assert_eq!(attn.widths(128), (32, 64));
+/// // Widths must split evenly over the heads; the error names the field.
+/// let config = PerceiverConfig {
+///     self_attention: AttentionConfig { heads: 3, ..attn },
+///     ..PerceiverConfig::default()
+/// };
+/// let err = config.validate().unwrap_err().to_string();
+/// assert!(err.contains("self_attention.qk_dim"), "{err}");
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttentionConfig {
@@ -171,6 +210,23 @@ pub enum FeedForwardKind {
 }
 
 /// A feed-forward: kind and multiplier.
+///
+/// ```
+/// use perceiver_model::{FeedForwardConfig, FeedForwardKind, PerceiverConfig};
+/// assert_eq!(FeedForwardConfig::default(), FeedForwardConfig::gelu(1));
+/// // `(fc1 output, fc2 input)` widths: GEGLU's first Linear also produces the gate.
+/// assert_eq!(FeedForwardConfig::gelu(4).hidden(16), (64, 64));
+/// assert_eq!(FeedForwardConfig::geglu(4).hidden(16), (128, 64));
+/// let ff: FeedForwardConfig = serde_json::from_str(r#"{"kind": "geglu", "multiplier": 2}"#)
+///     .expect("valid JSON");
+/// assert_eq!((ff.kind, ff.multiplier), (FeedForwardKind::Geglu, 2));
+/// // A zero multiplier is refused, naming the field.
+/// let bad = PerceiverConfig {
+///     self_feed_forward: FeedForwardConfig::gelu(0),
+///     ..PerceiverConfig::default()
+/// };
+/// assert!(bad.validate().unwrap_err().to_string().contains("self_feed_forward"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FeedForwardConfig {
@@ -217,6 +273,26 @@ impl FeedForwardConfig {
 }
 
 /// Which projections carry a bias (for every attention and feed-forward of the model).
+///
+/// ```
+/// use perceiver_model::{BiasConfig, Perceiver, PerceiverConfig, Rng};
+/// let all = BiasConfig::default();
+/// assert!(all.q && all.k && all.v && all.out && all.ff);
+/// let config = PerceiverConfig {
+///     input_axes: vec![4, 4],
+///     num_latents: 4,
+///     latent_dim: 16,
+///     bias: BiasConfig::lucidrains(),
+///     ..PerceiverConfig::default()
+/// };
+/// let model = Perceiver::new(config.clone(), &mut Rng::new(0))?;
+/// // No bias on the query projection, a bias on the output projection.
+/// assert!(model.params().get("cross.0.attn.to_q.bias").is_none());
+/// assert!(model.params().get("cross.0.attn.to_out.bias").is_some());
+/// let with_all = PerceiverConfig { bias: all, ..config.clone() };
+/// assert!(config.num_params() < with_all.num_params());
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BiasConfig {
@@ -260,6 +336,20 @@ impl BiasConfig {
 }
 
 /// Dropout probabilities, active only in training.
+///
+/// ```
+/// use perceiver_model::{DropoutConfig, PerceiverConfig};
+/// assert_eq!(DropoutConfig::default(), DropoutConfig { attention: 0.0, feed_forward: 0.0 });
+/// // Missing fields keep their defaults.
+/// let d: DropoutConfig = serde_json::from_str(r#"{"feed_forward": 0.1}"#).expect("valid JSON");
+/// assert_eq!(d, DropoutConfig { attention: 0.0, feed_forward: 0.1 });
+/// // A probability must lie in [0, 1); the error names the field.
+/// let bad = PerceiverConfig {
+///     dropout: DropoutConfig { attention: 1.0, ..d },
+///     ..PerceiverConfig::default()
+/// };
+/// assert!(bad.validate().unwrap_err().to_string().contains("dropout.attention"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DropoutConfig {
@@ -332,6 +422,27 @@ impl SharingPlan {
 }
 
 /// The model's output head.
+///
+/// ```
+/// use perceiver_model::{no_grad, HeadConfig, Perceiver, PerceiverConfig, Rng, Tensor};
+/// assert_eq!(HeadConfig::default(), HeadConfig::Classifier { num_classes: 10, layer_norm: true });
+/// let json = r#"{"kind": "classifier", "num_classes": 5, "layer_norm": false}"#;
+/// let head: HeadConfig = serde_json::from_str(json).expect("valid JSON");
+/// assert_eq!(head, HeadConfig::Classifier { num_classes: 5, layer_norm: false });
+/// // Without a head the "logits" are the final latents `[batch, N, D]`.
+/// let config = PerceiverConfig {
+///     input_axes: vec![4, 4],
+///     num_latents: 4,
+///     latent_dim: 16,
+///     head: HeadConfig::None,
+///     ..PerceiverConfig::default()
+/// };
+/// assert_eq!(config.num_outputs(), None);
+/// let model = Perceiver::new(config, &mut Rng::new(0))?;
+/// let out = no_grad(|| model.forward(&Tensor::zeros(&[2, 4, 4, 1]), None))?;
+/// assert_eq!(out.logits.shape(), &[2, 4, 16]);
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum HeadConfig {
@@ -360,6 +471,32 @@ impl Default for HeadConfig {
 /// Perceiver IO decoder: output queries cross-attend to the latents (`q = LN(queries)`,
 /// `kv = LN(z)`, optional query residual, then `+ FF(LN(.))`), then a Linear. With one query
 /// the logits are `[batch, num_outputs]`, otherwise `[batch, queries, num_outputs]`.
+///
+/// ```
+/// use perceiver_model::{no_grad, DecoderConfig, HeadConfig, Perceiver, PerceiverConfig};
+/// use perceiver_model::{QueryConfig, Rng, Tensor};
+/// let default = DecoderConfig::default();
+/// assert_eq!((default.num_outputs, default.query.shape()), (10, (1, 64)));
+/// // Three learned queries of width 8, five outputs each.
+/// let decoder = DecoderConfig {
+///     query: QueryConfig::Trainable { num_queries: 3, channels: 8, init_scale: 0.02 },
+///     num_outputs: 5,
+///     ..default
+/// };
+/// let config = PerceiverConfig {
+///     input_axes: vec![4, 4],
+///     num_latents: 4,
+///     latent_dim: 16,
+///     head: HeadConfig::Decoder(decoder),
+///     ..PerceiverConfig::default()
+/// };
+/// let model = Perceiver::new(config, &mut Rng::new(0))?;
+/// let query = model.params().get("decoder.query").expect("learned queries");
+/// assert_eq!(query.value().shape(), &[3, 8]);
+/// let out = no_grad(|| model.forward(&Tensor::zeros(&[2, 4, 4, 1]), None))?;
+/// assert_eq!(out.logits.shape(), &[2, 3, 5]);
+/// # Ok::<(), perceiver_model::ModelError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DecoderConfig {
@@ -388,6 +525,23 @@ impl Default for DecoderConfig {
 }
 
 /// Output queries of a decoder.
+///
+/// ```
+/// use perceiver_model::{DecoderConfig, FourierConfig, HeadConfig, PerceiverConfig, QueryConfig};
+/// assert_eq!(QueryConfig::default().shape(), (1, 64));
+/// // Fourier queries of an 8-point grid: 8 queries of 1 x (2 x 4 bands + 1 position) channels.
+/// let json = r#"{"kind": "fourier", "fourier": {"num_bands": 4, "max_resolution": [8.0]},
+///     "index_dims": [8]}"#;
+/// let query: QueryConfig = serde_json::from_str(json).expect("valid JSON");
+/// let fourier = FourierConfig::deepmind(4, vec![8.0]);
+/// assert_eq!(query, QueryConfig::Fourier { fourier: fourier.clone(), index_dims: vec![8] });
+/// assert_eq!(query.shape(), (8, 9));
+/// // An empty output grid is refused, naming the field.
+/// let query = QueryConfig::Fourier { fourier, index_dims: vec![] };
+/// let head = HeadConfig::Decoder(DecoderConfig { query, ..DecoderConfig::default() });
+/// let bad = PerceiverConfig { head, ..PerceiverConfig::default() };
+/// assert!(bad.validate().unwrap_err().to_string().contains("head.query.index_dims"));
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum QueryConfig {

@@ -24,6 +24,30 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Hyper-parameters of [`Adam`]. The defaults are PyTorch's Adam (`b1 = 0.9`, `b2 = 0.999`,
 /// `eps = 1e-8`, no weight decay); [`AdamConfig::adamw`] gives AdamW.
+///
+/// ```
+/// use perceiver_nn::optim::{Adam, AdamConfig, Optimizer};
+/// use perceiver_nn::ParamStore;
+/// use perceiver_tensor::Tensor;
+/// let config = AdamConfig::default();
+/// assert_eq!((config.beta1, config.beta2, config.eps), (0.9, 0.999, 1e-8));
+/// assert!(!config.decoupled && config.weight_decay == 0.0);
+/// assert_eq!(Adam::new(AdamConfig::adamw(0.01))?.prefix(), "adamw");
+/// // Adam's first step moves each weight by `lr` against its gradient; a frozen parameter
+/// // is left alone and needs no gradient.
+/// let mut params = ParamStore::new();
+/// let w = params.add("w", Tensor::ones(&[2]))?;
+/// let frozen = params.add("frozen", Tensor::ones(&[2]))?;
+/// let grads = w.tensor().sum_all().backward()?;
+/// let mut adam = Adam::new(AdamConfig::default().freeze(["frozen"]))?;
+/// adam.step(&params, &grads, 0.1)?;
+/// assert!(w.value().to_vec().iter().all(|&v| (v - 0.9).abs() < 1e-6));
+/// assert_eq!(frozen.value().to_vec(), vec![1.0, 1.0]);
+/// // Out-of-range hyper-parameters are refused when the optimizer is built.
+/// let err = Adam::new(AdamConfig::default().with_betas(1.0, 0.999)).unwrap_err();
+/// assert!(err.to_string().contains("beta1"));
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamConfig {
     /// Decay of the first moment, in `[0, 1)`.

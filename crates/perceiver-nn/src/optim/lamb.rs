@@ -25,6 +25,26 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Hyper-parameters of [`Lamb`]. The defaults are the Perceiver IO recipe's: `b1 = 0.9`,
 /// `b2 = 0.999`, `eps = 1e-6`, weight decay 0.1 excluding biases and norm parameters.
+///
+/// ```
+/// use perceiver_nn::optim::{Lamb, LambConfig, Optimizer};
+/// use perceiver_nn::ParamStore;
+/// use perceiver_tensor::Tensor;
+/// let config = LambConfig::default();
+/// assert_eq!((config.eps, config.weight_decay), (1e-6, 0.1));
+/// // The trust ratio scales each update to `lr x ||w||`, whatever the gradient's size.
+/// let mut params = ParamStore::new();
+/// let w = params.add("w", Tensor::from_vec(vec![3.0, 4.0, 0.0, 0.0], &[2, 2])?)?;
+/// let grads = w.tensor().mul_scalar(100.0).sum_all().backward()?;
+/// let mut lamb = Lamb::new(config)?;
+/// lamb.step(&params, &grads, 0.01)?;
+/// let after = w.value().to_vec();
+/// let moved = [3.0, 4.0, 0.0, 0.0].iter().zip(&after).map(|(a, b)| (a - b) * (a - b));
+/// assert!((moved.sum::<f32>().sqrt() - 0.01 * 5.0).abs() < 1e-5);
+/// // eps must be positive.
+/// assert!(Lamb::new(LambConfig::default().with_eps(0.0)).is_err());
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct LambConfig {
     /// Decay of the first moment, in `[0, 1)`.

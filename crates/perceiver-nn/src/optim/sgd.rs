@@ -20,6 +20,27 @@ use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Hyper-parameters of [`Sgd`]. The defaults are PyTorch's (no momentum, no weight decay).
+///
+/// ```
+/// use perceiver_nn::optim::{Optimizer, Sgd, SgdConfig};
+/// use perceiver_nn::ParamStore;
+/// use perceiver_tensor::Tensor;
+/// let config = SgdConfig::default();
+/// assert_eq!((config.momentum, config.nesterov, config.weight_decay), (0.0, false, 0.0));
+/// // loss = sum(3 w): gradient 3. With momentum 0.9 the buffer is 3, then 0.9 * 3 + 3 = 5.7.
+/// let mut params = ParamStore::new();
+/// let w = params.add("w", Tensor::from_vec(vec![1.0, 2.0], &[2])?)?;
+/// let mut sgd = Sgd::new(SgdConfig::momentum(0.9))?;
+/// for _ in 0..2 {
+///     let grads = w.tensor().mul_scalar(3.0).sum_all().backward()?;
+///     sgd.step(&params, &grads, 0.1)?;
+/// }
+/// let expected = [1.0 - 0.3 - 0.57, 2.0 - 0.3 - 0.57];
+/// assert!(w.value().to_vec().iter().zip(expected).all(|(v, e)| (v - e).abs() < 1e-5));
+/// // Nesterov momentum needs a positive momentum.
+/// assert!(Sgd::new(SgdConfig::nesterov(0.0)).is_err());
+/// # Ok::<(), perceiver_tensor::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct SgdConfig {
     /// Momentum factor `mu` (`>= 0`; 0 disables the buffer).

@@ -42,8 +42,13 @@ pub struct SharedKv<'a> {
     /// The rows: the parts concatenated, or normalised once without the affine.
     rows: Tensor,
     normalized: bool,
-    /// Per layer read more than once (by address): its projected keys and values, once made.
-    reuse: Vec<(*const MultiHeadAttention, Option<(Tensor, Tensor)>)>,
+    /// The (layer, LayerNorm) pairs given at construction, by address.
+    readers: Vec<(*const MultiHeadAttention, *const LayerNorm)>,
+    /// Per pair read more than once: its projected keys and values, once made.
+    reuse: Vec<(
+        (*const MultiHeadAttention, *const LayerNorm),
+        Option<(Tensor, Tensor)>,
+    )>,
     _layers: std::marker::PhantomData<&'a MultiHeadAttention>,
 }
 
@@ -75,26 +80,30 @@ impl<'a> SharedKv<'a> {
             _ if parts.len() > 1 => Tensor::concat(parts, first.rank().saturating_sub(1))?,
             _ => (*first).clone(),
         };
+        let readers: Vec<_> = layers
+            .iter()
+            .map(|(l, n)| (*l as *const MultiHeadAttention, *n as *const LayerNorm))
+            .collect();
         let mut reuse = Vec::new();
         if reads_normalized && !is_grad_enabled() {
-            for (l, _) in layers {
-                let p = *l as *const MultiHeadAttention;
-                let uses = layers.iter().filter(|(m, _)| std::ptr::eq(*m, p)).count();
-                if uses > 1 && !reuse.iter().any(|(q, _)| *q == p) {
-                    reuse.push((p, None));
+            for &pair in &readers {
+                let uses = readers.iter().filter(|&&q| q == pair).count();
+                if uses > 1 && !reuse.iter().any(|(q, _)| *q == pair) {
+                    reuse.push((pair, None));
                 }
             }
         }
         Ok(SharedKv {
             rows,
             normalized,
+            readers,
             reuse,
             _layers: std::marker::PhantomData,
         })
     }
 
-    /// `layer` (one of those given at construction, with its LayerNorm `norm`) attends from
-    /// `x_q` to the input ([`MultiHeadAttention::attend`]).
+    /// `layer` (one of those given at construction, with its LayerNorm `norm`; another pair is
+    /// an error) attends from `x_q` to the input ([`MultiHeadAttention::attend`]).
     #[track_caller]
     pub fn attend(
         &mut self,
@@ -106,12 +115,22 @@ impl<'a> SharedKv<'a> {
         let SharedKv {
             rows,
             normalized,
+            readers,
             reuse,
             ..
         } = self;
+        let pair = (layer as *const MultiHeadAttention, norm as *const LayerNorm);
+        if !readers.contains(&pair) {
+            return Err(Error::invalid(
+                "SharedKv",
+                "attend with a layer and LayerNorm that were not given at construction",
+            ));
+        }
         let kv = key_values(rows, *normalized, norm);
-        let p = layer as *const MultiHeadAttention;
-        if let Some((_, slot)) = reuse.iter_mut().find(|(q, _)| *q == p) {
+        // (kept keys and values are for inference only: with gradients recorded, every call
+        // reads the input itself)
+        let kept = reuse.iter_mut().find(|(q, _)| *q == pair);
+        if let Some((_, slot)) = kept.filter(|_| !is_grad_enabled()) {
             let (k, v) = match slot {
                 Some(done) => &*done,
                 slot => &*slot.insert(match kv {

@@ -11,8 +11,8 @@
 //! ```
 //!
 //! # Design
-//! - **Writing is atomic.** [`save_safetensors`] writes `<path>.tmp` in the same directory, syncs
-//!   it to disk, renames it over `path` and syncs the directory: a crash leaves either the old file
+//! - **Writing is atomic.** [`save_safetensors`] writes a temporary `<path>.tmp.<pid>.<n>` in
+//!   the same directory, syncs it to disk, renames it over `path` and syncs the directory: a crash leaves either the old file
 //!   or the new one, never a torn checkpoint. Tensors are streamed to the file, never copied into
 //!   one buffer. Tensors are written in name order, so equal inputs give byte-identical files, which
 //!   the `safetensors` crate and Python's `safetensors` read.
@@ -138,10 +138,13 @@ fn write_file(
     file.sync_all()
 }
 
-/// `<path>.tmp`.
+/// `<path>.tmp.<pid>.<n>`: unique per process and call, so two writers of one path never
+/// write into each other's temporary file.
 fn tmp_path(path: &Path) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut s: OsString = path.as_os_str().to_owned();
-    s.push(".tmp");
+    s.push(format!(".tmp.{}.{n}", std::process::id()));
     PathBuf::from(s)
 }
 
@@ -158,7 +161,7 @@ pub fn save_safetensors(
     write_atomic(path, |file| write_file(file, &header, tensors, &order))
 }
 
-/// Writes a file through `write` atomically: into `<path>.tmp` in the same directory, synced to
+/// Writes a file through `write` atomically: into a temporary `<path>.tmp.<pid>.<n>` in the same directory, synced to
 /// disk, renamed over `path`, and the directory synced, so a crash leaves either the old file
 /// or the new one. On failure the temporary file is removed and the error names the path.
 /// Every file the workspace writes (checkpoints, configs, metrics snapshots) goes through it.

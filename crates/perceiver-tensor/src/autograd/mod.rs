@@ -116,7 +116,7 @@ impl Tensor {
     /// [`no_grad`] gradients with respect to it are stored under [`Leaf::id`]; inside, the
     /// tensor is returned untracked.
     pub fn attach(&self, leaf: &Leaf) -> Tensor {
-        debug_assert_eq!(
+        assert_eq!(
             self.shape(),
             &leaf.0.shape[..],
             "Tensor::attach: shape of the leaf"

@@ -546,10 +546,7 @@ impl CustomOp for FusedCross {
         grads
             .into_iter()
             .zip(saved.inputs.list())
-            .map(|(gv, t)| {
-                let t = t.filter(|_| gv.is_some());
-                t.and_then(|t| Some(Tensor::from_vec(gv?, t.shape()).expect("sizes agree")))
-            })
+            .map(|(gv, t)| gv.zip(t).map(|(v, t)| Tensor::from_parts(v, t.shape())))
             .collect()
     }
 }

@@ -11,9 +11,9 @@
 //! ```
 //!
 //! # Design
-//! - **Writing is atomic.** [`save_safetensors`] writes a temporary `<path>.tmp.<pid>.<n>` in
-//!   the same directory, syncs it to disk, renames it over `path` and syncs the directory: a crash leaves either the old file
-//!   or the new one, never a torn checkpoint. Tensors are streamed to the file, never copied into
+//! - **Writing is atomic** ([`perceiver_io::write_atomic`]): a temporary `<path>.tmp.<pid>.<n>` in
+//!   the same directory, synced to disk, renamed over `path` and the directory synced: a crash leaves either the old file
+//!   or the new one, never a torn checkpoint. Reading opens regular files only ([`perceiver_io::read_bounded`]). Tensors are streamed to the file, never copied into
 //!   one buffer. Tensors are written in name order, so equal inputs give byte-identical files, which
 //!   the `safetensors` crate and Python's `safetensors` read.
 //! - **Reading validates everything** before converting: the header length, the JSON, each
@@ -41,26 +41,19 @@
 //! ```
 
 use crate::ParamStore;
+use perceiver_io::FileError;
 use perceiver_tensor::{Error, Result, Tensor};
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The header key that holds the string metadata.
 pub const METADATA_KEY: &str = "__metadata__";
 
 /// The largest header accepted (the limit of the reference implementation).
 const MAX_HEADER: u64 = 100_000_000;
-
-fn io_err(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
 
 fn format_err(path: &str, msg: impl Into<String>) -> Error {
     Error::Format {
@@ -115,7 +108,7 @@ fn header(
 }
 
 fn write_file(
-    file: File,
+    file: &mut File,
     header: &[u8],
     tensors: &[(String, Tensor)],
     order: &[usize],
@@ -134,18 +127,7 @@ fn write_file(
             w.write_all(&buf)?;
         }
     }
-    let file = w.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()
-}
-
-/// `<path>.tmp.<pid>.<n>`: unique per process and call, so two writers of one path never
-/// write into each other's temporary file.
-fn tmp_path(path: &Path) -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut s: OsString = path.as_os_str().to_owned();
-    s.push(format!(".tmp.{}.{n}", std::process::id()));
-    PathBuf::from(s)
+    w.flush()
 }
 
 /// Writes `tensors` (f32, any layout) and optional string `metadata` to `path` as safetensors,
@@ -161,45 +143,44 @@ pub fn save_safetensors(
     write_atomic(path, |file| write_file(file, &header, tensors, &order))
 }
 
-/// Writes a file through `write` atomically: into a temporary `<path>.tmp.<pid>.<n>` in the same directory, synced to
-/// disk, renamed over `path`, and the directory synced, so a crash leaves either the old file
-/// or the new one. On failure the temporary file is removed and the error names the path.
-/// Every file the workspace writes (checkpoints, configs, metrics snapshots) goes through it.
+/// [`perceiver_io::write_atomic`] with the error as this crate's [`Error`]: every file the
+/// workspace writes (checkpoints, configs, state) goes through it.
 #[track_caller]
 pub fn write_atomic(
     path: impl AsRef<Path>,
-    write: impl FnOnce(File) -> std::io::Result<()>,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
 ) -> Result<()> {
-    let path = path.as_ref();
-    let tmp = tmp_path(path);
-    let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-    if let Err(e) = write(file) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(&tmp, e));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io_err(path, e));
-    }
-    // Make the rename durable. Best effort: not every platform can open a directory.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    perceiver_io::write_atomic(path, write).map_err(file_err)
 }
 
 /// [`write_atomic`] of a byte buffer.
 #[track_caller]
 pub fn write_bytes_atomic(path: impl AsRef<Path>, bytes: &[u8]) -> Result<()> {
-    write_atomic(path, |mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    })
+    perceiver_io::write_bytes_atomic(path, bytes).map_err(file_err)
 }
+
+/// A [`FileError`] as this crate's [`Error::Io`] naming the path.
+pub fn file_err(e: FileError) -> Error {
+    let path = e.path().display().to_string();
+    match e {
+        FileError::Io { source, .. } => Error::Io { path, source },
+        other => {
+            let text = other.to_string();
+            let msg = text
+                .strip_prefix(&format!("{path}: "))
+                .unwrap_or(&text)
+                .to_string();
+            Error::Io {
+                path,
+                source: std::io::Error::other(msg),
+            }
+        }
+    }
+}
+
+/// Largest safetensors file read (1 TiB: only a guard against absurd sizes; the file's real
+/// size is what is allocated).
+pub const MAX_SAFETENSORS_BYTES: u64 = 1 << 40;
 
 /// Reads every tensor (in name order) and the metadata (empty when absent) of the safetensors file
 /// at `path`. Float tensors of other widths are converted to f32.
@@ -207,7 +188,7 @@ pub fn load_safetensors(
     path: impl AsRef<Path>,
 ) -> Result<(Vec<(String, Tensor)>, HashMap<String, String>)> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+    let bytes = perceiver_io::read_bounded(path, MAX_SAFETENSORS_BYTES).map_err(file_err)?;
     decode_safetensors(&bytes, &path.display().to_string())
 }
 

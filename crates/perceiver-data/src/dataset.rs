@@ -276,3 +276,155 @@ impl<D: Dataset> Dataset for Subset<D> {
         self.inner.class_names()
     }
 }
+
+/// For each class name of `from`, the index of the same name in `onto` (the first one, if
+/// `onto` repeats a name); `Err` holds the names of `from` that `onto` lacks, in `from`'s order.
+///
+/// ```
+/// use perceiver_data::dataset::class_map;
+/// let s = |v: &[&str]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+/// assert_eq!(class_map(&s(&["dog", "cat"]), &s(&["cat", "dog", "bird"])), Ok(vec![1, 0]));
+/// assert_eq!(class_map(&s(&["cow"]), &s(&["cat"])), Err(s(&["cow"])));
+/// ```
+pub fn class_map(from: &[String], onto: &[String]) -> std::result::Result<Vec<usize>, Vec<String>> {
+    let mut map = Vec::with_capacity(from.len());
+    let mut missing = Vec::new();
+    for name in from {
+        match onto.iter().position(|o| o == name) {
+            Some(i) => map.push(i),
+            None => missing.push(name.clone()),
+        }
+    }
+    if missing.is_empty() {
+        Ok(map)
+    } else {
+        Err(missing)
+    }
+}
+
+/// A dataset whose labels are those of another list of class names, matched by name: sample
+/// `i` is `inner.get(i)` with its label `l` replaced by the index in `names` of `inner`'s class
+/// `l`. Used to give a test split (or data evaluated by a trained model) the label numbering
+/// of the training split (or of the model).
+pub struct Relabel<D> {
+    inner: D,
+    map: Vec<usize>,
+    names: Vec<String>,
+}
+
+impl<D: Dataset> Relabel<D> {
+    /// Maps every class of `inner` onto the class of the same name in `names`;
+    /// [`DataError::Invalid`] naming the classes of `inner` that `names` lacks.
+    pub fn by_name(inner: D, names: Vec<String>) -> Result<Self> {
+        let map = class_map(&inner.class_names(), &names).map_err(|missing| {
+            DataError::invalid(format!(
+                "the classes {} are not among the {} target classes",
+                quote_names(&missing),
+                names.len()
+            ))
+        })?;
+        Ok(Relabel { inner, map, names })
+    }
+
+    /// The target index of each class of the inner dataset.
+    pub fn mapping(&self) -> &[usize] {
+        &self.map
+    }
+
+    /// The wrapped dataset.
+    pub fn inner(&self) -> &D {
+        &self.inner
+    }
+}
+
+impl<D: Dataset> Dataset for Relabel<D> {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn get(&self, index: usize) -> Result<Sample> {
+        let mut s = self.inner.get(index)?;
+        s.label = *self.map.get(s.label).ok_or_else(|| {
+            DataError::invalid(format!(
+                "sample {index} has label {}, past the {} classes of its dataset",
+                s.label,
+                self.map.len()
+            ))
+        })?;
+        Ok(s)
+    }
+    fn num_classes(&self) -> usize {
+        self.names.len()
+    }
+    fn class_names(&self) -> Vec<String> {
+        self.names.clone()
+    }
+}
+
+/// Class names quoted and joined for messages: `'cat', 'dog'`.
+pub fn quote_names(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three samples labelled 0, 1, 2 of the classes `names`.
+    struct Toy(Vec<String>);
+
+    impl Dataset for Toy {
+        fn len(&self) -> usize {
+            3
+        }
+        fn get(&self, index: usize) -> Result<Sample> {
+            check_index(index, 3)?;
+            Ok(Sample::image(vec![0.0], 1, 1, 1, index))
+        }
+        fn num_classes(&self) -> usize {
+            self.0.len()
+        }
+        fn class_names(&self) -> Vec<String> {
+            self.0.clone()
+        }
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn relabel_maps_labels_by_name() {
+        let test = Toy(names(&["dog", "bird", "cat"]));
+        let r = Relabel::by_name(test, names(&["bird", "cat", "dog", "fish"])).unwrap();
+        assert_eq!(r.mapping(), &[2, 0, 1]);
+        let labels: Vec<usize> = (0..3).map(|i| r.get(i).unwrap().label).collect();
+        assert_eq!(labels, vec![2, 0, 1]);
+        assert_eq!(r.num_classes(), 4);
+        assert_eq!(r.class_names(), names(&["bird", "cat", "dog", "fish"]));
+    }
+
+    #[test]
+    fn relabel_refuses_an_unknown_class_by_name() {
+        let test = Toy(names(&["dog", "cow", "yak"]));
+        let Err(e) = Relabel::by_name(test, names(&["dog", "cat"])) else {
+            panic!("unknown classes accepted");
+        };
+        assert_eq!(
+            e.to_string(),
+            "the classes 'cow', 'yak' are not among the 2 target classes"
+        );
+    }
+
+    #[test]
+    fn relabel_reports_a_label_past_the_classes() {
+        // Two class names but labels up to 2: sample 2's label has no mapping.
+        let r = Relabel::by_name(Toy(names(&["a", "b"])), names(&["b", "a"])).unwrap();
+        assert_eq!(r.get(1).unwrap().label, 0);
+        let e = r.get(2).unwrap_err().to_string();
+        assert!(e.contains("sample 2 has label 2"), "{e}");
+    }
+}

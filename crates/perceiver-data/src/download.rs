@@ -14,6 +14,37 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Largest decompressed size of a downloaded `.tar.gz` archive (4 GiB); extraction stops with
+/// an error past it.
+pub const MAX_TAR_BYTES: u64 = 4 << 30;
+
+/// Largest file extracted from an archive (512 MiB).
+pub const MAX_TAR_ENTRY_BYTES: u64 = 512 << 20;
+
+/// A reader that fails with an error once more than `limit` bytes have come through it (a
+/// decompression bomb stops there instead of filling the disk or the memory).
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let cap = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX);
+        let len = buf.len().min(cap);
+        let n = self.inner.read(&mut buf[..len])?;
+        if n as u64 > self.left {
+            return Err(std::io::Error::other(format!(
+                "decompresses to more than {} bytes",
+                self.limit
+            )));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// One file of a remote dataset.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteFile {
@@ -189,7 +220,7 @@ fn hex(d: &[u8]) -> String {
 
 /// Lower-case hex SHA-256 of a file.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut f = perceiver_io::open_regular(path)?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -337,7 +368,9 @@ pub fn fetch(ds: &RemoteDataset, cache_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Extracts the regular files whose parent folder is called `folder` (and whose name passes
-/// `keep`) from a tar.gz into `dir/folder/`, via a temporary folder renamed at the end. With
+/// `keep`) from a tar.gz into `dir/folder/`, via a temporary folder renamed at the end. The
+/// archive is inflated to at most [`MAX_TAR_BYTES`], each file to at most
+/// [`MAX_TAR_ENTRY_BYTES`]. With
 /// `content_sha256`, checks the digest of the sorted `name<TAB>sha256` list first.
 fn extract(
     archive: &Path,
@@ -350,8 +383,12 @@ fn extract(
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| DataError::io(&tmp, e))?;
     let run = || -> Result<()> {
-        let file = std::fs::File::open(archive).map_err(|e| DataError::io(archive, e))?;
-        let gz = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file));
+        let file = perceiver_io::open_regular(archive)?;
+        let gz = Bounded {
+            inner: flate2::read::MultiGzDecoder::new(std::io::BufReader::new(file)),
+            left: MAX_TAR_BYTES,
+            limit: MAX_TAR_BYTES,
+        };
         let mut tar = tar::Archive::new(gz);
         let bad = |e: std::io::Error| DataError::decode(archive, format!("tar.gz: {e}"));
         let mut listing: Vec<(String, String)> = Vec::new();
@@ -375,8 +412,21 @@ fn extract(
             if parent != Some(folder) || !keep(&name) || name.starts_with('.') {
                 continue;
             }
+            let size = entry.size();
+            if size > MAX_TAR_ENTRY_BYTES {
+                return Err(DataError::decode(
+                    archive,
+                    format!(
+                        "tar.gz: {} declares {size} bytes, more than the {MAX_TAR_ENTRY_BYTES} accepted",
+                        path.display()
+                    ),
+                ));
+            }
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(bad)?;
+            (&mut entry)
+                .take(MAX_TAR_ENTRY_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(bad)?;
             listing.push((name.clone(), sha256_hex(&bytes)));
             let out = tmp.join(&name);
             std::fs::write(&out, &bytes).map_err(|e| DataError::io(&out, e))?;
@@ -408,4 +458,31 @@ fn extract(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_reader_stops_past_its_limit() {
+        let data = vec![7u8; 1000];
+        let mut r = Bounded {
+            inner: &data[..],
+            left: 100,
+            limit: 100,
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.to_string(), "decompresses to more than 100 bytes");
+        assert!(out.len() <= 100, "{} bytes came through", out.len());
+        // Exactly the limit passes.
+        let mut r = Bounded {
+            inner: &data[..100],
+            left: 100,
+            limit: 100,
+        };
+        let mut out = Vec::new();
+        assert_eq!(r.read_to_end(&mut out).unwrap(), 100);
+    }
 }

@@ -23,6 +23,10 @@ pub enum DataError {
         #[source]
         source: std::io::Error,
     },
+    /// A file was refused before reading (not a regular file, larger than the reader accepts,
+    /// changed while read); the message names the file and what it is.
+    #[error(transparent)]
+    File(perceiver_io::FileError),
     /// A file was read but its bytes are not valid for its format (corrupt or truncated).
     #[error("{}: {field} at byte {offset}: {msg}", path.display())]
     Format {
@@ -136,5 +140,16 @@ impl DataError {
     /// A [`DataError::Invalid`] with a message.
     pub fn invalid(msg: impl Into<String>) -> Self {
         DataError::Invalid(msg.into())
+    }
+}
+
+impl From<perceiver_io::FileError> for DataError {
+    /// An operating-system failure becomes [`DataError::Io`] (same path, same source); every
+    /// other refusal is kept as [`DataError::File`].
+    fn from(e: perceiver_io::FileError) -> Self {
+        match e {
+            perceiver_io::FileError::Io { path, source } => DataError::Io { path, source },
+            other => DataError::File(other),
+        }
     }
 }

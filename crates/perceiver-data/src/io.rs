@@ -32,9 +32,28 @@ pub fn class_dirs(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
-/// Reads a whole file.
-pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| DataError::io(path, e))
+/// Largest archive read whole (IDX files, CIFAR-10 batches): 4 GiB.
+pub const MAX_ARCHIVE_BYTES: u64 = 4 << 30;
+
+/// Largest single-sample media file read (WAV, PNG, JPEG): 256 MiB.
+pub const MAX_MEDIA_BYTES: u64 = 256 << 20;
+
+/// Largest mesh file read (PLY, OFF): 1 GiB.
+pub const MAX_MESH_BYTES: u64 = 1 << 30;
+
+/// Largest small text file read (class-name lists): 1 MiB.
+pub const MAX_TEXT_BYTES: u64 = 1 << 20;
+
+/// Extra bytes a gzip stream is inflated past the size its content declares, to tell "exactly
+/// the declared size" from "more than declared" without inflating the rest.
+pub const GUNZIP_SLACK: u64 = 64;
+
+/// Reads a whole regular file of at most `limit` bytes (one of the `MAX_*_BYTES` constants of
+/// this module) through [`perceiver_io::read_bounded`]: a FIFO, a device (also behind a
+/// symlink), a socket or a directory is refused by name without blocking, and a larger file is
+/// refused before it is read. Errors name the file.
+pub fn read_file(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    Ok(perceiver_io::read_bounded(path, limit)?)
 }
 
 /// True when `bytes` starts with the gzip magic number `1f 8b`.
@@ -42,7 +61,8 @@ pub fn is_gzip(bytes: &[u8]) -> bool {
     bytes.len() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b
 }
 
-/// Decompresses `bytes` if they are gzip (all members), else returns them unchanged.
+/// Decompresses `bytes` if they are gzip (all members, at most [`MAX_GUNZIP_BYTES`]), else
+/// returns them unchanged.
 ///
 /// Errors name the compressed byte offset where decoding stopped.
 pub fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
@@ -52,39 +72,84 @@ pub fn maybe_gunzip(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     gunzip(&bytes, path, MAX_GUNZIP_BYTES)
 }
 
-/// Decompresses a gzip stream (all members) of at most `limit` decompressed bytes.
+/// Decompresses a gzip stream (all members) of at most `limit` decompressed bytes; the stream
+/// is inflated no further than `limit + 1` bytes.
 pub fn gunzip(bytes: &[u8], path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut decoder = flate2::bufread::MultiGzDecoder::new(bytes);
-    // Reserve a plausible size (deflate rarely beats 10:1 on these files) without trusting
-    // anything in the stream.
-    let mut out = Vec::with_capacity(bytes.len().saturating_mul(6).min(64 << 20));
-    let mut limited = (&mut decoder).take(limit.saturating_add(1));
-    match limited.read_to_end(&mut out) {
-        Ok(_) => {
-            if out.len() as u64 > limit {
+    let mut gz = GzStream::new(bytes, path);
+    gz.fill(limit.saturating_add(1))?;
+    if gz.len() > limit {
+        return Err(DataError::format(
+            path,
+            "gzip stream",
+            0,
+            format!("decompresses to more than {limit} bytes"),
+        ));
+    }
+    Ok(gz.into_bytes())
+}
+
+/// A gzip stream (all members) inflated step by step, so a reader can look at a header before
+/// deciding how much more to inflate.
+pub struct GzStream<'a> {
+    decoder: flate2::bufread::MultiGzDecoder<&'a [u8]>,
+    compressed: usize,
+    path: &'a Path,
+    out: Vec<u8>,
+}
+
+impl<'a> GzStream<'a> {
+    /// A stream over the compressed `bytes` of `path` (used in errors); nothing is inflated yet.
+    pub fn new(bytes: &'a [u8], path: &'a Path) -> Self {
+        GzStream {
+            decoder: flate2::bufread::MultiGzDecoder::new(bytes),
+            compressed: bytes.len(),
+            path,
+            out: Vec::new(),
+        }
+    }
+
+    /// Inflates until `upto` bytes are out or the stream ends; returns everything out so far.
+    /// Errors name the compressed offset where decoding stopped.
+    pub fn fill(&mut self, upto: u64) -> Result<&[u8]> {
+        let have = self.out.len() as u64;
+        if upto > have {
+            // Grow with the data rather than trusting `upto` (it may come from a header).
+            let hint = (upto - have)
+                .min(self.compressed.saturating_mul(6) as u64)
+                .min(64 << 20);
+            let _ = self.out.try_reserve(hint as usize);
+            let mut limited = (&mut self.decoder).take(upto - have);
+            if let Err(e) = limited.read_to_end(&mut self.out) {
+                let consumed = self.compressed - self.decoder.get_ref().len();
+                let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "truncated (unexpected end of compressed data)".to_string()
+                } else {
+                    format!("corrupt: {e}")
+                };
                 return Err(DataError::format(
-                    path,
+                    self.path,
                     "gzip stream",
-                    0,
-                    format!("decompresses to more than {limit} bytes"),
+                    consumed as u64,
+                    format!("{what} after {} decompressed bytes", self.out.len()),
                 ));
             }
-            Ok(out)
         }
-        Err(e) => {
-            let consumed = bytes.len() - decoder.get_ref().len();
-            let what = if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                "truncated (unexpected end of compressed data)".to_string()
-            } else {
-                format!("corrupt: {e}")
-            };
-            Err(DataError::format(
-                path,
-                "gzip stream",
-                consumed as u64,
-                format!("{what} after {} decompressed bytes", out.len()),
-            ))
-        }
+        Ok(&self.out)
+    }
+
+    /// Bytes inflated so far.
+    pub fn len(&self) -> u64 {
+        self.out.len() as u64
+    }
+
+    /// True when nothing has been inflated yet.
+    pub fn is_empty(&self) -> bool {
+        self.out.is_empty()
+    }
+
+    /// The bytes inflated so far.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.out
     }
 }
 
@@ -162,9 +227,24 @@ impl<'a> ByteReader<'a> {
                 ),
             ));
         }
-        let s = &self.data[self.pos..self.pos + n];
+        let s = &self.data[self.pos..][..n];
         self.pos += n;
         Ok(s)
+    }
+
+    /// The `n` bytes at `offset`, without moving the cursor.
+    pub fn take_at(&self, offset: usize, n: usize, field: &str) -> Result<&'a [u8]> {
+        match offset.checked_add(n) {
+            Some(end) if end <= self.data.len() => Ok(&self.data[offset..end]),
+            _ => Err(self.err_at(
+                field,
+                offset,
+                format!(
+                    "truncated: needs {n} bytes at offset {offset}, file is {} bytes",
+                    self.data.len()
+                ),
+            )),
+        }
     }
 
     /// Fixed-size array read.

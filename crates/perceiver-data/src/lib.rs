@@ -82,7 +82,7 @@ pub mod points;
 pub mod sample;
 pub mod video;
 
-pub use dataset::{mix_seed, Compose, Dataset, Mapped, Split, Subset, Transform};
+pub use dataset::{mix_seed, Compose, Dataset, Mapped, Relabel, Split, Subset, Transform};
 pub use error::{DataError, Result};
 pub use loader::{Epoch, Loader};
 pub use sample::{collate, Batch, Sample};

@@ -12,6 +12,9 @@ use crate::sample::Sample;
 use perceiver_tensor::Rng;
 use std::f32::consts::PI;
 
+/// Most values in one generated clip (frames x height x width x channels): 2^26.
+pub const MAX_CLIP_VALUES: usize = 1 << 26;
+
 /// Class names: directions of motion (image y grows downwards; "up" means towards row 0).
 pub const MOTION_CLASSES: [&str; 8] = [
     "right",
@@ -110,6 +113,18 @@ impl MovingShapes {
         }
         if cfg.channels != 1 && cfg.channels != 3 {
             return Err(DataError::invalid("moving shapes: channels must be 1 or 3"));
+        }
+        let values = cfg
+            .frames
+            .checked_mul(cfg.height)
+            .and_then(|n| n.checked_mul(cfg.width))
+            .and_then(|n| n.checked_mul(cfg.channels))
+            .filter(|&n| n <= MAX_CLIP_VALUES);
+        if values.is_none() {
+            return Err(DataError::invalid(format!(
+                "moving shapes: {} frames of {}x{}x{} are more than {MAX_CLIP_VALUES} values",
+                cfg.frames, cfg.height, cfg.width, cfg.channels
+            )));
         }
         Ok(MovingShapes { cfg })
     }

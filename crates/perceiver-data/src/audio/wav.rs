@@ -1,12 +1,14 @@
 //! WAV files, decoded with the `hound` crate after a bounds-checked walk of the RIFF chunks.
 //!
 //! The walk checks every chunk size against the file length and validates the `fmt ` fields
-//! (PCM 8/16/24/32-bit integer or 32-bit float, 1-64 channels, block alignment) before `hound`
-//! sees the bytes, so a corrupt header becomes a [`DataError::Format`] naming the field and its
-//! offset. Multi-channel audio is mixed down to mono; samples are scaled to `[-1, 1]`.
+//! (PCM 8/16/24/32-bit integer or 32/64-bit IEEE float, 1-64 channels, block alignment) before
+//! `hound` sees the bytes, so a corrupt header becomes a [`DataError::Format`] naming the field
+//! and its offset. Float samples are decoded here; a NaN or infinite sample is an error naming
+//! the file, the frame, the channel and the byte offset. Multi-channel audio is mixed down to
+//! mono; integer samples are scaled to `[-1, 1]`.
 
 use crate::error::{DataError, Result};
-use crate::io::{read_file, ByteReader};
+use crate::io::{read_file, ByteReader, MAX_MEDIA_BYTES};
 use std::io::Cursor;
 use std::path::Path;
 
@@ -25,12 +27,12 @@ pub struct Wav {
 
 /// Reads and decodes a WAV file.
 pub fn read_wav(path: &Path) -> Result<Wav> {
-    let bytes = read_file(path)?;
+    let bytes = read_file(path, MAX_MEDIA_BYTES)?;
     parse_wav(&bytes, path)
 }
 
 struct Fmt {
-    tag: u16,
+    float: bool,
     channels: u16,
     rate: u32,
     block_align: u16,
@@ -90,14 +92,32 @@ pub fn parse_wav(bytes: &[u8], path: &Path) -> Result<Wav> {
                         format!("extensible format needs 40 bytes, chunk has {size}"),
                     ));
                 }
+                // The sample format: the tag, or for the extensible format the first two bytes
+                // of its sub-format GUID.
+                let float = if tag == 0xFFFE {
+                    r.seek(body + 24, "fmt sub-format")?;
+                    match r.u16_le("fmt sub-format")? {
+                        1 => false,
+                        3 => true,
+                        sub => {
+                            return Err(r.err_at(
+                                "fmt sub-format",
+                                body + 24,
+                                format!("sub-format {sub:#06x} is not PCM or IEEE float"),
+                            ))
+                        }
+                    }
+                } else {
+                    tag == 3
+                };
                 if channels == 0 || channels > 64 {
                     return Err(r.err_at("fmt channels", body + 2, format!("{channels} channels")));
                 }
                 if rate == 0 || rate > 1_000_000 {
                     return Err(r.err_at("fmt sample rate", body + 4, format!("{rate} Hz")));
                 }
-                let ok_bits = if tag == 3 {
-                    bits == 32
+                let ok_bits = if float {
+                    matches!(bits, 32 | 64)
                 } else {
                     matches!(bits, 8 | 16 | 24 | 32)
                 };
@@ -119,7 +139,7 @@ pub fn parse_wav(bytes: &[u8], path: &Path) -> Result<Wav> {
                     ));
                 }
                 fmt = Some(Fmt {
-                    tag,
+                    float,
                     channels,
                     rate,
                     block_align,
@@ -148,13 +168,18 @@ pub fn parse_wav(bytes: &[u8], path: &Path) -> Result<Wav> {
             ),
         ));
     }
-    // Hand hound exactly the validated prefix (header + data chunk).
-    let prefix = &bytes[..data_at + data_len];
-    let decoded = std::panic::catch_unwind(|| decode_with_hound(prefix, &fmt));
-    let interleaved = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(DataError::decode(path, format!("wav: {e}"))),
-        Err(_) => return Err(DataError::decode(path, "wav decoder panicked")),
+    let data = r.take_at(data_at, data_len, "data chunk")?;
+    let interleaved = if fmt.float {
+        decode_float(data, &fmt, data_at, path)?
+    } else {
+        // Hand hound exactly the validated prefix (header + data chunk).
+        let prefix = &bytes[..data_at + data_len];
+        let decoded = std::panic::catch_unwind(|| decode_with_hound(prefix));
+        match decoded {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(DataError::decode(path, format!("wav: {e}"))),
+            Err(_) => return Err(DataError::decode(path, "wav decoder panicked")),
+        }
     };
     let ch = fmt.channels as usize;
     let samples = if ch == 1 {
@@ -173,16 +198,53 @@ pub fn parse_wav(bytes: &[u8], path: &Path) -> Result<Wav> {
     })
 }
 
-fn decode_with_hound(bytes: &[u8], fmt: &Fmt) -> std::result::Result<Vec<f32>, hound::Error> {
+/// Little-endian IEEE floats (32 or 64 bits) of the data chunk at `data_at`; the first NaN or
+/// infinite value is an error naming the frame, the channel and its byte offset.
+fn decode_float(data: &[u8], fmt: &Fmt, data_at: usize, path: &Path) -> Result<Vec<f32>> {
+    let width = fmt.bits as usize / 8;
+    let mut out = Vec::new();
+    out.try_reserve_exact(data.len() / width).map_err(|_| {
+        DataError::format(
+            path,
+            "data chunk",
+            data_at as u64,
+            "too many samples to hold",
+        )
+    })?;
+    for (i, b) in data.chunks_exact(width).enumerate() {
+        let v = match *b {
+            [a, b, c, d] => f32::from_le_bytes([a, b, c, d]) as f64,
+            [a, b, c, d, e, f, g, h] => f64::from_le_bytes([a, b, c, d, e, f, g, h]),
+            _ => {
+                return Err(DataError::format(
+                    path,
+                    "fmt bits per sample",
+                    data_at as u64,
+                    format!("{} bits is not a float width", fmt.bits),
+                ))
+            }
+        };
+        if !v.is_finite() || v.abs() > f32::MAX as f64 {
+            let ch = fmt.channels as usize;
+            return Err(DataError::format(
+                path,
+                format!("sample {} (channel {})", i / ch, i % ch),
+                (data_at + i * width) as u64,
+                format!("value {v} is not finite (sample {i} of the data chunk)"),
+            ));
+        }
+        out.push(v as f32);
+    }
+    Ok(out)
+}
+
+/// Integer PCM samples scaled to `[-1, 1]`.
+fn decode_with_hound(bytes: &[u8]) -> std::result::Result<Vec<f32>, hound::Error> {
     let mut reader = hound::WavReader::new(Cursor::new(bytes))?;
     let spec = reader.spec();
-    if spec.sample_format == hound::SampleFormat::Float || fmt.tag == 3 {
-        reader.samples::<f32>().collect()
-    } else {
-        let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-        reader
-            .samples::<i32>()
-            .map(|s| s.map(|v| v as f32 * scale))
-            .collect()
-    }
+    let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
+    reader
+        .samples::<i32>()
+        .map(|s| s.map(|v| v as f32 * scale))
+        .collect()
 }

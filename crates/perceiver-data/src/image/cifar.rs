@@ -7,7 +7,7 @@
 
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::io::read_file;
+use crate::io::{read_file, MAX_ARCHIVE_BYTES, MAX_TEXT_BYTES};
 use crate::sample::Sample;
 use std::path::{Path, PathBuf};
 
@@ -100,7 +100,7 @@ impl Cifar10 {
         let mut ds = Cifar10::from_files(&files)?;
         let meta = base.join("batches.meta.txt");
         if meta.is_file() {
-            let text = read_file(&meta)?;
+            let text = read_file(&meta, MAX_TEXT_BYTES)?;
             let names: Vec<String> = String::from_utf8_lossy(&text)
                 .lines()
                 .map(|l| l.trim().to_string())
@@ -124,7 +124,7 @@ impl Cifar10 {
         let mut images = Vec::new();
         let mut labels = Vec::new();
         for f in files {
-            let bytes = read_file(f)?;
+            let bytes = read_file(f, MAX_ARCHIVE_BYTES)?;
             let (i, l) = parse_batch(&bytes, f)?;
             images.extend_from_slice(&i);
             labels.extend_from_slice(&l);
@@ -143,7 +143,8 @@ impl Cifar10 {
 
     /// The HWC pixels of image `i` (3,072 bytes).
     pub fn image(&self, i: usize) -> Option<&[u8]> {
-        self.images.get(i * 3072..(i + 1) * 3072)
+        self.images
+            .get(i.checked_mul(3072)?..i.checked_add(1)?.checked_mul(3072)?)
     }
 }
 

@@ -6,7 +6,7 @@
 
 use crate::dataset::{check_index, Dataset};
 use crate::error::{DataError, Result};
-use crate::io::read_file;
+use crate::io::{read_file, MAX_MEDIA_BYTES};
 use crate::sample::Sample;
 use image::imageops::FilterType;
 use image::{DynamicImage, ImageReader, Limits};
@@ -184,7 +184,7 @@ impl Dataset for ImageFolder {
     fn get(&self, index: usize) -> Result<Sample> {
         check_index(index, self.len())?;
         let (path, label) = &self.files[index];
-        let bytes = read_file(path)?;
+        let bytes = read_file(path, MAX_MEDIA_BYTES)?;
         let (px, h, w, c) = decode_image(&bytes, path, &self.config)?;
         Ok(super::sample_from_u8(&px, h, w, c, *label))
     }

@@ -7,7 +7,9 @@
 
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::io::{maybe_gunzip, read_file, ByteReader};
+use crate::io::{
+    is_gzip, read_file, ByteReader, GzStream, GUNZIP_SLACK, MAX_ARCHIVE_BYTES, MAX_GUNZIP_BYTES,
+};
 use crate::sample::Sample;
 use std::path::{Path, PathBuf};
 
@@ -20,14 +22,33 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Reads an IDX file, gunzipping it first when it is gzip.
+/// Reads an IDX file (at most [`MAX_ARCHIVE_BYTES`]), inflating it first when it is gzip
+/// ([`gunzip_idx`]).
 pub fn read_idx(path: &Path) -> Result<IdxArray> {
-    let bytes = maybe_gunzip(read_file(path)?, path)?;
-    parse_idx(&bytes, path)
+    let bytes = read_file(path, MAX_ARCHIVE_BYTES)?;
+    if is_gzip(&bytes) {
+        let raw = gunzip_idx(&bytes, path)?;
+        parse_idx(&raw, path)
+    } else {
+        parse_idx(&bytes, path)
+    }
 }
 
-/// Parses IDX bytes (already decompressed); `path` is only used in errors.
-pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+/// The header of an IDX array: its dimensions, the bytes of data they declare and the length
+/// of the header itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IdxHeader {
+    /// The dimensions.
+    pub dims: Vec<usize>,
+    /// Bytes of data the dimensions declare (their product; one byte per element).
+    pub payload: usize,
+    /// Bytes of header (4 + 4 per dimension).
+    pub header_len: usize,
+}
+
+/// Parses the IDX header at the start of `bytes` (magic number and dimensions); the element
+/// count is computed with checked arithmetic, an overflow being an error naming the dimension.
+pub fn parse_idx_header(bytes: &[u8], path: &Path) -> Result<IdxHeader> {
     let mut r = ByteReader::new(bytes, path);
     let magic = r.array::<4>("magic number")?;
     if magic[0] != 0 || magic[1] != 0 {
@@ -62,13 +83,70 @@ pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
     let mut total: usize = 1;
     for d in 0..nd {
         let off = r.pos();
-        let v = r.u32_be(&format!("dimension {d}"))? as usize;
+        let field = format!("dimension {d}");
+        let v = usize::try_from(r.u32_be(&field)?)
+            .map_err(|_| r.err_at(&field, off, "does not fit in memory addresses"))?;
         total = total
             .checked_mul(v)
-            .ok_or_else(|| r.err_at(&format!("dimension {d}"), off, "element count overflows"))?;
+            .ok_or_else(|| r.err_at(&field, off, "element count overflows"))?;
         dims.push(v);
     }
-    let header = r.pos();
+    Ok(IdxHeader {
+        dims,
+        payload: total,
+        header_len: r.pos(),
+    })
+}
+
+/// Inflates a gzipped IDX file no further than its header allows: the header is inflated
+/// first, then the stream up to the declared size plus [`GUNZIP_SLACK`] bytes. A stream that
+/// holds more than the header declares is an error (and is not inflated past the slack); one
+/// that holds less is left for [`parse_idx`] to report as truncated.
+pub fn gunzip_idx(compressed: &[u8], path: &Path) -> Result<Vec<u8>> {
+    let mut gz = GzStream::new(compressed, path);
+    let head = gz.fill(4)?;
+    let nd = if head.len() == 4 { head[3].min(4) } else { 0 };
+    let head = gz.fill(4 + 4 * nd as u64)?;
+    let h = parse_idx_header(head, path)?;
+    let declared = u64::try_from(h.payload)
+        .ok()
+        .and_then(|p| p.checked_add(h.header_len as u64))
+        .filter(|&d| d <= MAX_GUNZIP_BYTES)
+        .ok_or_else(|| {
+            DataError::format(
+                path,
+                "dimensions",
+                4,
+                format!(
+                    "the header {:?} declares {} bytes of data, more than the {MAX_GUNZIP_BYTES} accepted",
+                    h.dims, h.payload
+                ),
+            )
+        })?;
+    gz.fill(declared + GUNZIP_SLACK)?;
+    if gz.len() > declared {
+        return Err(DataError::format(
+            path,
+            "gzip stream",
+            declared,
+            format!(
+                "the header {:?} declares {declared} bytes but the stream holds more",
+                h.dims
+            ),
+        ));
+    }
+    Ok(gz.into_bytes())
+}
+
+/// Parses IDX bytes (already decompressed); `path` is only used in errors.
+pub fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray> {
+    let IdxHeader {
+        dims,
+        payload: total,
+        header_len: header,
+    } = parse_idx_header(bytes, path)?;
+    let mut r = ByteReader::new(bytes, path);
+    r.seek(header, "data")?;
     if total > r.remaining() {
         return Err(r.err(
             "data",
@@ -259,8 +337,9 @@ impl Mnist {
 
     /// The raw pixels of image `i` (`rows * cols` bytes).
     pub fn image(&self, i: usize) -> Option<&[u8]> {
-        let n = self.rows * self.cols;
-        self.images.get(i * n..(i + 1) * n)
+        let n = self.rows.checked_mul(self.cols)?;
+        self.images
+            .get(i.checked_mul(n)?..i.checked_add(1)?.checked_mul(n)?)
     }
 
     /// All labels.

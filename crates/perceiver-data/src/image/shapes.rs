@@ -12,6 +12,9 @@ use crate::sample::Sample;
 use perceiver_tensor::Rng;
 use std::f32::consts::PI;
 
+/// Largest image side of the generated shapes (4,096 pixels).
+pub const MAX_SHAPES_SIZE: usize = 4096;
+
 /// The class names, in label order.
 pub const SHAPE_CLASSES: [&str; 12] = [
     "circle",
@@ -125,8 +128,11 @@ impl Shapes {
         if cfg.channels != 1 && cfg.channels != 3 {
             return Err(DataError::invalid("shapes: channels must be 1 or 3"));
         }
-        if cfg.size < 8 {
-            return Err(DataError::invalid("shapes: size must be at least 8"));
+        if cfg.size < 8 || cfg.size > MAX_SHAPES_SIZE {
+            return Err(DataError::invalid(format!(
+                "shapes: size {} is not between 8 and {MAX_SHAPES_SIZE}",
+                cfg.size
+            )));
         }
         let star = (0..10)
             .map(|k| {

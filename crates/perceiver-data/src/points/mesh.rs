@@ -53,10 +53,15 @@ impl Mesh {
                 "triangle {t:?} refers to a vertex past the {n} vertices"
             )));
         }
-        if self.vertices.iter().flatten().any(|v| !v.is_finite()) {
-            return Err(DataError::invalid(
-                "mesh has a non-finite vertex coordinate",
-            ));
+        if let Some(i) = self
+            .vertices
+            .iter()
+            .position(|v| v.iter().any(|c| !c.is_finite()))
+        {
+            return Err(DataError::invalid(format!(
+                "mesh vertex {i} {:?} is not finite",
+                self.vertices[i]
+            )));
         }
         Ok(())
     }

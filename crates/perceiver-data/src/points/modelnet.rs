@@ -64,9 +64,7 @@ pub struct ModelNet {
 impl ModelNet {
     /// Scans `root` for `<class>/<split>/*.{off,ply}`.
     pub fn open(root: &Path, cfg: ModelNetConfig) -> Result<ModelNet> {
-        if cfg.num_points == 0 {
-            return Err(DataError::invalid("num_points must be positive"));
-        }
+        super::check_num_points(cfg.num_points)?;
         let mut classes = Vec::new();
         let mut items = Vec::new();
         for (name, dir) in crate::io::class_dirs(root)? {

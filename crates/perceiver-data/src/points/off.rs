@@ -8,12 +8,12 @@
 
 use super::mesh::Mesh;
 use crate::error::{DataError, Result};
-use crate::io::{content_lines, parse_token, read_file};
+use crate::io::{content_lines, parse_token, read_file, MAX_MESH_BYTES};
 use std::path::Path;
 
 /// Reads an OFF file.
 pub fn read_off(path: &Path) -> Result<Mesh> {
-    let bytes = read_file(path)?;
+    let bytes = read_file(path, MAX_MESH_BYTES)?;
     parse_off(&bytes, path)
 }
 
@@ -128,7 +128,7 @@ pub fn parse_off(bytes: &[u8], path: &Path) -> Result<Mesh> {
                     path,
                     &field,
                     (lat + t[k].1) as u64,
-                    "coordinate is not finite",
+                    format!("coordinate {x} of vertex {i} is not finite"),
                 ));
             }
             v[k] = x;

@@ -7,12 +7,12 @@
 
 use super::mesh::Mesh;
 use crate::error::{DataError, Result};
-use crate::io::{parse_token, read_file, Tokens};
+use crate::io::{parse_token, read_file, Tokens, MAX_MESH_BYTES};
 use std::path::Path;
 
 /// Reads a PLY file.
 pub fn read_ply(path: &Path) -> Result<Mesh> {
-    let bytes = read_file(path)?;
+    let bytes = read_file(path, MAX_MESH_BYTES)?;
     parse_ply(&bytes, path)
 }
 
@@ -360,7 +360,7 @@ fn read_body(src: &mut dyn Source, elements: &[Element], path: &Path) -> Result<
                                             path,
                                             &field,
                                             src.pos() as u64,
-                                            "coordinate is not finite",
+                                            format!("coordinate {x} of vertex {i} is not finite"),
                                         ));
                                     }
                                     v[k] = x as f32;

@@ -6,7 +6,7 @@
 use super::mesh::Mesh;
 use super::sampling::{normalize_points, sample_surface, Scaling};
 use crate::dataset::{generated_dataset, Split};
-use crate::error::{DataError, Result};
+use crate::error::Result;
 use crate::sample::Sample;
 use perceiver_tensor::Rng;
 use std::f32::consts::PI;
@@ -269,9 +269,7 @@ fn random_rotation(rng: &mut Rng) -> [[f32; 3]; 3] {
 impl PointShapes {
     /// Builds the class meshes.
     pub fn new(cfg: PointShapesConfig) -> Result<Self> {
-        if cfg.num_points == 0 {
-            return Err(DataError::invalid("num_points must be positive"));
-        }
+        super::check_num_points(cfg.num_points)?;
         let meshes = (0..POINT_SHAPE_CLASSES.len()).map(shape_mesh).collect();
         Ok(PointShapes { cfg, meshes })
     }

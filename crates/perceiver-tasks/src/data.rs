@@ -5,6 +5,7 @@
 use crate::error::{Result, TaskError};
 use crate::preset::{task_preset, AudioKind, DatasetKind, Hyper};
 use perceiver_data::audio::{Fsdd, FsddConfig};
+use perceiver_data::dataset::{class_map, quote_names};
 use perceiver_data::image::{
     Cifar10, HorizontalFlip, ImageFolder, ImageFolderConfig, Mnist, MnistKind, Normalize,
     PixelPermutation, RandomCrop, Shapes, ShapesConfig, SpaceToDepth,
@@ -13,7 +14,7 @@ use perceiver_data::points::{
     ModelNet, ModelNetConfig, PointAugment, PointShapes, PointShapesConfig,
 };
 use perceiver_data::video::{MovingShapes, MovingShapesConfig};
-use perceiver_data::{Batch, Compose, Dataset, Loader, Split, Subset};
+use perceiver_data::{Batch, Compose, Dataset, Loader, Relabel, Sample, Split, Subset};
 use perceiver_model::TrainBatch;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -137,22 +138,51 @@ pub fn resolve_data_dir(kind: DatasetKind, given: Option<&Path>) -> Result<Optio
     }
 }
 
+/// Most examples a generated dataset (shapes, points, video) is asked for: 10,000,000.
+pub const MAX_GENERATED: usize = 10_000_000;
+
 /// Evenly spaced subset of `n` samples (all when `n >= len`).
 fn subset(ds: Arc<dyn Dataset>, n: Option<usize>) -> Result<Arc<dyn Dataset>> {
     match n {
         Some(n) if n < ds.len() => {
-            let len = ds.len();
-            let idx = (0..n).map(|i| i * len / n).collect();
+            let len = ds.len() as u128;
+            // `i * len / n < len` for `i < n`; computed in u128, so it cannot overflow.
+            let idx = (0..n)
+                .map(|i| (i as u128 * len / n as u128) as usize)
+                .collect();
             Ok(Arc::new(Subset::new(ds, idx)?))
         }
         _ => Ok(ds),
     }
 }
 
+/// The number of examples to generate for `split`: `asked`, or `default`; more than
+/// [`MAX_GENERATED`] is [`TaskError::TooManyExamples`].
+fn generated_len(
+    spec: &DataSpec,
+    split: Split,
+    asked: Option<usize>,
+    default: usize,
+) -> Result<usize> {
+    let n = asked.unwrap_or(default);
+    if n > MAX_GENERATED {
+        return Err(TaskError::TooManyExamples {
+            dataset: spec.dataset,
+            split,
+            asked: n,
+            max: MAX_GENERATED,
+        });
+    }
+    Ok(n)
+}
+
 fn image_folder_split(root: &Path, split: Split, size: usize, gray: bool) -> Result<ImageFolder> {
+    let side = u32::try_from(size).map_err(|_| {
+        perceiver_data::DataError::invalid(format!("image size {size} is too large"))
+    })?;
     let cfg = ImageFolderConfig {
-        resize: Some(size as u32),
-        crop: Some((size as u32, size as u32)),
+        resize: Some(side),
+        crop: Some((side, side)),
         grayscale: gray,
     };
     let sub = root.join(split.name());
@@ -166,6 +196,11 @@ fn image_folder_split(root: &Path, split: Split, size: usize, gray: bool) -> Res
 
 /// Opens one split of the dataset described by `spec`, without transforms (an evenly spaced
 /// subset when `spec` asks for fewer examples than a file dataset has).
+///
+/// Asking a file dataset for more examples than its split holds is
+/// [`TaskError::TooFewExamples`]; asking a generated one for more than [`MAX_GENERATED`] is
+/// [`TaskError::TooManyExamples`]. This opens the split alone: [`open_splits`] opens both and
+/// checks them against each other.
 pub fn open_split(spec: &DataSpec, split: Split) -> Result<Arc<dyn Dataset>> {
     let n = match split {
         Split::Train => spec.train_size,
@@ -179,17 +214,17 @@ pub fn open_split(spec: &DataSpec, split: Split) -> Result<Arc<dyn Dataset>> {
     };
     let ds: Arc<dyn Dataset> = match spec.dataset {
         DatasetKind::Shapes => {
-            let mut c = ShapesConfig::split(split, n.unwrap_or(10_000));
+            let mut c = ShapesConfig::split(split, generated_len(spec, split, n, 10_000)?);
             c.size = spec.image_size;
             return Ok(Arc::new(Shapes::new(c)?));
         }
         DatasetKind::Points => {
-            let mut c = PointShapesConfig::split(split, n.unwrap_or(4_000));
+            let mut c = PointShapesConfig::split(split, generated_len(spec, split, n, 4_000)?);
             c.num_points = spec.num_points;
             return Ok(Arc::new(PointShapes::new(c)?));
         }
         DatasetKind::Video => {
-            let c = MovingShapesConfig::split(split, n.unwrap_or(3_000));
+            let c = MovingShapesConfig::split(split, generated_len(spec, split, n, 3_000)?);
             return Ok(Arc::new(MovingShapes::new(c)?));
         }
         DatasetKind::Mnist => Arc::new(Mnist::load(&dir, split, MnistKind::Digits).map_err(hint)?),
@@ -220,7 +255,212 @@ pub fn open_split(spec: &DataSpec, split: Split) -> Result<Arc<dyn Dataset>> {
             dir,
         });
     }
+    if let Some(asked) = n.filter(|&n| n > ds.len()) {
+        return Err(TaskError::TooFewExamples {
+            dataset: spec.dataset,
+            split,
+            dir,
+            asked,
+            available: ds.len(),
+        });
+    }
     subset(ds, n)
+}
+
+/// The splits of a run, opened and checked against each other by [`open_splits`].
+pub struct Splits {
+    /// The training split, its labels numbered as `spec.class_names` when those are given.
+    pub train: Arc<dyn Dataset>,
+    /// The test split, its labels numbered as the training split's; `None` when
+    /// `spec.test_size` is `Some(0)`.
+    pub test: Option<Arc<dyn Dataset>>,
+    /// What the run should be told: a test split left out, classes mapped by name.
+    pub notes: Vec<String>,
+}
+
+/// Opens the training and test splits of `spec` ([`open_split`]) and makes them agree:
+///
+/// - `spec.test_size == Some(0)` means no test split: `test` is `None` (nothing is opened)
+///   and a note says so;
+/// - when `spec.class_names` is non-empty (it came from a checkpoint), the training split's
+///   classes are mapped onto them by name ([`check_classes`]); a class the checkpoint does not
+///   know is [`TaskError::UnknownClasses`];
+/// - the test split's classes must be among the training split's: its labels are mapped by
+///   name onto the training numbering (a note says how when the lists differ), and a test
+///   class the training split lacks is [`TaskError::UnknownClasses`] naming both splits;
+/// - the first samples of both splits must have the same shape (grid, channels, tokens),
+///   else [`TaskError::ShapeMismatch`] naming both splits and shapes.
+///
+/// ```
+/// use perceiver_tasks::{open_splits, DataSpec, DatasetKind};
+/// let mut spec = DataSpec::new(DatasetKind::Shapes)?;
+/// (spec.train_size, spec.test_size) = (Some(24), Some(0));
+/// let splits = open_splits(&spec)?;
+/// assert_eq!(splits.train.len(), 24);
+/// assert!(splits.test.is_none());
+/// assert_eq!(splits.notes.len(), 1); // "no test split ..."
+/// # Ok::<(), perceiver_tasks::TaskError>(())
+/// ```
+pub fn open_splits(spec: &DataSpec) -> Result<Splits> {
+    let mut notes = Vec::new();
+    let train_label = split_label(spec, Split::Train);
+    let train_raw = open_split(spec, Split::Train)?;
+    let train_names = train_raw.class_names();
+    let (train, note) =
+        check_classes(train_raw, &train_label, &spec.class_names, "the checkpoint")?;
+    notes.extend(note);
+    if spec.test_size == Some(0) {
+        notes.push(format!(
+            "no test split (test size 0): {} is not opened",
+            split_label(spec, Split::Test)
+        ));
+        return Ok(Splits {
+            train,
+            test: None,
+            notes,
+        });
+    }
+    let test_label = split_label(spec, Split::Test);
+    let test = open_split(spec, Split::Test)?;
+    check_shapes(train.as_ref(), &train_label, test.as_ref(), &test_label)?;
+    let (test, note) = check_classes(test, &test_label, &train_names, &train_label)?;
+    notes.extend(note);
+    // The training numbering may itself be the checkpoint's; a subset of it, so this holds.
+    let (test, _) = check_classes(test, &test_label, &train.class_names(), &train_label)?;
+    Ok(Splits {
+        train,
+        test: Some(test),
+        notes,
+    })
+}
+
+/// Opens the test split of `spec` for evaluating a trained model: [`open_split`], then its
+/// classes mapped onto `spec.class_names` (the checkpoint's) by name with [`check_classes`].
+/// Returns the split and the notes to show (how classes were mapped).
+pub fn open_eval_split(spec: &DataSpec) -> Result<(Arc<dyn Dataset>, Vec<String>)> {
+    let label = split_label(spec, Split::Test);
+    let test = open_split(spec, Split::Test)?;
+    let (test, note) = check_classes(test, &label, &spec.class_names, "the checkpoint")?;
+    Ok((test, note.into_iter().collect()))
+}
+
+/// Gives `data` the label numbering of the class list `known`, matching classes by name.
+///
+/// Returns `data` unchanged when `known` is empty or equal to its class list; otherwise a
+/// [`Relabel`] of it (its classes become `known`) and a note on how the lists differ
+/// ("... has 9 of the 10 classes of ... (no 'cat'); labels are mapped by name"). A class of
+/// `data` missing from `known` is [`TaskError::UnknownClasses`]. `data_label` and
+/// `known_label` describe both in messages (see [`split_label`]; e.g. `"the checkpoint"`).
+///
+/// ```
+/// use perceiver_data::image::{Shapes, ShapesConfig};
+/// use perceiver_data::Dataset;
+/// use perceiver_tasks::{check_classes, TaskError};
+/// use std::sync::Arc;
+/// let data = Arc::new(Shapes::new(ShapesConfig { len: 4, ..ShapesConfig::default() })?);
+/// let mut known = data.class_names();
+/// known.reverse();
+/// let (mapped, note) = check_classes(data.clone(), "the data", &known, "the checkpoint")?;
+/// assert_eq!(mapped.get(0)?.label, known.len() - 1); // class 0 is last in `known`
+/// assert!(note.is_some());
+/// let err = check_classes(data, "the data", &known[..2], "the checkpoint").err();
+/// assert!(matches!(err, Some(TaskError::UnknownClasses { .. })));
+/// # Ok::<(), perceiver_tasks::TaskError>(())
+/// ```
+pub fn check_classes(
+    data: Arc<dyn Dataset>,
+    data_label: &str,
+    known: &[String],
+    known_label: &str,
+) -> Result<(Arc<dyn Dataset>, Option<String>)> {
+    let names = data.class_names();
+    if known.is_empty() || names == known {
+        return Ok((data, None));
+    }
+    if let Err(classes) = class_map(&names, known) {
+        return Err(TaskError::UnknownClasses {
+            classes,
+            data: data_label.to_string(),
+            known: known_label.to_string(),
+        });
+    }
+    let absent: Vec<String> = known
+        .iter()
+        .filter(|k| !names.contains(k))
+        .cloned()
+        .collect();
+    let note = if absent.is_empty() {
+        format!(
+            "{data_label} lists the {} classes of {known_label} in another order; labels are \
+             mapped by name",
+            known.len()
+        )
+    } else {
+        format!(
+            "{data_label} has {} of the {} classes of {known_label} (no {}); labels are mapped \
+             by name",
+            names.len(),
+            known.len(),
+            quote_names(&absent)
+        )
+    };
+    let relabelled = Relabel::by_name(data, known.to_vec())?;
+    Ok((Arc::new(relabelled), Some(note)))
+}
+
+/// A split in words, for messages: `the test split of mnist (/data/mnist)` (no folder for
+/// generated datasets; an image folder's `train/` or `test/` sub-folder when it has one).
+pub fn split_label(spec: &DataSpec, split: Split) -> String {
+    let dir = match &spec.data_dir {
+        Some(d) if !spec.dataset.is_procedural() => {
+            let sub = d.join(split.name());
+            if spec.dataset == DatasetKind::ImageFolder && sub.is_dir() {
+                sub
+            } else {
+                d.clone()
+            }
+        }
+        _ => return format!("the {} split of {}", split.name(), spec.dataset),
+    };
+    format!(
+        "the {} split of {} ({})",
+        split.name(),
+        spec.dataset,
+        dir.display()
+    )
+}
+
+/// The shape of a sample in words: `28x28x1` on a grid, else `1024 tokens of 3 channels`.
+fn sample_shape(s: &Sample) -> String {
+    match &s.grid {
+        Some(g) => {
+            let mut parts: Vec<String> = g.iter().map(|d| d.to_string()).collect();
+            parts.push(s.channels.to_string());
+            parts.join("x")
+        }
+        None => format!("{} tokens of {} channels", s.tokens(), s.channels),
+    }
+}
+
+/// [`TaskError::ShapeMismatch`] when the first samples of `train` and `test` differ in grid,
+/// channels, tokens or position dimensions.
+fn check_shapes(
+    train: &dyn Dataset,
+    train_label: &str,
+    test: &dyn Dataset,
+    test_label: &str,
+) -> Result<()> {
+    let (a, b) = (train.get(0)?, test.get(0)?);
+    let key = |s: &Sample| (s.grid.clone(), s.channels, s.tokens(), s.pos_dim);
+    if key(&a) != key(&b) {
+        return Err(TaskError::ShapeMismatch {
+            train: train_label.to_string(),
+            train_shape: sample_shape(&a),
+            test: test_label.to_string(),
+            test_shape: sample_shape(&b),
+        });
+    }
+    Ok(())
 }
 
 /// The FSDD feature settings of a spec (to turn a single WAV file into a sample).

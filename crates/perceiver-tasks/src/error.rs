@@ -46,6 +46,56 @@ pub enum TaskError {
         /// Its folder.
         dir: PathBuf,
     },
+    /// More examples asked for than a file dataset's split holds.
+    #[error("{asked} {} examples asked for, but {dataset} ({}) in {} holds {available}", .split.name(), .split.name(), .dir.display())]
+    TooFewExamples {
+        /// The dataset.
+        dataset: DatasetKind,
+        /// The split.
+        split: Split,
+        /// Its folder.
+        dir: PathBuf,
+        /// The examples asked for.
+        asked: usize,
+        /// The examples the split holds.
+        available: usize,
+    },
+    /// More examples asked for than a generated dataset may hold
+    /// ([`crate::MAX_GENERATED`]).
+    #[error("{asked} {} examples asked for, but {dataset} generates at most {max}", .split.name())]
+    TooManyExamples {
+        /// The dataset.
+        dataset: DatasetKind,
+        /// The split.
+        split: Split,
+        /// The examples asked for.
+        asked: usize,
+        /// The most it generates.
+        max: usize,
+    },
+    /// Data with classes that a reference (the training split, or a checkpoint) does not
+    /// have.
+    #[error("{data} has classes that {known} does not have: {}", perceiver_data::dataset::quote_names(.classes))]
+    UnknownClasses {
+        /// The unknown class names.
+        classes: Vec<String>,
+        /// The data, in words (e.g. `the test split of image-folder (/data/pets/test)`).
+        data: String,
+        /// The reference, in words.
+        known: String,
+    },
+    /// The training and test splits hold samples of different shapes.
+    #[error("{train} has samples of {train_shape} but {test} has samples of {test_shape}")]
+    ShapeMismatch {
+        /// The training split, in words.
+        train: String,
+        /// Its sample shape, e.g. `28x28x1`.
+        train_shape: String,
+        /// The test split, in words.
+        test: String,
+        /// Its sample shape.
+        test_shape: String,
+    },
     /// The dataset has no default folder and none was given.
     #[error("dataset {0} needs a data folder")]
     NeedsDataDir(DatasetKind),

@@ -7,7 +7,9 @@
 //!   width, Fourier bands, cross-attention heads and depth) and the optimisation ([`Hyper`]:
 //!   LAMB with warm-up and a cosine schedule for the main tasks, epochs, batch size), the
 //!   default example counts, augmentation and patch size;
-//! - **the data** ([`DataSpec`]): which dataset and how it is fed; [`open_split`] opens it,
+//! - **the data** ([`DataSpec`]): which dataset and how it is fed; [`open_splits`] opens the
+//!   training and test splits and checks they agree (classes, shapes, sizes), [`open_split`]
+//!   opens one, [`open_eval_split`] opens the test split for a checkpoint's classes,
 //!   [`train_transform`] / [`eval_transform`] augment, normalise, permute pixels or cut `p x p`
 //!   patches, [`data_shape`] gives the shape the model sees, [`train_loader`] / [`eval_loader`]
 //!   batch it and [`model_batch`] turns a batch into the model's input;
@@ -50,8 +52,9 @@ mod model;
 mod preset;
 
 pub use data::{
-    data_shape, eval_loader, eval_transform, fsdd_config, model_batch, normalization, open_split,
-    resolve_data_dir, train_loader, train_transform, DataShape, DataSpec,
+    check_classes, data_shape, eval_loader, eval_transform, fsdd_config, model_batch,
+    normalization, open_eval_split, open_split, open_splits, resolve_data_dir, split_label,
+    train_loader, train_transform, DataShape, DataSpec, Splits, MAX_GENERATED,
 };
 pub use error::{Result, TaskError};
 pub use model::{body_config, fit_config, new_trainer, resume_trainer};

@@ -300,7 +300,12 @@ fn fetch_to(url: &str, tmp: &Path) -> Result<String> {
     let agent = ureq::Agent::new_with_config(config);
     let resp = agent.get(url).call().map_err(|e| dl(e.to_string()))?;
     let mut reader = resp.into_body().into_reader();
-    let mut file = std::fs::File::create(tmp).map_err(|e| DataError::io(tmp, e))?;
+    // A new file: nothing planted at the temporary name is written through.
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(tmp)
+        .map_err(|e| DataError::io(tmp, e))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

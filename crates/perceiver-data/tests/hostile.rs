@@ -66,6 +66,35 @@ fn fifos_are_refused_by_name_without_blocking() {
 }
 
 #[test]
+fn a_fifo_in_a_dataset_folder_is_named_not_reported_missing() {
+    let dir = common::temp_dir("hostile-mnist-fifo");
+    fifo(&dir, "train-images-idx3-ubyte");
+    std::fs::write(
+        dir.join("train-labels-idx1-ubyte"),
+        common::idx_bytes(&[1], &[0]),
+    )
+    .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let d = dir.clone();
+    std::thread::spawn(move || {
+        let r = perceiver_data::image::Mnist::load(
+            &d,
+            perceiver_data::Split::Train,
+            perceiver_data::image::MnistKind::Digits,
+        );
+        let _ = tx.send(r.err().map(|e| e.to_string()));
+    });
+    let msg = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("hung")
+        .expect("read");
+    assert!(
+        msg.ends_with("train-images-idx3-ubyte: is a FIFO, not a regular file"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn dev_zero_behind_a_symlink_is_refused_by_name() {
     let dir = common::temp_dir("hostile-zero");
     for (name, msg) in [

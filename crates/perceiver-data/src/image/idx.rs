@@ -223,7 +223,8 @@ fn find_file(dir: &Path, prefix: &str, what: &str) -> Result<PathBuf> {
     ];
     for c in &candidates {
         let p = dir.join(c);
-        if p.is_file() {
+        // Anything at the name is taken (the reader refuses a FIFO or a device by name).
+        if p.exists() {
             return Ok(p);
         }
     }

@@ -182,12 +182,15 @@ impl Default for AttentionConfig {
 }
 
 impl AttentionConfig {
-    /// `heads` heads of width `head_dim` for queries, keys and values.
+    /// `heads` heads of width `head_dim` for queries, keys and values (the width saturates at
+    /// `usize::MAX` when `heads × head_dim` overflows, which [`PerceiverConfig::validate`]
+    /// refuses naming the field).
     pub fn with_head_dim(heads: usize, head_dim: usize) -> Self {
+        let width = heads.saturating_mul(head_dim);
         AttentionConfig {
             heads,
-            qk_dim: Some(heads * head_dim),
-            v_dim: Some(heads * head_dim),
+            qk_dim: Some(width),
+            v_dim: Some(width),
         }
     }
 
@@ -263,12 +266,19 @@ impl FeedForwardConfig {
     }
 
     /// `(fc1 output width, fc2 input width)` for model width `dim`.
+    /// Saturates at `usize::MAX` for widths too large to represent (which
+    /// [`PerceiverConfig::validate`] refuses).
     pub fn hidden(&self, dim: usize) -> (usize, usize) {
-        let h = self.multiplier * dim;
-        match self.kind {
+        self.checked_hidden(dim).unwrap_or((usize::MAX, usize::MAX))
+    }
+
+    /// [`FeedForwardConfig::hidden`] with checked arithmetic: `None` when a width overflows.
+    pub fn checked_hidden(&self, dim: usize) -> Option<(usize, usize)> {
+        let h = self.multiplier.checked_mul(dim)?;
+        Some(match self.kind {
             FeedForwardKind::Gelu => (h, h),
-            FeedForwardKind::Geglu => (2 * h, h),
-        }
+            FeedForwardKind::Geglu => (h.checked_mul(2)?, h),
+        })
     }
 }
 
@@ -574,21 +584,27 @@ impl Default for QueryConfig {
 }
 
 impl QueryConfig {
-    /// `(number of queries, channels)`.
+    /// `(number of queries, channels)`; saturates at `usize::MAX` for sizes too large to
+    /// represent (which [`PerceiverConfig::validate`] refuses).
     pub fn shape(&self) -> (usize, usize) {
+        self.checked_shape().unwrap_or((usize::MAX, usize::MAX))
+    }
+
+    /// [`QueryConfig::shape`] with checked arithmetic: `None` when a size overflows.
+    pub fn checked_shape(&self) -> Option<(usize, usize)> {
         match self {
             QueryConfig::Trainable {
                 num_queries,
                 channels,
                 ..
-            } => (*num_queries, *channels),
+            } => Some((*num_queries, *channels)),
             QueryConfig::Fourier {
                 fourier,
                 index_dims,
-            } => (
-                index_dims.iter().product(),
-                fourier.num_channels(index_dims.len()),
-            ),
+            } => Some((
+                checked_product(index_dims)?,
+                fourier_channels(fourier, index_dims.len())?,
+            )),
         }
     }
 }
@@ -633,6 +649,16 @@ pub enum ConfigError {
         /// The field.
         field: &'static str,
         /// Why.
+        reason: String,
+    },
+    /// A size is absurd: a product of sizes overflows or exceeds
+    /// [`PerceiverConfig::MAX_ELEMENTS`] elements, or a layer count exceeds
+    /// [`PerceiverConfig::MAX_LAYERS`].
+    #[error("`{field}` is too large: {reason}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// The product or count and the limit it breaks.
         reason: String,
     },
     /// The position encoding is invalid.
@@ -712,21 +738,41 @@ impl PerceiverConfig {
         serde_json::to_string_pretty(self).expect("the config serialises")
     }
 
-    /// Channels of the position encoding (after the projection).
+    /// Channels of the position encoding (after the projection); saturates at `usize::MAX`
+    /// when the count overflows (which [`PerceiverConfig::validate`] refuses).
     pub fn position_channels(&self) -> usize {
-        self.position_encoding
-            .num_channels(self.input_axes.len(), self.position_projection)
+        self.checked_position_channels().unwrap_or(usize::MAX)
+    }
+
+    /// Channels of the position encoding before the optional projection, with checked
+    /// arithmetic (`None` on overflow).
+    pub fn checked_raw_position_channels(&self) -> Option<usize> {
+        match &self.position_encoding {
+            PositionEncodingConfig::None => Some(0),
+            PositionEncodingConfig::Fourier(f) => fourier_channels(f, self.input_axes.len()),
+            PositionEncodingConfig::Trainable { channels, .. } => Some(*channels),
+        }
+    }
+
+    /// [`PerceiverConfig::position_channels`] with checked arithmetic (`None` on overflow).
+    pub fn checked_position_channels(&self) -> Option<usize> {
+        match (&self.position_encoding, self.position_projection) {
+            (PositionEncodingConfig::None, _) => Some(0),
+            (_, Some(p)) => Some(p),
+            (_, None) => self.checked_raw_position_channels(),
+        }
     }
 
     /// Width of each input token fed to the cross-attention: input channels + position
-    /// channels.
+    /// channels (saturating at `usize::MAX`, which [`PerceiverConfig::validate`] refuses).
     pub fn input_width(&self) -> usize {
-        self.input_channels + self.position_channels()
+        self.input_channels.saturating_add(self.position_channels())
     }
 
-    /// Number of input tokens for the configured axes.
+    /// Number of input tokens for the configured axes (saturating at `usize::MAX`, which
+    /// [`PerceiverConfig::validate`] refuses).
     pub fn input_tokens(&self) -> usize {
-        self.input_axes.iter().product()
+        checked_product(&self.input_axes).unwrap_or(usize::MAX)
     }
 
     /// Widths of the encoder cross-attention.
@@ -810,6 +856,21 @@ impl PerceiverConfig {
             HeadConfig::Decoder(d) => Some(d.num_outputs),
         }
     }
+}
+
+/// The product of `xs`, `None` on overflow.
+fn checked_product(xs: &[usize]) -> Option<usize> {
+    xs.iter().try_fold(1usize, |a, &x| a.checked_mul(x))
+}
+
+/// Channels of Fourier features over `axes` axes (what `FourierConfig::num_channels`
+/// computes), `None` on overflow.
+fn fourier_channels(f: &FourierConfig, axes: usize) -> Option<usize> {
+    let per_band = if f.sine_only { 1 } else { 2 };
+    f.num_bands
+        .checked_mul(per_band)?
+        .checked_add(usize::from(f.concat_pos))?
+        .checked_mul(axes)
 }
 
 #[cfg(test)]

@@ -100,11 +100,11 @@ fn check_weights_size(
     if need.is_some_and(|n| n <= size.saturating_sub(8)) {
         return Ok(());
     }
-    let shapes = config.param_shapes();
+    let shapes = config.grouped_shapes(false);
     let largest = shapes
         .iter()
-        .max_by_key(|(_, s)| s.iter().try_fold(1u64, |a, &x| a.checked_mul(x as u64)));
-    let (name, shape) = largest.map_or(("", &[][..]), |(n, s)| (n.as_str(), s.as_slice()));
+        .max_by_key(|(_, _, s)| s.iter().try_fold(1u64, |a, &x| a.checked_mul(x as u64)));
+    let (name, shape) = largest.map_or(("", &[][..]), |(_, n, s)| (n.as_str(), s.as_slice()));
     Err(ModelError::Json {
         what: cpath.display().to_string(),
         msg: format!(

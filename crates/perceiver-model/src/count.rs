@@ -198,7 +198,23 @@ impl PerceiverConfig {
     /// `self.{set}.{layer}.{norm,attn.*,ff.*}`, `head.{norm,fc}`, `decoder.query`,
     /// `decoder.cross.*`, `decoder.fc`.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.grouped_shapes(true)
+            .into_iter()
+            .map(|(_, name, shape)| (name, shape))
+            .collect()
+    }
+
+    /// The parameters' names and shapes, each with how many times it counts: with `expand`,
+    /// every one (each counted once); without, the first cross-attend set counted
+    /// `num_cross_sets` times and the first layer of the first tower counted
+    /// `self_per_block × num_tower_sets` times (all sets have the same shapes), so that a
+    /// count does not list millions of layers.
+    pub(crate) fn grouped_shapes(&self, expand: bool) -> Vec<(u64, String, Vec<usize>)> {
+        let mut grouped = Vec::new();
         let mut out = Vec::new();
+        let mut flush = |out: &mut Vec<(String, Vec<usize>)>, times: usize| {
+            grouped.extend(out.drain(..).map(|(n, s)| (times as u64, n, s)));
+        };
         for (n, s) in self
             .position_encoding
             .param_shapes(&self.input_axes, self.position_projection)
@@ -209,8 +225,14 @@ impl PerceiverConfig {
             "latents".to_string(),
             vec![self.num_latents, self.latent_dim],
         ));
+        flush(&mut out, 1);
         let plan = self.sharing_plan();
-        for s in 0..plan.num_cross_sets() {
+        let (cross_sets, tower_sets) = (plan.num_cross_sets(), plan.num_tower_sets());
+        for s in 0..if expand {
+            cross_sets
+        } else {
+            cross_sets.min(1)
+        } {
             cross_shapes(
                 &mut out,
                 self,
@@ -219,9 +241,15 @@ impl PerceiverConfig {
                 &self.cross_feed_forward,
             );
         }
+        flush(&mut out, if expand { 1 } else { cross_sets });
         let sd = self.self_dims();
-        for s in 0..plan.num_tower_sets() {
-            for j in 0..self.self_per_block {
+        let layers = self.self_per_block;
+        for s in 0..if expand {
+            tower_sets
+        } else {
+            tower_sets.min(1)
+        } {
+            for j in 0..if expand { layers } else { layers.min(1) } {
                 let name = format!("self.{s}.{j}");
                 norm_shapes(&mut out, &format!("{name}.norm"), sd.q_in);
                 attn_shapes(&mut out, self, &format!("{name}.attn"), sd);
@@ -234,6 +262,14 @@ impl PerceiverConfig {
                 );
             }
         }
+        flush(
+            &mut out,
+            if expand {
+                1
+            } else {
+                tower_sets.saturating_mul(layers)
+            },
+        );
         match &self.head {
             HeadConfig::None => {}
             HeadConfig::Classifier {
@@ -259,7 +295,8 @@ impl PerceiverConfig {
                 linear_shapes(&mut out, "decoder.fc", dims.out, d.num_outputs, true);
             }
         }
-        out
+        flush(&mut out, 1);
+        grouped
     }
 
     /// Number of scalar parameters (shared sets counted once), from the configuration alone;
@@ -275,9 +312,11 @@ impl PerceiverConfig {
     /// [`ModelError::Overflow`].
     pub fn try_num_params(&self) -> Result<u64, ModelError> {
         self.validate()?;
-        self.param_shapes()
+        self.grouped_shapes(false)
             .iter()
-            .try_fold(0u64, |acc, (_, s)| acc.checked_add(prod(s)?))
+            .try_fold(0u64, |acc, (times, _, s)| {
+                acc.checked_add(prod(s)?.checked_mul(*times)?)
+            })
             .ok_or_else(|| ModelError::Overflow {
                 what: "the parameter count".into(),
                 fields: "num_latents, latent_dim, num_blocks or the feed-forward multipliers"

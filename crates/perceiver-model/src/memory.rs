@@ -9,7 +9,9 @@
 //! - **Activations**, per example, times the batch:
 //!   - the inputs, raw and with their position features concatenated;
 //!   - per cross-attend: the attention scores and probabilities `heads × num_latents × input
-//!     tokens` (twice), the normalised inputs, keys and values `input tokens × (input width +
+//!     tokens` (twice; with a blockwise kernel, `attention_kernel` other than `reference` and
+//!     no attention dropout, the scores are not kept and are counted once for the whole
+//!     model, as one layer's transient matrix), the normalised inputs, keys and values `input tokens × (input width +
 //!     qk + v)`, the latents' LayerNorm, queries, attention output, projection and residual,
 //!     and the feed-forward's LayerNorm, hidden widths, output and residual;
 //!   - per self-attention layer the same with `num_latents²` scores;
@@ -52,6 +54,9 @@ struct Term {
     mult: u128,
     count: u128,
     lower: &'static str,
+    /// False for attention scores a blockwise kernel computes tile by tile and does not keep:
+    /// counted once, as one layer's transient matrix (an upper bound of its tiles).
+    kept: bool,
 }
 
 /// Bytes as a short decimal figure: `41.2 GB`, `3.0 MB`, `512 B`.
@@ -103,13 +108,14 @@ impl PerceiverConfig {
         let mut largest: Option<(u128, String, &'static str)> = None;
         let mut activations = 0u128;
         for t in self.activation_terms() {
-            let count = if training { t.count } else { t.count.min(1) };
+            let (count, grads) = match (t.kept, training) {
+                (true, true) => (t.count, 2),
+                _ => (t.count.min(1), 1),
+            };
             let bytes = t
                 .factors
                 .iter()
-                .try_fold(t.mult * 4 * if training { 2 } else { 1 }, |a, &(_, x)| {
-                    a.checked_mul(x)
-                })
+                .try_fold(t.mult * 4 * grads, |a, &(_, x)| a.checked_mul(x))
                 .and_then(|b| b.checked_mul(u(batch)))
                 .and_then(|b| b.checked_mul(count));
             let factors = t
@@ -158,6 +164,8 @@ impl PerceiverConfig {
     fn activation_terms(&self) -> Vec<Term> {
         let (n, dl) = (u(self.num_latents), u(self.latent_dim));
         let m = u(self.input_tokens());
+        let scores_kept = self.attention_kernel == crate::AttentionKernel::Reference
+            || self.dropout.attention > 0.0;
         let width = u(self.input_width());
         let mut out = vec![Term {
             label: "inputs",
@@ -168,6 +176,7 @@ impl PerceiverConfig {
             mult: 1,
             count: 1,
             lower: "the input size",
+            kept: true,
         }];
         let cd = self.cross_dims();
         let (h1, h2) = self.cross_feed_forward.hidden(self.latent_dim);
@@ -182,6 +191,7 @@ impl PerceiverConfig {
             mult: 2,
             count: cross,
             lower: "num_latents, the input size, cross_attention.heads",
+            kept: scores_kept,
         });
         out.push(Term {
             label: "cross-attend keys and values",
@@ -189,6 +199,7 @@ impl PerceiverConfig {
             mult: 1,
             count: cross,
             lower: "the input size",
+            kept: true,
         });
         out.push(Term {
             label: "cross-attend latents",
@@ -199,6 +210,7 @@ impl PerceiverConfig {
             mult: 1,
             count: cross,
             lower: "num_latents, latent_dim",
+            kept: true,
         });
         let sd = self.self_dims();
         let (h1, h2) = self.self_feed_forward.hidden(self.latent_dim);
@@ -214,6 +226,7 @@ impl PerceiverConfig {
                 mult: 2,
                 count: layers,
                 lower: "num_latents, self_attention.heads",
+                kept: scores_kept,
             });
             out.push(Term {
                 label: "self-attention layers",
@@ -227,6 +240,7 @@ impl PerceiverConfig {
                 mult: 1,
                 count: layers,
                 lower: "num_latents, latent_dim",
+                kept: true,
             });
         }
         match &self.head {
@@ -237,6 +251,7 @@ impl PerceiverConfig {
                 mult: 3,
                 count: 1,
                 lower: "head.num_classes",
+                kept: true,
             }),
             HeadConfig::Decoder(d) => {
                 if let Some(dd) = self.decoder_dims() {
@@ -252,6 +267,7 @@ impl PerceiverConfig {
                         mult: 2,
                         count: 1,
                         lower: "num_latents, the number of queries",
+                        kept: scores_kept,
                     });
                     out.push(Term {
                         label: "decoder",
@@ -270,6 +286,7 @@ impl PerceiverConfig {
                         mult: 1,
                         count: 1,
                         lower: "the number of queries, head.num_outputs",
+                        kept: true,
                     });
                     out.push(Term {
                         label: "decoder keys and values",
@@ -277,6 +294,7 @@ impl PerceiverConfig {
                         mult: 1,
                         count: 1,
                         lower: "num_latents",
+                        kept: true,
                     });
                 }
             }

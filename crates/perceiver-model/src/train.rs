@@ -14,11 +14,20 @@
 //! A directory with the model checkpoint (`model.safetensors`, `config.json`), the optimizer
 //! state (`optimizer.safetensors`: step count and buffers) and `trainer.json` (step, epoch,
 //! dropout RNG state and a free-form `extra` JSON value for the caller: the run's settings,
-//! data seeds...). The directory is replaced atomically: everything is written to
-//! `<dir>.new`, the old directory is moved to `<dir>.old`, the new one renamed into place and
-//! the old one removed; [`Trainer::load_state`] falls back to `<dir>.old` when a crash left no
-//! `<dir>`. Restoring weights, optimizer buffers, step, epoch and RNG state makes the next
-//! steps bit-identical to those of an uninterrupted run fed the same batches.
+//! data seeds...). A save refuses NaN or infinite weights and optimizer buffers
+//! ([`TrainError::NonFiniteState`]), writes everything to `<dir>.new`, reads it back, and only
+//! then moves the old directory to `<dir>.old`, the new one into place and removes the old one;
+//! it never removes a file it did not write ([`state`](self::state) has the details).
+//! [`Trainer::load_state`] falls back to `<dir>.old` when a crash left no `<dir>`. Restoring
+//! weights, optimizer buffers, step, epoch and RNG state makes the next steps bit-identical to
+//! those of an uninterrupted run fed the same batches.
+//!
+//! # Divergence
+//! A NaN or infinite loss or gradient norm stops [`Trainer::step`] before the update. A step
+//! whose update itself makes a weight non-finite is caught by the next
+//! [`Trainer::save_state`], which refuses to overwrite the last good state. The loss of
+//! [`evaluate`] and [`evaluate_batch`] is NaN or infinite when the model's outputs are
+//! ([`EvalStats::is_finite`]).
 //!
 //! ```
 //! use perceiver_model::train::{TrainBatch, Trainer, TrainerConfig};
@@ -42,7 +51,7 @@ use crate::{ModelError, Perceiver};
 use perceiver_nn::optim::{clip_grad_norm, global_grad_norm, LrSchedule, Optimizer};
 use perceiver_tensor::{no_grad, Rng, Tensor};
 
-mod state;
+pub mod state;
 
 pub use state::{
     read_trainer_state, resolve_state_dir, TrainerState, MAX_COUNTER, OPTIMIZER_FILE, STATE_FILES,
@@ -188,7 +197,9 @@ pub struct StepStats {
 /// Loss and accuracy over a set of batches.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvalStats {
-    /// Mean cross-entropy (without label smoothing) over all examples.
+    /// Mean cross-entropy (without label smoothing) over all examples; NaN or infinite when
+    /// any batch's loss was (a diverged model): check [`EvalStats::is_finite`] before
+    /// reporting or comparing it.
     pub loss: f64,
     /// Correctly classified examples.
     pub correct: usize,
@@ -199,6 +210,11 @@ pub struct EvalStats {
 }
 
 impl EvalStats {
+    /// True when the loss is a finite number (false for a diverged model).
+    pub fn is_finite(&self) -> bool {
+        self.loss.is_finite()
+    }
+
     /// `correct / count` (0 when empty).
     pub fn accuracy(&self) -> f64 {
         if self.count == 0 {
@@ -291,7 +307,8 @@ pub fn predict_proba(model: &Perceiver, batch: &TrainBatch) -> Result<Tensor> {
     })
 }
 
-/// Loss and accuracy of `model` over `batches` (no dropout, no gradients).
+/// Loss and accuracy of `model` over `batches` (no dropout, no gradients). A NaN or
+/// infinite loss is returned as such, not as an error: see [`EvalStats::is_finite`].
 pub fn evaluate<I>(model: &Perceiver, batches: I) -> Result<EvalStats>
 where
     I: IntoIterator<Item = Result<TrainBatch>>,
@@ -577,6 +594,19 @@ mod tests {
         let x = Tensor::zeros(&[2, 4, 4, 1]);
         assert!(t.step(&TrainBatch::new(x.clone(), vec![0])).is_err());
         assert!(t.step(&TrainBatch::new(x, vec![0, 10])).is_err());
+    }
+
+    #[test]
+    fn a_non_finite_evaluation_loss_is_reported_as_such() {
+        let t = trainer();
+        let fine = evaluate(t.model(), batches().into_iter().map(Ok)).unwrap();
+        assert!(fine.is_finite());
+        // A diverged model: one output bias became NaN.
+        let bias = t.model().params().get("head.fc.bias").unwrap();
+        bias.update(|v| v[0] = f32::NAN);
+        let s = evaluate(t.model(), batches().into_iter().map(Ok)).unwrap();
+        assert!(!s.is_finite() && !s.loss.is_finite(), "{s:?}");
+        assert_eq!(s.count, 12);
     }
 
     #[test]

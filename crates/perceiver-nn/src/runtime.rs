@@ -1,5 +1,6 @@
 //! Process-wide settings for programs that run training steps: the compute thread pool
-//! ([`compute_pool`]) and the heap (memory kept for reuse).
+//! ([`compute_pool`]), the heap (memory kept for reuse), and the memory the machine has
+//! available ([`available_memory`]).
 //!
 //! A training step allocates and frees the same few hundred megabytes of activations and
 //! gradients every time. With glibc's defaults, large blocks are `mmap`ed and unmapped on free,

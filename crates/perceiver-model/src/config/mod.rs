@@ -20,6 +20,7 @@
 use perceiver_pos::{FourierConfig, PositionConfigError, PositionEncodingConfig};
 use perceiver_tensor::GeluKind;
 use serde::{Deserialize, Serialize};
+use sizes::checked_product;
 
 /// The complete description of a Perceiver / Perceiver IO model.
 ///
@@ -270,15 +271,6 @@ impl FeedForwardConfig {
     /// [`PerceiverConfig::validate`] refuses).
     pub fn hidden(&self, dim: usize) -> (usize, usize) {
         self.checked_hidden(dim).unwrap_or((usize::MAX, usize::MAX))
-    }
-
-    /// [`FeedForwardConfig::hidden`] with checked arithmetic: `None` when a width overflows.
-    pub fn checked_hidden(&self, dim: usize) -> Option<(usize, usize)> {
-        let h = self.multiplier.checked_mul(dim)?;
-        Some(match self.kind {
-            FeedForwardKind::Gelu => (h, h),
-            FeedForwardKind::Geglu => (h.checked_mul(2)?, h),
-        })
     }
 }
 
@@ -589,24 +581,6 @@ impl QueryConfig {
     pub fn shape(&self) -> (usize, usize) {
         self.checked_shape().unwrap_or((usize::MAX, usize::MAX))
     }
-
-    /// [`QueryConfig::shape`] with checked arithmetic: `None` when a size overflows.
-    pub fn checked_shape(&self) -> Option<(usize, usize)> {
-        match self {
-            QueryConfig::Trainable {
-                num_queries,
-                channels,
-                ..
-            } => Some((*num_queries, *channels)),
-            QueryConfig::Fourier {
-                fourier,
-                index_dims,
-            } => Some((
-                checked_product(index_dims)?,
-                fourier_channels(fourier, index_dims.len())?,
-            )),
-        }
-    }
 }
 
 /// Which attention kernel the model runs: the attention crate's own kernel choice (written
@@ -744,25 +718,6 @@ impl PerceiverConfig {
         self.checked_position_channels().unwrap_or(usize::MAX)
     }
 
-    /// Channels of the position encoding before the optional projection, with checked
-    /// arithmetic (`None` on overflow).
-    pub fn checked_raw_position_channels(&self) -> Option<usize> {
-        match &self.position_encoding {
-            PositionEncodingConfig::None => Some(0),
-            PositionEncodingConfig::Fourier(f) => fourier_channels(f, self.input_axes.len()),
-            PositionEncodingConfig::Trainable { channels, .. } => Some(*channels),
-        }
-    }
-
-    /// [`PerceiverConfig::position_channels`] with checked arithmetic (`None` on overflow).
-    pub fn checked_position_channels(&self) -> Option<usize> {
-        match (&self.position_encoding, self.position_projection) {
-            (PositionEncodingConfig::None, _) => Some(0),
-            (_, Some(p)) => Some(p),
-            (_, None) => self.checked_raw_position_channels(),
-        }
-    }
-
     /// Width of each input token fed to the cross-attention: input channels + position
     /// channels (saturating at `usize::MAX`, which [`PerceiverConfig::validate`] refuses).
     pub fn input_width(&self) -> usize {
@@ -858,21 +813,7 @@ impl PerceiverConfig {
     }
 }
 
-/// The product of `xs`, `None` on overflow.
-fn checked_product(xs: &[usize]) -> Option<usize> {
-    xs.iter().try_fold(1usize, |a, &x| a.checked_mul(x))
-}
-
-/// Channels of Fourier features over `axes` axes (what `FourierConfig::num_channels`
-/// computes), `None` on overflow.
-fn fourier_channels(f: &FourierConfig, axes: usize) -> Option<usize> {
-    let per_band = if f.sine_only { 1 } else { 2 };
-    f.num_bands
-        .checked_mul(per_band)?
-        .checked_add(usize::from(f.concat_pos))?
-        .checked_mul(axes)
-}
-
+mod sizes;
 #[cfg(test)]
 mod tests;
 mod validate;

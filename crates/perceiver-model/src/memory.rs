@@ -39,8 +39,8 @@ pub struct MemoryEstimate {
     pub activations: u64,
     /// Everything: `params + optimizer + activations`.
     pub total: u64,
-    /// The largest activation with its size and factors (`self-attention scores 2.1 GB: heads
-    /// 8 × num_latents 1000 × num_latents 1000 × batch 32 × 6 layers`).
+    /// The largest activation with its factors and size (`self-attention scores (heads 8 ×
+    /// num_latents 1000 × num_latents 1000 × batch 32 × 6 layers) = 2.1 GB`).
     pub largest_activation: String,
     /// The configuration fields and run settings that reduce the largest activation.
     pub activation_fields: String,
@@ -139,7 +139,7 @@ impl PerceiverConfig {
                     fields: format!("{} or the batch size", t.lower),
                 })?;
             if largest.as_ref().is_none_or(|(b, ..)| bytes > *b) {
-                largest = Some((bytes, format!("{} {factors}", t.label), t.lower));
+                largest = Some((bytes, format!("{} ({factors})", t.label), t.lower));
             }
         }
         let total = params + optimizer + activations;

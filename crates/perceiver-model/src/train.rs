@@ -17,7 +17,7 @@
 //! data seeds...). A save refuses NaN or infinite weights and optimizer buffers
 //! ([`TrainError::NonFiniteState`]), writes everything to `<dir>.new`, reads it back, and only
 //! then moves the old directory to `<dir>.old`, the new one into place and removes the old one;
-//! it never removes a file it did not write ([`state`](self::state) has the details).
+//! it never removes a file it did not write ([`state`] has the details).
 //! [`Trainer::load_state`] falls back to `<dir>.old` when a crash left no `<dir>`. Restoring
 //! weights, optimizer buffers, step, epoch and RNG state makes the next steps bit-identical to
 //! those of an uninterrupted run fed the same batches.

@@ -92,12 +92,17 @@ fn io_err(path: &Path, source: std::io::Error) -> TrainError {
     FileError::io(path, source).into()
 }
 
-/// `<dir>.<suffix>`.
+/// `<dir>.<suffix>` (beside `dir`, also when `dir` is written with a trailing `/`).
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut s = dir.as_os_str().to_owned();
+    let mut s = normalized(dir).into_os_string();
     s.push(".");
     s.push(suffix);
     PathBuf::from(s)
+}
+
+/// `dir` without a trailing separator or `.` components (`ckpt/` is `ckpt`).
+fn normalized(dir: &Path) -> PathBuf {
+    dir.components().collect()
 }
 
 /// Whether `dir` exists, checking that it is a directory holding nothing but
@@ -180,7 +185,7 @@ impl Trainer {
     /// or `<dir>.old` when one of them holds something the trainer did not write; a write or
     /// read-back error naming the file.
     pub fn save_state(&self, dir: impl AsRef<Path>, extra: &impl Serialize) -> Result<()> {
-        let dir = dir.as_ref();
+        let dir = &normalized(dir.as_ref());
         for (counter, value) in [("step", self.step), ("epoch", self.epoch)] {
             if value > MAX_COUNTER {
                 return Err(TrainError::CounterOverflow { counter, value });
@@ -227,16 +232,21 @@ impl Trainer {
             return Err(e);
         }
         drop(opt_state);
-        if dir_exists {
-            remove_state_dir(&old)?;
-            std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
-            if let Err(e) = std::fs::rename(&new, dir) {
-                let _ = std::fs::rename(&old, dir);
-                let _ = remove_state_dir(&new);
-                return Err(io_err(dir, e));
-            }
+        let swapped = if dir_exists {
+            remove_state_dir(&old)
+                .and_then(|()| std::fs::rename(dir, &old).map_err(|e| io_err(dir, e)))
+                .and_then(|()| {
+                    std::fs::rename(&new, dir).map_err(|e| {
+                        let _ = std::fs::rename(&old, dir);
+                        io_err(dir, e)
+                    })
+                })
         } else {
-            std::fs::rename(&new, dir).map_err(|e| io_err(dir, e))?;
+            std::fs::rename(&new, dir).map_err(|e| io_err(dir, e))
+        };
+        if let Err(e) = swapped {
+            let _ = remove_state_dir(&new);
+            return Err(e);
         }
         perceiver_io::sync_parent(dir);
         // `<dir>` holds the new state; a leftover `<dir>.old` is removed by the next save.

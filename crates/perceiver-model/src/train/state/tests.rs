@@ -174,6 +174,10 @@ fn leftovers_of_an_interrupted_save_are_cleaned_up() {
         .collect();
     assert_eq!(names, ["ckpt"]);
     assert_eq!(load(&dir).unwrap().1, 2);
+    // A trailing separator names the same directory; its siblings stay beside it.
+    t.save_state(root.join("ckpt/"), &3).unwrap();
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1);
+    assert_eq!(load(&dir).unwrap().1, 3);
     std::fs::remove_dir_all(&root).unwrap();
 }
 

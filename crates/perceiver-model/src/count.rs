@@ -16,6 +16,7 @@
 use crate::config::{
     AttnDims, FeedForwardConfig, FeedForwardKind, HeadConfig, PerceiverConfig, QueryConfig,
 };
+use crate::ModelError;
 
 /// A FLOP count with its parts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -29,15 +30,18 @@ pub struct FlopCount {
 }
 
 impl FlopCount {
-    /// Everything.
+    /// Everything (saturating at `u64::MAX`; a count from
+    /// [`PerceiverConfig::try_flops_per_example`] never saturates).
     pub fn total(&self) -> u64 {
-        self.matmul + self.elementwise
+        self.matmul.saturating_add(self.elementwise)
     }
 
-    fn add(&mut self, name: impl Into<String>, c: Cost) {
-        self.matmul += c.matmul;
-        self.elementwise += c.elementwise;
-        self.parts.push((name.into(), c.matmul + c.elementwise));
+    fn add(&mut self, name: impl Into<String>, c: Cost) -> Option<()> {
+        self.matmul = self.matmul.checked_add(c.matmul)?;
+        self.elementwise = self.elementwise.checked_add(c.elementwise)?;
+        self.parts
+            .push((name.into(), c.matmul.checked_add(c.elementwise)?));
+        Some(())
     }
 }
 
@@ -47,28 +51,40 @@ struct Cost {
     elementwise: u64,
 }
 
-impl std::ops::Add for Cost {
-    type Output = Cost;
-    fn add(self, o: Cost) -> Cost {
-        Cost {
-            matmul: self.matmul + o.matmul,
-            elementwise: self.elementwise + o.elementwise,
-        }
+impl Cost {
+    fn plus(self, o: Cost) -> Option<Cost> {
+        Some(Cost {
+            matmul: self.matmul.checked_add(o.matmul)?,
+            elementwise: self.elementwise.checked_add(o.elementwise)?,
+        })
+    }
+
+    fn times(self, k: u64) -> Option<Cost> {
+        Some(Cost {
+            matmul: self.matmul.checked_mul(k)?,
+            elementwise: self.elementwise.checked_mul(k)?,
+        })
     }
 }
 
-impl std::ops::Mul<u64> for Cost {
-    type Output = Cost;
-    fn mul(self, k: u64) -> Cost {
-        Cost {
-            matmul: self.matmul * k,
-            elementwise: self.elementwise * k,
-        }
-    }
+/// The product of `xs`, `None` on overflow.
+fn prod(xs: &[usize]) -> Option<u64> {
+    xs.iter()
+        .try_fold(1u64, |a, &x| a.checked_mul(u64::try_from(x).ok()?))
 }
 
-fn u(x: usize) -> u64 {
-    x as u64
+/// The sum of `xs`, `None` on overflow.
+fn sum(xs: &[Option<u64>]) -> Option<u64> {
+    xs.iter().try_fold(0u64, |a, &x| a.checked_add(x?))
+}
+
+/// `x` when `on`, else 0.
+fn when(on: bool, x: Option<u64>) -> Option<u64> {
+    if on {
+        x
+    } else {
+        Some(0)
+    }
 }
 
 /// `rows` queries attending `keys` keys, including the LayerNorms on both inputs
@@ -80,40 +96,51 @@ fn attention_cost(
     keys: usize,
     norm_kv: bool,
     residual: bool,
-) -> Cost {
-    let (n, m) = (u(rows), u(keys));
-    let (qi, ki, qk, v, o, h) = (u(d.q_in), u(d.kv_in), u(d.qk), u(d.v), u(d.out), u(d.heads));
-    let matmul = 2 * n * qi * qk
-        + 2 * m * ki * qk
-        + 2 * m * ki * v
-        + 2 * n * m * qk
-        + 2 * n * m * v
-        + 2 * n * v * o;
+) -> Option<Cost> {
+    let (n, m) = (rows, keys);
+    let (qi, ki, qk, v, o, h) = (d.q_in, d.kv_in, d.qk, d.v, d.out, d.heads);
+    let matmul = sum(&[
+        prod(&[2, n, qi, qk]),
+        prod(&[2, m, ki, qk]),
+        prod(&[2, m, ki, v]),
+        prod(&[2, n, m, qk]),
+        prod(&[2, n, m, v]),
+        prod(&[2, n, v, o]),
+    ])?;
     let b = &c.bias;
-    let mut e = n * qi + if norm_kv { m * ki } else { 0 } + h * n * m;
-    e += if b.q { n * qk } else { 0 } + if b.k { m * qk } else { 0 } + if b.v { m * v } else { 0 };
-    e += if b.out { n * o } else { 0 };
-    if residual {
-        e += n * o;
-    }
-    Cost {
+    let elementwise = sum(&[
+        prod(&[n, qi]),
+        when(norm_kv, prod(&[m, ki])),
+        prod(&[h, n, m]),
+        when(b.q, prod(&[n, qk])),
+        when(b.k, prod(&[m, qk])),
+        when(b.v, prod(&[m, v])),
+        when(b.out, prod(&[n, o])),
+        when(residual, prod(&[n, o])),
+    ])?;
+    Some(Cost {
         matmul,
-        elementwise: e,
-    }
+        elementwise,
+    })
 }
 
-fn ff_cost(c: &PerceiverConfig, ff: &FeedForwardConfig, rows: usize, dim: usize) -> Cost {
-    let (h1, h2) = ff.hidden(dim);
-    let (n, d, h1, h2) = (u(rows), u(dim), u(h1), u(h2));
+fn ff_cost(c: &PerceiverConfig, ff: &FeedForwardConfig, rows: usize, dim: usize) -> Option<Cost> {
+    let (h1, h2) = ff.checked_hidden(dim)?;
+    let (n, d) = (rows, dim);
     let act = match ff.kind {
-        FeedForwardKind::Gelu => n * h2,
-        FeedForwardKind::Geglu => 2 * n * h2,
+        FeedForwardKind::Gelu => prod(&[n, h2]),
+        FeedForwardKind::Geglu => prod(&[2, n, h2]),
     };
-    let bias = if c.bias.ff { n * h1 + n * d } else { 0 };
-    Cost {
-        matmul: 2 * n * d * h1 + 2 * n * h2 * d,
-        elementwise: n * d + act + bias + n * d,
-    }
+    Some(Cost {
+        matmul: sum(&[prod(&[2, n, d, h1]), prod(&[2, n, h2, d])])?,
+        elementwise: sum(&[
+            prod(&[n, d]),
+            act,
+            when(c.bias.ff, prod(&[n, h1])),
+            when(c.bias.ff, prod(&[n, d])),
+            prod(&[n, d]),
+        ])?,
+    })
 }
 
 fn linear_shapes(out: &mut Vec<(String, Vec<usize>)>, name: &str, i: usize, o: usize, bias: bool) {
@@ -171,7 +198,23 @@ impl PerceiverConfig {
     /// `self.{set}.{layer}.{norm,attn.*,ff.*}`, `head.{norm,fc}`, `decoder.query`,
     /// `decoder.cross.*`, `decoder.fc`.
     pub fn param_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.grouped_shapes(true)
+            .into_iter()
+            .map(|(_, name, shape)| (name, shape))
+            .collect()
+    }
+
+    /// The parameters' names and shapes, each with how many times it counts: with `expand`,
+    /// every one (each counted once); without, the first cross-attend set counted
+    /// `num_cross_sets` times and the first layer of the first tower counted
+    /// `self_per_block × num_tower_sets` times (all sets have the same shapes), so that a
+    /// count does not list millions of layers.
+    pub(crate) fn grouped_shapes(&self, expand: bool) -> Vec<(u64, String, Vec<usize>)> {
+        let mut grouped = Vec::new();
         let mut out = Vec::new();
+        let mut flush = |out: &mut Vec<(String, Vec<usize>)>, times: usize| {
+            grouped.extend(out.drain(..).map(|(n, s)| (times as u64, n, s)));
+        };
         for (n, s) in self
             .position_encoding
             .param_shapes(&self.input_axes, self.position_projection)
@@ -182,8 +225,14 @@ impl PerceiverConfig {
             "latents".to_string(),
             vec![self.num_latents, self.latent_dim],
         ));
+        flush(&mut out, 1);
         let plan = self.sharing_plan();
-        for s in 0..plan.num_cross_sets() {
+        let (cross_sets, tower_sets) = (plan.num_cross_sets(), plan.num_tower_sets());
+        for s in 0..if expand {
+            cross_sets
+        } else {
+            cross_sets.min(1)
+        } {
             cross_shapes(
                 &mut out,
                 self,
@@ -192,9 +241,15 @@ impl PerceiverConfig {
                 &self.cross_feed_forward,
             );
         }
+        flush(&mut out, if expand { 1 } else { cross_sets });
         let sd = self.self_dims();
-        for s in 0..plan.num_tower_sets() {
-            for j in 0..self.self_per_block {
+        let layers = self.self_per_block;
+        for s in 0..if expand {
+            tower_sets
+        } else {
+            tower_sets.min(1)
+        } {
+            for j in 0..if expand { layers } else { layers.min(1) } {
                 let name = format!("self.{s}.{j}");
                 norm_shapes(&mut out, &format!("{name}.norm"), sd.q_in);
                 attn_shapes(&mut out, self, &format!("{name}.attn"), sd);
@@ -207,6 +262,14 @@ impl PerceiverConfig {
                 );
             }
         }
+        flush(
+            &mut out,
+            if expand {
+                1
+            } else {
+                tower_sets.saturating_mul(layers)
+            },
+        );
         match &self.head {
             HeadConfig::None => {}
             HeadConfig::Classifier {
@@ -232,45 +295,110 @@ impl PerceiverConfig {
                 linear_shapes(&mut out, "decoder.fc", dims.out, d.num_outputs, true);
             }
         }
-        out
+        flush(&mut out, 1);
+        grouped
     }
 
-    /// Number of scalar parameters (shared sets counted once), from the configuration alone.
+    /// Number of scalar parameters (shared sets counted once), from the configuration alone;
+    /// saturates at `usize::MAX` for a configuration too large to count
+    /// ([`PerceiverConfig::try_num_params`] reports that as an error).
     pub fn num_params(&self) -> usize {
-        self.param_shapes()
+        self.try_num_params()
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    /// Number of scalar parameters with checked arithmetic: validates the configuration
+    /// first (so every size is in range), and a count that does not fit a `u64` is
+    /// [`ModelError::Overflow`].
+    pub fn try_num_params(&self) -> Result<u64, ModelError> {
+        self.validate()?;
+        self.grouped_shapes(false)
             .iter()
-            .map(|(_, s)| s.iter().product::<usize>())
-            .sum()
+            .try_fold(0u64, |acc, (times, _, s)| {
+                acc.checked_add(prod(s)?.checked_mul(*times)?)
+            })
+            .ok_or_else(|| ModelError::Overflow {
+                what: "the parameter count".into(),
+                fields: "num_latents, latent_dim, num_blocks or the feed-forward multipliers"
+                    .into(),
+            })
     }
 
     /// Forward FLOPs for one example on the configured input axes (see the module docs for
-    /// what is counted).
+    /// what is counted); saturates at `u64::MAX` (with no parts) for a configuration too large
+    /// to count ([`PerceiverConfig::try_flops_per_example`] reports that as an error).
     pub fn flops_per_example(&self) -> FlopCount {
+        self.try_flops_per_example().unwrap_or(FlopCount {
+            matmul: u64::MAX,
+            elementwise: 0,
+            parts: Vec::new(),
+        })
+    }
+
+    /// Forward FLOPs for one example with checked arithmetic: validates the configuration,
+    /// and a count that does not fit a `u64` is [`ModelError::Overflow`] naming the component
+    /// and the fields it depends on.
+    ///
+    /// ```
+    /// use perceiver_model::{ModelError, PerceiverConfig};
+    /// let huge = PerceiverConfig { num_latents: 1_000_000_000, ..PerceiverConfig::default() };
+    /// let e = huge.try_flops_per_example().unwrap_err();
+    /// assert!(matches!(e, ModelError::Overflow { .. }), "{e}");
+    /// assert!(e.to_string().contains("num_latents"), "{e}");
+    /// ```
+    pub fn try_flops_per_example(&self) -> Result<FlopCount, ModelError> {
+        self.validate()?;
+        let overflow = |what: &str, fields: &str| ModelError::Overflow {
+            what: format!("the FLOP count of {what}"),
+            fields: fields.into(),
+        };
         let mut f = FlopCount::default();
         let m = self.input_tokens();
         let (n, dl) = (self.num_latents, self.latent_dim);
         if let Some(p) = self.position_projection {
             let raw = self.position_encoding.raw_channels(self.input_axes.len());
             if raw > 0 {
-                f.add(
-                    "position projection",
-                    Cost {
-                        matmul: 2 * u(m) * u(raw) * u(p),
-                        elementwise: u(m) * u(p),
-                    },
-                );
+                let c = prod(&[2, m, raw, p]).zip(prod(&[m, p]));
+                c.and_then(|(matmul, elementwise)| {
+                    f.add(
+                        "position projection",
+                        Cost {
+                            matmul,
+                            elementwise,
+                        },
+                    )
+                })
+                .ok_or_else(|| {
+                    overflow(
+                        "the position projection",
+                        "input_axes or position_projection",
+                    )
+                })?;
             }
         }
         let cross = attention_cost(self, self.cross_dims(), n, m, true, self.query_residual)
-            + ff_cost(self, &self.cross_feed_forward, n, dl);
-        let layer = attention_cost(self, self.self_dims(), n, n, false, true)
-            + ff_cost(self, &self.self_feed_forward, n, dl);
+            .zip(ff_cost(self, &self.cross_feed_forward, n, dl))
+            .and_then(|(a, b)| a.plus(b))
+            .ok_or_else(|| {
+                overflow(
+                    "a cross-attend",
+                    &format!("num_latents ({n}) or input_axes ({m} tokens)"),
+                )
+            })?;
+        let tower_fields = format!("num_latents ({n}), latent_dim ({dl}) or self_per_block");
+        let tower = attention_cost(self, self.self_dims(), n, n, false, true)
+            .zip(ff_cost(self, &self.self_feed_forward, n, dl))
+            .and_then(|(a, b)| a.plus(b))
+            .and_then(|l| l.times(u64::try_from(self.self_per_block).ok()?))
+            .ok_or_else(|| overflow("a latent tower", &tower_fields))?;
         for b in 0..self.num_blocks {
             if b < self.num_cross_attends {
-                f.add(format!("cross-attend {b}"), cross);
+                f.add(format!("cross-attend {b}"), cross)
+                    .ok_or_else(|| overflow("the model", "num_cross_attends or num_latents"))?;
             }
             if self.self_per_block > 0 {
-                f.add(format!("latent tower {b}"), layer * u(self.self_per_block));
+                f.add(format!("latent tower {b}"), tower)
+                    .ok_or_else(|| overflow("the model", &tower_fields))?;
             }
         }
         match &self.head {
@@ -279,29 +407,43 @@ impl PerceiverConfig {
                 num_classes,
                 layer_norm,
             } => {
-                let k = u(*num_classes);
-                let d = u(dl);
-                f.add(
-                    "head",
-                    Cost {
-                        matmul: 2 * d * k,
-                        elementwise: u(n) * d + if *layer_norm { d } else { 0 } + k,
-                    },
-                );
+                let k = *num_classes;
+                let elementwise =
+                    sum(&[prod(&[n, dl]), when(*layer_norm, prod(&[dl])), prod(&[k])]);
+                prod(&[2, dl, k])
+                    .zip(elementwise)
+                    .and_then(|(matmul, elementwise)| {
+                        f.add(
+                            "head",
+                            Cost {
+                                matmul,
+                                elementwise,
+                            },
+                        )
+                    })
+                    .ok_or_else(|| overflow("the head", "head.num_classes or latent_dim"))?;
             }
             HeadConfig::Decoder(dec) => {
-                let dims = self.decoder_dims().expect("decoder head");
+                let dims = self.decoder_dims().ok_or_else(|| {
+                    ModelError::Unsupported("a decoder head without decoder widths".into())
+                })?;
                 let (q, _) = dec.query.shape();
-                let k = u(dec.num_outputs);
-                let c = attention_cost(self, dims, q, n, true, dec.query_residual)
-                    + ff_cost(self, &dec.feed_forward, q, dims.out)
-                    + Cost {
-                        matmul: 2 * u(q) * u(dims.out) * k,
-                        elementwise: u(q) * k,
-                    };
-                f.add("decoder", c);
+                let k = dec.num_outputs;
+                attention_cost(self, dims, q, n, true, dec.query_residual)
+                    .zip(ff_cost(self, &dec.feed_forward, q, dims.out))
+                    .and_then(|(a, b)| a.plus(b))
+                    .and_then(|a| {
+                        a.plus(Cost {
+                            matmul: prod(&[2, q, dims.out, k])?,
+                            elementwise: prod(&[q, k])?,
+                        })
+                    })
+                    .and_then(|c| f.add("decoder", c))
+                    .ok_or_else(|| {
+                        overflow("the decoder", "head.query, head.num_outputs or num_latents")
+                    })?;
             }
         }
-        f
+        Ok(f)
     }
 }

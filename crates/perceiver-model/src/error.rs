@@ -127,6 +127,31 @@ pub enum ModelError {
         /// What is wrong.
         msg: String,
     },
+    /// A file was refused or could not be read or written (a FIFO, a device, a symlink where
+    /// the tool writes, a directory holding files the tool did not write...); names the path.
+    #[error(transparent)]
+    File(#[from] perceiver_io::FileError),
+    /// A size or count does not fit 64-bit arithmetic; names the quantity and its fields.
+    #[error("{what} overflows 64-bit arithmetic; lower {fields}")]
+    Overflow {
+        /// The quantity computed (`parameter count`, `activations of cross-attend 0`...).
+        what: String,
+        /// The configuration fields (and run settings) it depends on.
+        fields: String,
+    },
+    /// The memory a run needs (see [`crate::MemoryEstimate`]) exceeds what is available.
+    #[error("needs about {} ({biggest}) but only {} is available; lower {lower}",
+        crate::memory::human_bytes(*needed), crate::memory::human_bytes(*available))]
+    Memory {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+        /// The biggest contributor with its size and the factors behind it.
+        biggest: String,
+        /// The configuration fields (and run settings) that reduce it.
+        lower: String,
+    },
     /// A reference configuration cannot be expressed or a layout does not fit the model.
     #[error("{0}")]
     Unsupported(String),

@@ -9,7 +9,10 @@
 //! - [`presets`]: `paper-imagenet`, `paper-imagenet-unshared`, `perceiver-io-imagenet`,
 //!   `mnist-small`, `imagenet-bench`.
 //! - Counts from the config alone: [`PerceiverConfig::num_params`],
-//!   [`PerceiverConfig::flops_per_example`].
+//!   [`PerceiverConfig::flops_per_example`] (checked: [`PerceiverConfig::try_num_params`],
+//!   [`PerceiverConfig::try_flops_per_example`]).
+//! - Memory decided before work starts: [`PerceiverConfig::memory_estimate`] and
+//!   [`check_memory`] (against, for example, `perceiver_nn::runtime::available_memory`).
 //! - Training: [`train`] ([`Trainer`]: one step, evaluation, exact resume).
 //! - Checkpoints: [`Perceiver::save_checkpoint`] / [`Perceiver::load_checkpoint`] (our format),
 //!   and [`import`] of lucidrains and Hugging Face state dicts read from safetensors files.
@@ -34,6 +37,7 @@ pub mod config;
 mod count;
 mod error;
 pub mod import;
+pub mod memory;
 mod model;
 pub mod presets;
 pub mod train;
@@ -49,6 +53,7 @@ pub use error::{ModelError, Result, TensorProblem};
 pub use import::hf::{import_hf, import_hf_file};
 pub use import::lucidrains::{import_lucidrains, import_lucidrains_file};
 pub use import::{import_reference, NameMap, Reference, ReferenceImport};
+pub use memory::{check_memory, MemoryEstimate};
 pub use model::{ForwardOptions, Perceiver, PerceiverOutput};
 pub use presets::{preset, PRESETS};
 pub use train::{TrainBatch, TrainError, Trainer, TrainerConfig};

@@ -14,11 +14,20 @@
 //! A directory with the model checkpoint (`model.safetensors`, `config.json`), the optimizer
 //! state (`optimizer.safetensors`: step count and buffers) and `trainer.json` (step, epoch,
 //! dropout RNG state and a free-form `extra` JSON value for the caller: the run's settings,
-//! data seeds...). The directory is replaced atomically: everything is written to
-//! `<dir>.new`, the old directory is moved to `<dir>.old`, the new one renamed into place and
-//! the old one removed; [`Trainer::load_state`] falls back to `<dir>.old` when a crash left no
-//! `<dir>`. Restoring weights, optimizer buffers, step, epoch and RNG state makes the next
-//! steps bit-identical to those of an uninterrupted run fed the same batches.
+//! data seeds...). A save refuses NaN or infinite weights and optimizer buffers
+//! ([`TrainError::NonFiniteState`]), writes everything to `<dir>.new`, reads it back, and only
+//! then moves the old directory to `<dir>.old`, the new one into place and removes the old one;
+//! it never removes a file it did not write ([`state`] has the details).
+//! [`Trainer::load_state`] falls back to `<dir>.old` when a crash left no `<dir>`. Restoring
+//! weights, optimizer buffers, step, epoch and RNG state makes the next steps bit-identical to
+//! those of an uninterrupted run fed the same batches.
+//!
+//! # Divergence
+//! A NaN or infinite loss or gradient norm stops [`Trainer::step`] before the update. A step
+//! whose update itself makes a weight non-finite is caught by the next
+//! [`Trainer::save_state`], which refuses to overwrite the last good state. The loss of
+//! [`evaluate`] and [`evaluate_batch`] is NaN or infinite when the model's outputs are
+//! ([`EvalStats::is_finite`]).
 //!
 //! ```
 //! use perceiver_model::train::{TrainBatch, Trainer, TrainerConfig};
@@ -39,17 +48,15 @@
 //! ```
 
 use crate::{ModelError, Perceiver};
-use perceiver_nn::io::write_bytes_atomic as write_atomic;
-use perceiver_nn::io::{load_safetensors, save_safetensors};
 use perceiver_nn::optim::{clip_grad_norm, global_grad_norm, LrSchedule, Optimizer};
 use perceiver_tensor::{no_grad, Rng, Tensor};
-use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
 
-/// File of the optimizer state inside a training-state directory.
-pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-/// File of the trainer's counters, RNG state and caller data.
-pub const TRAINER_FILE: &str = "trainer.json";
+pub mod state;
+
+pub use state::{
+    read_trainer_state, resolve_state_dir, TrainerState, MAX_COUNTER, OPTIMIZER_FILE, STATE_FILES,
+    TRAINER_FILE,
+};
 
 /// Errors of the training engine.
 #[derive(Debug, thiserror::Error)]
@@ -73,27 +80,30 @@ pub enum TrainError {
     /// A batch is inconsistent (labels vs batch size, label out of range).
     #[error("bad batch: {0}")]
     Batch(String),
+    /// A parameter or optimizer buffer holds a NaN or infinite value; the state is not saved
+    /// and nothing on disk changes.
+    #[error("refusing to save the training state: `{tensor}` holds a NaN or infinite value (the last steps diverged; resume from the previous checkpoint with a lower learning rate or --clip-norm)")]
+    NonFiniteState {
+        /// The parameter (`latents`, `cross.0.attn.to_q.weight`...) or optimizer buffer
+        /// (`adam.m.latents`...).
+        tensor: String,
+    },
+    /// A step or epoch counter cannot advance past [`MAX_COUNTER`].
+    #[error("the {counter} counter is at {value} and cannot advance past {max}", max = MAX_COUNTER)]
+    CounterOverflow {
+        /// `step` or `epoch`.
+        counter: &'static str,
+        /// Its value.
+        value: u64,
+    },
+    /// A file was refused or could not be written (a symlink or a folder of someone else's
+    /// files where the training state goes...); names the path.
+    #[error(transparent)]
+    File(#[from] perceiver_io::FileError),
 }
 
 /// Result alias of this module.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
-
-fn io_err(path: &Path, source: std::io::Error) -> TrainError {
-    perceiver_tensor::Error::Io {
-        path: path.display().to_string(),
-        source,
-    }
-    .into()
-}
-
-/// A malformed training-state file (the tensor crate's `Error::Format`, naming the file).
-fn format_err(path: &Path, msg: impl ToString) -> TrainError {
-    perceiver_tensor::Error::Format {
-        path: path.display().to_string(),
-        msg: msg.to_string(),
-    }
-    .into()
-}
 
 /// One batch as plain tensors.
 #[derive(Clone, Debug)]
@@ -187,7 +197,9 @@ pub struct StepStats {
 /// Loss and accuracy over a set of batches.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct EvalStats {
-    /// Mean cross-entropy (without label smoothing) over all examples.
+    /// Mean cross-entropy (without label smoothing) over all examples; NaN or infinite when
+    /// any batch's loss was (a diverged model): check [`EvalStats::is_finite`] before
+    /// reporting or comparing it.
     pub loss: f64,
     /// Correctly classified examples.
     pub correct: usize,
@@ -198,6 +210,11 @@ pub struct EvalStats {
 }
 
 impl EvalStats {
+    /// True when the loss is a finite number (false for a diverged model).
+    pub fn is_finite(&self) -> bool {
+        self.loss.is_finite()
+    }
+
     /// `correct / count` (0 when empty).
     pub fn accuracy(&self) -> f64 {
         if self.count == 0 {
@@ -247,6 +264,14 @@ fn argmax(row: &[f32]) -> usize {
     best
 }
 
+/// `value + 1`, or [`TrainError::CounterOverflow`] past [`MAX_COUNTER`].
+fn advance(counter: &'static str, value: u64) -> Result<u64> {
+    value
+        .checked_add(1)
+        .filter(|&v| v <= MAX_COUNTER)
+        .ok_or(TrainError::CounterOverflow { counter, value })
+}
+
 fn check_batch(model: &Perceiver, b: &TrainBatch) -> Result<()> {
     let n = b.inputs.shape().first().copied().unwrap_or(0);
     if b.labels.len() != n {
@@ -282,7 +307,8 @@ pub fn predict_proba(model: &Perceiver, batch: &TrainBatch) -> Result<Tensor> {
     })
 }
 
-/// Loss and accuracy of `model` over `batches` (no dropout, no gradients).
+/// Loss and accuracy of `model` over `batches` (no dropout, no gradients). A NaN or
+/// infinite loss is returned as such, not as an error: see [`EvalStats::is_finite`].
 pub fn evaluate<I>(model: &Perceiver, batches: I) -> Result<EvalStats>
 where
     I: IntoIterator<Item = Result<TrainBatch>>,
@@ -329,21 +355,6 @@ pub fn evaluate_batch(
         Ok(())
     })?;
     Ok(stats)
-}
-
-/// Counters and caller data saved in `trainer.json`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrainerState {
-    /// Optimisation steps taken.
-    pub step: u64,
-    /// Epochs completed.
-    pub epoch: u64,
-    /// Dropout RNG seed (hex).
-    pub rng_seed: String,
-    /// Dropout RNG position in its stream (decimal, a u128).
-    pub rng_word_pos: String,
-    /// Free-form data of the caller (run settings, ...).
-    pub extra: serde_json::Value,
 }
 
 /// Trains a [`Perceiver`] with an [`Optimizer`] and an [`LrSchedule`].
@@ -431,9 +442,11 @@ impl Trainer {
         self.epoch
     }
 
-    /// Records that an epoch is complete.
-    pub fn finish_epoch(&mut self) {
-        self.epoch += 1;
+    /// Records that an epoch is complete; an epoch count at [`MAX_COUNTER`] is
+    /// [`TrainError::CounterOverflow`] and stays unchanged.
+    pub fn finish_epoch(&mut self) -> Result<()> {
+        self.epoch = advance("epoch", self.epoch)?;
+        Ok(())
     }
 
     /// The learning rate of the next step.
@@ -444,6 +457,7 @@ impl Trainer {
     /// One optimisation step on `batch` (see the module docs).
     pub fn step(&mut self, batch: &TrainBatch) -> Result<StepStats> {
         check_batch(&self.model, batch)?;
+        let next = advance("step", self.step)?;
         let out = self.model.forward_with(
             &batch.inputs,
             crate::ForwardOptions {
@@ -480,7 +494,7 @@ impl Trainer {
         }
         let lr = self.schedule.lr(self.step);
         self.optimizer.step(params, &grads, lr)?;
-        self.step += 1;
+        self.step = next;
         Ok(StepStats {
             loss: value,
             correct,
@@ -489,115 +503,6 @@ impl Trainer {
             grad_norm,
         })
     }
-
-    /// Writes the training state to `dir` atomically (see the module docs); `extra` (the
-    /// caller's own settings, any serialisable value) is stored in `trainer.json` and returned
-    /// by [`Trainer::load_state`].
-    pub fn save_state(&self, dir: impl AsRef<Path>, extra: &impl Serialize) -> Result<()> {
-        let dir = dir.as_ref();
-        let extra =
-            serde_json::to_value(extra).map_err(|e| format_err(&dir.join(TRAINER_FILE), e))?;
-        let new = sibling(dir, "new");
-        let old = sibling(dir, "old");
-        if new.exists() {
-            std::fs::remove_dir_all(&new).map_err(|e| io_err(&new, e))?;
-        }
-        self.model.save_checkpoint(&new)?;
-        save_safetensors(new.join(OPTIMIZER_FILE), &self.optimizer.state(), None)?;
-        let (seed, pos) = self.rng.state();
-        let state = TrainerState {
-            step: self.step,
-            epoch: self.epoch,
-            rng_seed: seed.iter().map(|b| format!("{b:02x}")).collect(),
-            rng_word_pos: pos.to_string(),
-            extra,
-        };
-        let json = serde_json::to_string_pretty(&state)
-            .map_err(|e| format_err(&new.join(TRAINER_FILE), e))?;
-        write_atomic(new.join(TRAINER_FILE), json.as_bytes())?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;
-        }
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(|e| io_err(dir, e))?;
-        }
-        std::fs::rename(&new, dir).map_err(|e| io_err(dir, e))?;
-        if old.exists() {
-            let _ = std::fs::remove_dir_all(&old);
-        }
-        Ok(())
-    }
-
-    /// Reads the state saved by [`Trainer::save_state`] in `dir` (or `<dir>.old` after an
-    /// interrupted save): the model, then the optimizer state into `optimizer` (which must be
-    /// of the kind that was saved). Returns the trainer and the caller's `extra` value, read as
-    /// a `T` (`serde::de::IgnoredAny` to skip it); a value that does not fit is an error naming
-    /// `trainer.json`.
-    pub fn load_state<T: serde::de::DeserializeOwned>(
-        dir: impl AsRef<Path>,
-        mut optimizer: Box<dyn Optimizer>,
-        schedule: Box<dyn LrSchedule>,
-        config: TrainerConfig,
-    ) -> Result<(Trainer, T)> {
-        let dir = resolve_state_dir(dir.as_ref());
-        let state = read_trainer_state(&dir)?;
-        let model = Perceiver::load_checkpoint(&dir)?;
-        let opath = dir.join(OPTIMIZER_FILE);
-        let (tensors, _) = load_safetensors(&opath)?;
-        optimizer
-            .load_state(&tensors)
-            .map_err(|e| format_err(&opath, e))?;
-        let tpath = dir.join(TRAINER_FILE);
-        let bad = |msg: &str| format_err(&tpath, msg);
-        let seed_hex = &state.rng_seed;
-        if seed_hex.len() != 64 {
-            return Err(bad("rng_seed must be 64 hex digits"));
-        }
-        let mut seed = [0u8; 32];
-        for (i, s) in seed.iter_mut().enumerate() {
-            *s = u8::from_str_radix(&seed_hex[2 * i..2 * i + 2], 16)
-                .map_err(|_| bad("rng_seed must be 64 hex digits"))?;
-        }
-        let pos: u128 = state
-            .rng_word_pos
-            .parse()
-            .map_err(|_| bad("rng_word_pos must be an integer"))?;
-        let trainer = Trainer {
-            model,
-            optimizer,
-            schedule,
-            config,
-            rng: Rng::from_state(seed, pos),
-            step: state.step,
-            epoch: state.epoch,
-        };
-        let extra = serde_json::from_value(state.extra).map_err(|e| bad(&e.to_string()))?;
-        Ok((trainer, extra))
-    }
-}
-
-fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let mut s = dir.as_os_str().to_owned();
-    s.push(".");
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
-/// `dir`, or `<dir>.old` when a crash during [`Trainer::save_state`] left only that.
-pub fn resolve_state_dir(dir: &Path) -> PathBuf {
-    let old = sibling(dir, "old");
-    if !dir.exists() && old.join(TRAINER_FILE).is_file() {
-        old
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-/// Reads `trainer.json` of a training-state directory.
-pub fn read_trainer_state(dir: &Path) -> Result<TrainerState> {
-    let path = dir.join(TRAINER_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| io_err(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| format_err(&path, e))
 }
 
 #[cfg(test)]
@@ -652,7 +557,7 @@ mod tests {
             .collect();
         let mut b = trainer();
         let mut resumed: Vec<f32> = bs.iter().map(|x| b.step(x).unwrap().loss).collect();
-        b.finish_epoch();
+        b.finish_epoch().unwrap();
         let dir = std::env::temp_dir().join(format!("perceiver-train-{}", std::process::id()));
         b.save_state(&dir, &serde_json::json!({"k": 1})).unwrap();
         // A second save replaces the first atomically.
@@ -689,6 +594,19 @@ mod tests {
         let x = Tensor::zeros(&[2, 4, 4, 1]);
         assert!(t.step(&TrainBatch::new(x.clone(), vec![0])).is_err());
         assert!(t.step(&TrainBatch::new(x, vec![0, 10])).is_err());
+    }
+
+    #[test]
+    fn a_non_finite_evaluation_loss_is_reported_as_such() {
+        let t = trainer();
+        let fine = evaluate(t.model(), batches().into_iter().map(Ok)).unwrap();
+        assert!(fine.is_finite());
+        // A diverged model: one output bias became NaN.
+        let bias = t.model().params().get("head.fc.bias").unwrap();
+        bias.update(|v| v[0] = f32::NAN);
+        let s = evaluate(t.model(), batches().into_iter().map(Ok)).unwrap();
+        assert!(!s.is_finite() && !s.loss.is_finite(), "{s:?}");
+        assert_eq!(s.count, 12);
     }
 
     #[test]

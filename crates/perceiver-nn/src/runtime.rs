@@ -1,5 +1,6 @@
 //! Process-wide settings for programs that run training steps: the compute thread pool
-//! ([`compute_pool`]) and the heap (memory kept for reuse).
+//! ([`compute_pool`]), the heap (memory kept for reuse), and the memory the machine has
+//! available ([`available_memory`]).
 //!
 //! A training step allocates and frees the same few hundred megabytes of activations and
 //! gradients every time. With glibc's defaults, large blocks are `mmap`ed and unmapped on free,
@@ -57,8 +58,55 @@ pub fn compute_pool(threads: Option<usize>) -> rayon::ThreadPoolBuilder {
     }
 }
 
+/// Memory the OS can give this process without swapping, in bytes: `MemAvailable` of
+/// `/proc/meminfo` on Linux; `None` elsewhere or when that line cannot be read.
+///
+/// ```
+/// if let Some(bytes) = perceiver_nn::runtime::available_memory() {
+///     assert!(bytes > 0);
+/// }
+/// ```
+pub fn available_memory() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        parse_mem_available(&text)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// The `MemAvailable:` line of a `/proc/meminfo` text, in bytes.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+fn parse_mem_available(meminfo: &str) -> Option<u64> {
+    let line = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?;
+    let mut words = line.split_whitespace();
+    let value: u64 = words.next()?.parse().ok()?;
+    let scale = match words.next() {
+        Some("kB") => 1024,
+        None => 1,
+        Some(_) => return None,
+    };
+    value.checked_mul(scale)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mem_available_is_parsed_in_bytes() {
+        let text = "MemTotal:       16314556 kB\nMemFree:  100 kB\nMemAvailable:   12000000 kB\n";
+        assert_eq!(super::parse_mem_available(text), Some(12_000_000 * 1024));
+        assert_eq!(super::parse_mem_available("MemFree: 1 kB\n"), None);
+        assert_eq!(super::parse_mem_available("MemAvailable: x kB\n"), None);
+        if cfg!(target_os = "linux") {
+            assert!(super::available_memory().is_some_and(|b| b > 0));
+        }
+    }
+
     #[test]
     fn settings_are_accepted_on_glibc() {
         let ok = super::retain_freed_memory();

@@ -20,6 +20,7 @@
 use perceiver_pos::{FourierConfig, PositionConfigError, PositionEncodingConfig};
 use perceiver_tensor::GeluKind;
 use serde::{Deserialize, Serialize};
+use sizes::checked_product;
 
 /// The complete description of a Perceiver / Perceiver IO model.
 ///
@@ -182,12 +183,15 @@ impl Default for AttentionConfig {
 }
 
 impl AttentionConfig {
-    /// `heads` heads of width `head_dim` for queries, keys and values.
+    /// `heads` heads of width `head_dim` for queries, keys and values (the width saturates at
+    /// `usize::MAX` when `heads × head_dim` overflows, which [`PerceiverConfig::validate`]
+    /// refuses naming the field).
     pub fn with_head_dim(heads: usize, head_dim: usize) -> Self {
+        let width = heads.saturating_mul(head_dim);
         AttentionConfig {
             heads,
-            qk_dim: Some(heads * head_dim),
-            v_dim: Some(heads * head_dim),
+            qk_dim: Some(width),
+            v_dim: Some(width),
         }
     }
 
@@ -263,12 +267,10 @@ impl FeedForwardConfig {
     }
 
     /// `(fc1 output width, fc2 input width)` for model width `dim`.
+    /// Saturates at `usize::MAX` for widths too large to represent (which
+    /// [`PerceiverConfig::validate`] refuses).
     pub fn hidden(&self, dim: usize) -> (usize, usize) {
-        let h = self.multiplier * dim;
-        match self.kind {
-            FeedForwardKind::Gelu => (h, h),
-            FeedForwardKind::Geglu => (2 * h, h),
-        }
+        self.checked_hidden(dim).unwrap_or((usize::MAX, usize::MAX))
     }
 }
 
@@ -574,22 +576,10 @@ impl Default for QueryConfig {
 }
 
 impl QueryConfig {
-    /// `(number of queries, channels)`.
+    /// `(number of queries, channels)`; saturates at `usize::MAX` for sizes too large to
+    /// represent (which [`PerceiverConfig::validate`] refuses).
     pub fn shape(&self) -> (usize, usize) {
-        match self {
-            QueryConfig::Trainable {
-                num_queries,
-                channels,
-                ..
-            } => (*num_queries, *channels),
-            QueryConfig::Fourier {
-                fourier,
-                index_dims,
-            } => (
-                index_dims.iter().product(),
-                fourier.num_channels(index_dims.len()),
-            ),
-        }
+        self.checked_shape().unwrap_or((usize::MAX, usize::MAX))
     }
 }
 
@@ -633,6 +623,16 @@ pub enum ConfigError {
         /// The field.
         field: &'static str,
         /// Why.
+        reason: String,
+    },
+    /// A size is absurd: a product of sizes overflows or exceeds
+    /// [`PerceiverConfig::MAX_ELEMENTS`] elements, or a layer count exceeds
+    /// [`PerceiverConfig::MAX_LAYERS`].
+    #[error("`{field}` is too large: {reason}")]
+    TooLarge {
+        /// The field.
+        field: &'static str,
+        /// The product or count and the limit it breaks.
         reason: String,
     },
     /// The position encoding is invalid.
@@ -712,21 +712,22 @@ impl PerceiverConfig {
         serde_json::to_string_pretty(self).expect("the config serialises")
     }
 
-    /// Channels of the position encoding (after the projection).
+    /// Channels of the position encoding (after the projection); saturates at `usize::MAX`
+    /// when the count overflows (which [`PerceiverConfig::validate`] refuses).
     pub fn position_channels(&self) -> usize {
-        self.position_encoding
-            .num_channels(self.input_axes.len(), self.position_projection)
+        self.checked_position_channels().unwrap_or(usize::MAX)
     }
 
     /// Width of each input token fed to the cross-attention: input channels + position
-    /// channels.
+    /// channels (saturating at `usize::MAX`, which [`PerceiverConfig::validate`] refuses).
     pub fn input_width(&self) -> usize {
-        self.input_channels + self.position_channels()
+        self.input_channels.saturating_add(self.position_channels())
     }
 
-    /// Number of input tokens for the configured axes.
+    /// Number of input tokens for the configured axes (saturating at `usize::MAX`, which
+    /// [`PerceiverConfig::validate`] refuses).
     pub fn input_tokens(&self) -> usize {
-        self.input_axes.iter().product()
+        checked_product(&self.input_axes).unwrap_or(usize::MAX)
     }
 
     /// Widths of the encoder cross-attention.
@@ -812,6 +813,7 @@ impl PerceiverConfig {
     }
 }
 
+mod sizes;
 #[cfg(test)]
 mod tests;
 mod validate;

@@ -135,3 +135,97 @@ fn widths() {
     assert_eq!(FeedForwardConfig::geglu(4).hidden(10), (80, 40));
     assert_eq!(FeedForwardConfig::gelu(2).hidden(10), (20, 20));
 }
+
+#[test]
+fn absurd_sizes_are_refused_naming_the_field() {
+    let field = |c: PerceiverConfig| match c.validate() {
+        Err(ConfigError::TooLarge { field, .. }) => field,
+        other => panic!("{other:?}"),
+    };
+    let d = PerceiverConfig::default;
+    assert_eq!(
+        field(PerceiverConfig {
+            input_axes: vec![1 << 40, 1 << 40],
+            ..d()
+        }),
+        "input_axes"
+    );
+    assert_eq!(
+        field(PerceiverConfig {
+            num_latents: 1 << 40,
+            latent_dim: 1 << 20,
+            ..d()
+        }),
+        "num_latents"
+    );
+    assert_eq!(
+        field(PerceiverConfig {
+            self_attention: AttentionConfig::with_head_dim(1 << 40, 1 << 40),
+            ..d()
+        }),
+        "self_attention.qk_dim"
+    );
+    assert_eq!(
+        field(PerceiverConfig {
+            self_feed_forward: FeedForwardConfig::gelu(usize::MAX / 2),
+            ..d()
+        }),
+        "self_feed_forward.multiplier"
+    );
+    assert_eq!(
+        field(PerceiverConfig {
+            position_encoding: PositionEncodingConfig::Fourier(FourierConfig::deepmind(
+                usize::MAX / 2,
+                vec![28.0],
+            )),
+            ..d()
+        }),
+        "position_encoding"
+    );
+    assert_eq!(
+        field(PerceiverConfig {
+            num_blocks: 1 << 40,
+            ..d()
+        }),
+        "num_blocks"
+    );
+    // The message names the factors.
+    let e = PerceiverConfig {
+        num_latents: 1 << 40,
+        latent_dim: 1 << 20,
+        ..d()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("num_latents 1099511627776 × latent_dim 1048576"),
+        "{e}"
+    );
+}
+
+#[test]
+fn counts_of_huge_configs_are_errors_not_wraps() {
+    let huge = PerceiverConfig {
+        num_latents: 1 << 20,
+        latent_dim: 1 << 20,
+        self_feed_forward: FeedForwardConfig::gelu(16),
+        num_blocks: 1 << 10,
+        self_per_block: 1 << 10,
+        sharing: WeightSharing::None,
+        ..PerceiverConfig::default()
+    };
+    huge.validate().unwrap();
+    let e = huge.try_flops_per_example().unwrap_err();
+    assert!(matches!(e, crate::ModelError::Overflow { .. }), "{e}");
+    assert_eq!(huge.flops_per_example().total(), u64::MAX);
+    let e = huge.try_num_params().unwrap_err();
+    assert!(matches!(e, crate::ModelError::Overflow { .. }), "{e}");
+    assert_eq!(huge.num_params(), usize::MAX);
+    let small = PerceiverConfig::default();
+    assert_eq!(small.try_num_params().unwrap() as usize, small.num_params());
+    assert_eq!(
+        small.try_flops_per_example().unwrap(),
+        small.flops_per_example()
+    );
+}

@@ -29,6 +29,7 @@ impl PerceiverConfig {
             .validate(self.input_axes.len(), self.position_projection)?;
         positive("num_latents", self.num_latents)?;
         positive("latent_dim", self.latent_dim)?;
+        self.check_sizes()?;
         if !(self.latent_init.std.is_finite() && self.latent_init.std >= 0.0) {
             return Err(OutOfRange {
                 field: "latent_init.std",

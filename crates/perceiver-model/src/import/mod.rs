@@ -223,7 +223,9 @@ impl NameMap {
         Ok(out)
     }
 
-    /// Builds a model for `config` and loads reference-named `tensors` into it.
+    /// Builds a model for `config` and loads reference-named `tensors` into it. A `config`
+    /// describing more parameters than `tensors` hold values is refused before the model is
+    /// allocated.
     pub fn import(
         &self,
         config: PerceiverConfig,
@@ -231,6 +233,17 @@ impl NameMap {
         layout: &str,
         context: &str,
     ) -> Result<Perceiver> {
+        let params = config.try_num_params()?;
+        let held = tensors
+            .iter()
+            .fold(0u64, |a, (_, t)| a.saturating_add(t.numel() as u64));
+        if params > held {
+            return Err(ModelError::Unsupported(format!(
+                "{context}: the configuration describes {params} parameters but the {layout} \
+                 tensors hold only {held} values; check num_latents, latent_dim and the other \
+                 sizes of the configuration"
+            )));
+        }
         let model = Perceiver::new(config, &mut Rng::new(0))?;
         self.check_coverage(&model, layout)?;
         let canonical = self.to_canonical(&model, tensors, context)?;

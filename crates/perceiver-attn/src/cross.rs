@@ -490,8 +490,15 @@ fn merge_partials(
     for b in 0..batch {
         let parts: Vec<_> = partials.iter().filter(|t| t.0 == b).collect();
         for row in 0..rows {
-            let gmax = parts.iter().fold(f32::NEG_INFINITY, |a, t| a.max(t.2[row]));
             let dst = &mut out[(b * rows + row) * width..(b * rows + row + 1) * width];
+            // A task whose row met a NaN logit has a NaN maximum or sum: the row is NaN, as
+            // in the plain softmax (its maximum alone could look fully masked).
+            if parts.iter().any(|t| t.2[row].is_nan() || t.3[row].is_nan()) {
+                dst.fill(f32::NAN);
+                lse[b * rows + row] = f32::NAN;
+                continue;
+            }
+            let gmax = parts.iter().fold(f32::NEG_INFINITY, |a, t| a.max(t.2[row]));
             if gmax == f32::NEG_INFINITY {
                 lse[b * rows + row] = f32::INFINITY;
                 continue;

@@ -62,7 +62,7 @@ fn forward_blocks(tasks_bh: usize, n: usize, m: usize) -> (usize, usize) {
 /// One key block of the online softmax for `mx.len()` query rows: `s` holds their logits over
 /// `bc` keys and becomes `exp(s - m')`; the running maxima `mx`, sums `l` and accumulated
 /// outputs `o` (rows of `width`) are rescaled to the new maxima. Fully masked rows (all `-∞`)
-/// become 0. Shared with the fused cross-attention kernels.
+/// become 0; a NaN logit makes the row's state NaN. Shared with the fused cross-attention kernels.
 pub(crate) fn online_softmax(
     s: &mut [f32],
     bc: usize,
@@ -77,6 +77,13 @@ pub(crate) fn online_softmax(
         let row = &mut s[r * bc..(r + 1) * bc];
         let rmax = kmax(row);
         if rmax == f32::NEG_INFINITY {
+            // `kmax` skips NaN, so a row of NaN (and masked) logits lands here too: it poisons
+            // the row's state, as a NaN does in the plain softmax, instead of passing as masked.
+            if row.iter().any(|v| v.is_nan()) {
+                mx[r] = f32::NAN;
+                l[r] = f32::NAN;
+                o[r * width..(r + 1) * width].fill(f32::NAN);
+            }
             row.fill(0.0);
             continue;
         }

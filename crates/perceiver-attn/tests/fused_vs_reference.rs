@@ -449,3 +449,52 @@ fn projected_kv_reuse_matches_reference() -> Result<()> {
     assert!(perceiver_attn::cross_attention_kv(&q, &tracked, &kv, 1, None, None).is_err());
     Ok(())
 }
+
+/// Non-finite inputs propagate as in the plain composition: an example whose keys hold NaN
+/// gives NaN outputs with every kernel (never a finite answer that hides corrupt data), and
+/// the other examples are untouched.
+#[test]
+fn nan_inputs_propagate_like_the_reference() -> Result<()> {
+    let (_, rl) = layer(AttnKernel::Reference, 4);
+    let mut rng = Rng::new(5);
+    let xq = Tensor::randn(&[2, 7, 12], &mut rng);
+    for all in [true, false] {
+        let mut kv_data = Tensor::randn(&[2, 300, 10], &mut rng).to_vec();
+        let first = &mut kv_data[..300 * 10];
+        if all {
+            first.fill(f32::NAN);
+        } else {
+            first[123 * 10 + 4] = f32::NAN;
+        }
+        let xkv = Tensor::from_vec(kv_data, &[2, 300, 10])?;
+        let kv = KeyValues::Rows {
+            x: &xkv,
+            norm: None,
+        };
+        let ro = rl.attend(&xq, kv, Call::default())?.to_vec();
+        let half = ro.len() / 2;
+        assert!(
+            ro[..half].iter().all(|v| v.is_nan()),
+            "reference, all {all}"
+        );
+        for kernel in [
+            AttnKernel::Fused,
+            AttnKernel::Flash,
+            AttnKernel::CrossProjected,
+            AttnKernel::CrossFolded,
+        ] {
+            let mut fl = rl.clone();
+            fl.config.kernel = kernel;
+            let fo = fl.attend(&xq, kv, Call::default())?.to_vec();
+            assert!(
+                fo[..half].iter().all(|v| v.is_nan()),
+                "{kernel:?}, all {all}"
+            );
+            assert!(
+                fo[half..].iter().all(|v| v.is_finite()),
+                "{kernel:?}, all {all}"
+            );
+        }
+    }
+    Ok(())
+}

@@ -100,7 +100,7 @@ pub fn new_trainer(
     Ok(Trainer::new(
         model,
         hyper.optimizer()?,
-        hyper.schedule(hyper.epochs * steps_per_epoch),
+        hyper.schedule(hyper.total_steps(steps_per_epoch)?),
         hyper.trainer_config(),
         Rng::new(mix_seed(&[hyper.seed, 2])),
     ))
@@ -112,7 +112,7 @@ pub fn resume_trainer(dir: &Path, hyper: &Hyper, steps_per_epoch: u64) -> Result
     let (trainer, _): (Trainer, serde::de::IgnoredAny) = Trainer::load_state(
         dir,
         hyper.optimizer()?,
-        hyper.schedule(hyper.epochs * steps_per_epoch),
+        hyper.schedule(hyper.total_steps(steps_per_epoch)?),
         hyper.trainer_config(),
     )?;
     Ok(trainer)

@@ -179,6 +179,22 @@ pub struct Hyper {
 }
 
 impl Hyper {
+    /// The steps of the whole run, `epochs × steps_per_epoch`; more than the trainer's counters
+    /// hold ([`perceiver_model::train::MAX_COUNTER`]) is an error naming `epochs`.
+    pub fn total_steps(&self, steps_per_epoch: u64) -> Result<u64> {
+        self.epochs
+            .checked_mul(steps_per_epoch)
+            .filter(|&n| n <= perceiver_model::train::MAX_COUNTER)
+            .ok_or_else(|| TaskError::Hyper {
+                field: "epochs",
+                rule: format!(
+                    "times {steps_per_epoch} steps per epoch must be at most {} steps, got {}",
+                    perceiver_model::train::MAX_COUNTER,
+                    self.epochs
+                ),
+            })
+    }
+
     /// Checks every setting: at least one epoch and one example per batch, a positive finite
     /// learning rate and clip norm, a non-negative weight decay, label smoothing in `[0, 1)`.
     pub fn validate(&self) -> Result<()> {

@@ -100,6 +100,9 @@ pub struct TrainArgs {
     /// Write a training-loss line to metrics.jsonl every N steps (default 10).
     #[arg(long)]
     pub log_every: Option<u64>,
+    /// Memory budget (e.g. 8G); default: the memory the system has available.
+    #[arg(long, value_name = "SIZE", value_parser = crate::resources::parse_bytes)]
+    pub max_memory: Option<u64>,
 }
 
 /// Options of `perceiver eval`.
@@ -123,6 +126,9 @@ pub struct EvalArgs {
     /// Compute threads.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Memory budget (e.g. 8G); default: the memory the system has available.
+    #[arg(long, value_name = "SIZE", value_parser = crate::resources::parse_bytes)]
+    pub max_memory: Option<u64>,
 }
 
 /// Options of `perceiver predict`.

@@ -2,10 +2,11 @@
 
 use crate::args::EvalArgs;
 use crate::error::{CliError, Result};
+use crate::info::read_config;
 use crate::report::evaluate_loader;
-use crate::rundir::{checkpoint_dir, read_run_info};
-use perceiver_data::Split;
-use perceiver_model::Perceiver;
+use crate::resources::check_memory_for;
+use crate::rundir::{check_class_names, checkpoint_dir, read_run_info};
+use perceiver_model::{Perceiver, CONFIG_FILE};
 use perceiver_tasks as tasks;
 use serde_json::json;
 use std::time::Instant;
@@ -18,8 +19,16 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     }
     let ckpt = checkpoint_dir(&a.checkpoint)?;
     let (epochs, info) = read_run_info(&ckpt)?;
+    check_memory_for(
+        &read_config(&ckpt.join(CONFIG_FILE))?,
+        a.batch_size,
+        false,
+        a.max_memory,
+    )?;
     let model = Perceiver::load_checkpoint(&ckpt)?;
+    check_class_names(&ckpt, &info, model.config())?;
     let mut spec = info.data.clone();
+    let trained_on = spec.dataset;
     if let Some(d) = a.dataset {
         if d != spec.dataset {
             spec.dataset = d;
@@ -33,30 +42,54 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     if a.test_size.is_some() {
         spec.test_size = a.test_size;
     }
-    let test_ds = tasks::open_split(&spec, Split::Test)?;
-    let shape = tasks::data_shape(test_ds.as_ref(), spec.patch)?;
+    if spec.test_size == Some(0) {
+        return Err(CliError::new("--test-size 0: nothing to evaluate"));
+    }
+    // On another dataset, say so first: its data may not even fit the checkpoint's pipeline.
+    let other = |e: CliError| {
+        if spec.dataset == trained_on {
+            e
+        } else {
+            CliError::new(format!(
+                "the checkpoint was trained on {}, and {} does not fit it: {e}",
+                trained_on.name(),
+                spec.dataset.name()
+            ))
+        }
+    };
+    let (test_ds, notes) = tasks::open_eval_split(&spec).map_err(|e| other(e.into()))?;
+    for note in &notes {
+        eprintln!("note: {note}");
+    }
+    let shape = tasks::data_shape(test_ds.as_ref(), spec.patch).map_err(|e| other(e.into()))?;
     let c = model.config();
     if c.input_channels != shape.channels || c.input_tokens() != shape.tokens {
-        return Err(CliError::new(format!(
+        return Err(other(CliError::new(format!(
             "the checkpoint takes {} tokens of {} channels but {} has {} tokens of {}",
             c.input_tokens(),
             c.input_channels,
             spec.dataset.name(),
             shape.tokens,
             shape.channels
-        )));
+        ))));
     }
     if c.num_outputs() != Some(test_ds.num_classes()) {
-        return Err(CliError::new(format!(
+        return Err(other(CliError::new(format!(
             "the checkpoint has {:?} classes but {} has {}",
             c.num_outputs(),
             spec.dataset.name(),
             test_ds.num_classes()
-        )));
+        ))));
     }
     let loader = tasks::eval_loader(&spec, test_ds.clone(), a.batch_size, &shape)?;
     let t0 = Instant::now();
     let stats = evaluate_loader(&model, &loader, "eval")?;
+    if !stats.loss.is_finite() {
+        return Err(CliError::new(format!(
+            "the test loss is {} on {} examples: the checkpoint's weights or the data hold non-finite values",
+            stats.loss, stats.count
+        )));
+    }
     let eval_s = t0.elapsed().as_secs_f64();
     let eps = if info.train_seconds > 0.0 {
         info.train_examples as f64 / info.train_seconds

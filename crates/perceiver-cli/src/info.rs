@@ -1,9 +1,9 @@
 //! `perceiver info`, and the number and configuration-file helpers the commands share.
 
 use crate::args::InfoArgs;
-use crate::error::{io, CliError, Result};
+use crate::error::{CliError, Result};
 use crate::rundir::checkpoint_dir;
-use perceiver_model::{preset, Perceiver, PerceiverConfig, PRESETS};
+use perceiver_model::{preset, PerceiverConfig, CONFIG_FILE, PRESETS};
 
 /// `1234567` -> `1,234,567`.
 pub fn thousands(n: u64) -> String {
@@ -20,7 +20,8 @@ pub fn thousands(n: u64) -> String {
 
 /// Reads and validates a configuration file.
 pub fn read_config(path: &std::path::Path) -> Result<PerceiverConfig> {
-    let json = std::fs::read_to_string(path).map_err(|e| io(path, e))?;
+    let json = perceiver_io::read_string_bounded(path, perceiver_io::MAX_JSON_BYTES)
+        .map_err(|e| CliError::new(e.to_string()))?;
     PerceiverConfig::from_json(&json).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
 }
 
@@ -31,9 +32,10 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     } else if let Some(path) = &args.config {
         (format!("config {}", path.display()), read_config(path)?)
     } else if let Some(dir) = &args.checkpoint {
+        // The configuration alone: no weights are read or allocated.
         let dir = checkpoint_dir(dir)?;
-        let m = Perceiver::load_checkpoint(&dir)?;
-        (format!("checkpoint {}", dir.display()), m.config().clone())
+        let c = read_config(&dir.join(CONFIG_FILE))?;
+        (format!("checkpoint {}", dir.display()), c)
     } else {
         return Err(CliError::new(format!(
             "info needs --preset NAME, --config FILE or --checkpoint DIR (presets: {})",
@@ -43,7 +45,8 @@ pub fn info(args: &InfoArgs) -> Result<()> {
     c.validate()
         .map_err(|e| CliError::new(format!("{what}: {e}")))?;
     let plan = c.sharing_plan();
-    let flops = c.flops_per_example();
+    let flops = c.try_flops_per_example()?;
+    let params = c.try_num_params()?;
     println!("{what}");
     println!("configuration:\n{}", c.to_json());
     println!(
@@ -64,7 +67,7 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         c.self_per_block,
         plan.towers
     );
-    println!("parameters: {}", thousands(c.num_params() as u64));
+    println!("parameters: {}", thousands(params));
     let g = |x: u64| {
         let v = x as f64 / 1e9;
         if v >= 10.0 {

@@ -14,9 +14,11 @@ mod args;
 mod error;
 mod eval;
 mod info;
+mod outdir;
 mod plot;
 mod predict;
 mod report;
+mod resources;
 mod rundir;
 mod train;
 
@@ -75,9 +77,7 @@ enum Command {
 /// from outside the pool with the calling thread blocked on a latch each time: on a training
 /// step made of hundreds of small ops that hand-off would be a large share of the time.
 pub fn in_pool<T: Send>(n: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    if n == Some(0) {
-        return Err(CliError::new("--threads must be at least 1"));
-    }
+    let n = resources::thread_count(n)?;
     let pool = perceiver_nn::runtime::compute_pool(n)
         .build()
         .map_err(|e| CliError::new(format!("--threads: {e}")))?;

@@ -19,9 +19,9 @@ pub struct EpochPoint {
     pub train_loss: f64,
     /// Training accuracy.
     pub train_acc: f64,
-    /// Test loss.
+    /// Test loss (NaN without a test split).
     pub test_loss: f64,
-    /// Test accuracy.
+    /// Test accuracy (NaN without a test split).
     pub test_acc: f64,
 }
 
@@ -92,6 +92,7 @@ pub fn write_curves(
     let lo = points
         .iter()
         .flat_map(|p| [p.train_acc, p.test_acc])
+        .filter(|v| v.is_finite())
         .fold(1.0f64, f64::min)
         .clamp(0.0, 0.9);
     let lo = (lo * 10.0).floor() / 10.0;
@@ -154,10 +155,18 @@ fn draw_panel(
     }
     mesh.draw()?;
     let light = RGBColor(150, 170, 230);
-    chart.draw_series(LineSeries::new(panel.steps.iter().copied(), &light))?;
+    // Non-finite values (a run without a test split has NaN test values) are left out.
+    let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
+    chart.draw_series(LineSeries::new(
+        panel.steps.iter().copied().filter(finite),
+        &light,
+    ))?;
     for (which, colour, label) in [(0, BLUE, "train"), (1, RED, "test")] {
         let series = chart.draw_series(LineSeries::new(
-            points.iter().map(|p| (p.epoch, (panel.curves)(p)[which])),
+            points
+                .iter()
+                .map(|p| (p.epoch, (panel.curves)(p)[which]))
+                .filter(finite),
             colour.stroke_width(2),
         ))?;
         if text {
@@ -169,7 +178,9 @@ fn draw_panel(
     chart.draw_series(
         points
             .iter()
-            .map(|p| Circle::new((p.epoch, (panel.curves)(p)[1]), 3, RED.filled())),
+            .map(|p| (p.epoch, (panel.curves)(p)[1]))
+            .filter(finite)
+            .map(|xy| Circle::new(xy, 3, RED.filled())),
     )?;
     if text {
         let mut labels = chart.configure_series_labels();

@@ -2,18 +2,23 @@
 
 use crate::args::PredictArgs;
 use crate::error::{CliError, Result};
-use crate::rundir::{checkpoint_dir, RunInfo};
+use crate::info::read_config;
+use crate::resources::check_memory_for;
+use crate::rundir::{check_class_names, checkpoint_dir, RunInfo};
 use perceiver_data::audio::{crop_or_pad, read_wav, waveform_patches, AudioFeatures, LogMel};
 use perceiver_data::image::folder::decode_image;
 use perceiver_data::image::{sample_from_u8, ImageFolderConfig};
 use perceiver_data::points::{normalize_points, read_mesh, sample_surface, Scaling};
 use perceiver_data::{collate, Sample, Transform};
 use perceiver_model::train::{predict_proba, read_trainer_state};
-use perceiver_model::{Perceiver, PerceiverConfig};
+use perceiver_model::{Perceiver, PerceiverConfig, CONFIG_FILE};
 use perceiver_tasks::{self as tasks, AudioKind, DataSpec};
 use perceiver_tensor::Rng;
 use serde_json::json;
 use std::path::Path;
+
+/// Largest image file read (256 MiB).
+const MAX_IMAGE_BYTES: u64 = 256 << 20;
 
 fn extension(path: &Path) -> String {
     path.extension()
@@ -39,7 +44,8 @@ fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Samp
             // With patches, the model sees (H/p) x (W/p) tokens of p*p*channels values.
             let p = spec.patch.max(1);
             let (h, w) = (c.input_axes[0] * p, c.input_axes[1] * p);
-            let bytes = std::fs::read(path).map_err(|e| crate::error::io(path, e))?;
+            let bytes = perceiver_io::read_bounded(path, MAX_IMAGE_BYTES)
+                .map_err(|e| CliError::new(e.to_string()))?;
             let cfg = ImageFolderConfig {
                 resize: Some(h.min(w) as u32),
                 crop: Some((h as u32, w as u32)),
@@ -95,9 +101,11 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
     let state = read_trainer_state(&ckpt)?;
     let info: RunInfo = serde_json::from_value(state.extra)
         .map_err(|e| CliError::new(format!("{}: malformed run settings: {e}", ckpt.display())))?;
+    check_memory_for(&read_config(&ckpt.join(CONFIG_FILE))?, 1, false, None)?;
     let model = Perceiver::load_checkpoint(&ckpt)?;
     let spec = &info.data;
     let c = model.config().clone();
+    check_class_names(&ckpt, &info, &c)?;
     // The model's tokens are patches when the run used them; the transform takes pixels.
     let pp = spec.patch.max(1) * spec.patch.max(1);
     let tf = tasks::eval_transform(spec, c.input_tokens() * pp)?;
@@ -118,6 +126,12 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         }
         let batch = tasks::model_batch(collate(vec![sample], vec![0])?);
         let probs = predict_proba(&model, &batch)?.to_vec();
+        if let Some(i) = probs.iter().position(|p| !p.is_finite()) {
+            return Err(CliError::new(format!(
+                "{}: the model gives a non-finite probability for class {i} (non-finite input or weights)",
+                path.display()
+            )));
+        }
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
         println!("{}", path.display());

@@ -3,13 +3,17 @@
 //! optimizer and schedule) is `perceiver-tasks`.
 
 use crate::args::TrainArgs;
-use crate::error::{io, CliError, Result};
+use crate::error::{CliError, Result};
 use crate::info::{read_config, thousands};
-use crate::report::{carry_metrics, evaluate_loader, new_bar, plot, Metrics};
-use crate::rundir::{checkpoint_dir, read_run_info, EpochRecord, RunInfo, CHECKPOINT, METRICS};
-use perceiver_data::{Loader, Split};
-use perceiver_model::preset;
-use perceiver_model::train::{EvalStats, TrainError, Trainer};
+use crate::outdir::OutDir;
+use crate::report::{evaluate_loader, new_bar, plot, Metrics};
+use crate::resources::check_memory;
+use crate::rundir::{
+    check_class_names, checkpoint_dir, read_run_info, EpochRecord, RunInfo, CHECKPOINT, METRICS,
+};
+use perceiver_data::Loader;
+use perceiver_model::train::{EvalStats, TrainError, Trainer, TRAINER_FILE};
+use perceiver_model::{preset, CONFIG_FILE};
 use perceiver_tasks::{self as tasks, DataSpec, DatasetKind, Hyper};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -19,8 +23,15 @@ use std::time::Instant;
 pub fn train(a: &TrainArgs) -> Result<()> {
     let wall = Instant::now();
     let mut run = setup(a)?;
-    let done = epochs(&mut run, a.stop_after, wall)?;
-    report(run, done, wall)
+    match epochs(&mut run, a.stop_after, wall) {
+        Ok(done) => report(run, done, wall),
+        Err(e) => {
+            if run.fresh && !run.saved {
+                run.out.abandon();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The run's settings and where they come from.
@@ -34,10 +45,15 @@ struct Settings {
 /// Everything the epoch loop needs.
 struct Run {
     info: RunInfo,
-    out: PathBuf,
+    out: OutDir,
+    /// A new run (not a resumed one).
+    fresh: bool,
+    /// A checkpoint was saved by this invocation.
+    saved: bool,
     trainer: Trainer,
     train_loader: Loader,
-    test_loader: Loader,
+    /// None without a test split (`--test-size 0`).
+    test_loader: Option<Loader>,
     metrics: Metrics,
     params: usize,
     flops: u64,
@@ -52,11 +68,39 @@ struct Done {
     last_test: Option<EvalStats>,
 }
 
+/// Evaluates on the test split, if there is one; a non-finite loss is an error.
+fn test_stats(run: &Run, keep: &str) -> Result<Option<EvalStats>> {
+    let Some(loader) = &run.test_loader else {
+        return Ok(None);
+    };
+    let test = evaluate_loader(run.trainer.model(), loader, "test")?;
+    if !test.loss.is_finite() {
+        return Err(CliError::new(format!(
+            "the test loss became {} after epoch {}; stopping — try a lower learning rate or --clip-norm; {keep}",
+            test.loss,
+            run.trainer.epoch() + 1
+        )));
+    }
+    Ok(Some(test))
+}
+
+/// Where the last good checkpoint is, for the message of a run that stops on an error.
+fn last_good(out: &Path) -> String {
+    let dir = out.join(CHECKPOINT);
+    match read_run_info(&dir) {
+        Ok((epoch, _)) => format!(
+            "the last good checkpoint is {} (epoch {epoch})",
+            dir.display()
+        ),
+        Err(_) => "no checkpoint was written".to_string(),
+    }
+}
+
 /// Settings when continuing a run: the saved ones, with `--epochs`, `--log-every` and
 /// `--data-dir` applied (other settings flags are reported as ignored).
 fn resumed(a: &TrainArgs, dir: &Path) -> Result<Settings> {
     let ckpt = checkpoint_dir(dir)?;
-    let (_, mut info) = read_run_info(&ckpt)?;
+    let (done, mut info) = read_run_info(&ckpt)?;
     let ignored: Vec<&str> = [
         ("--dataset", a.dataset != DatasetKind::Shapes),
         ("--preset", a.preset.is_some()),
@@ -82,6 +126,13 @@ fn resumed(a: &TrainArgs, dir: &Path) -> Result<Settings> {
     }
     if let Some(e) = a.epochs {
         info.hyper.epochs = e;
+    }
+    if done >= info.hyper.epochs {
+        return Err(CliError::new(format!(
+            "the run in {} has finished: {done} of {} epochs done; pass --epochs N (more than {done}) to train further",
+            dir.display(),
+            info.hyper.epochs
+        )));
     }
     if let Some(n) = a.log_every {
         info.log_every = n;
@@ -178,7 +229,8 @@ fn default_out(kind: DatasetKind) -> PathBuf {
 }
 
 /// The settings, the data and its loaders, the trainer (new or resumed) and the metrics file;
-/// prints the one-line summary of what is about to run.
+/// prints the one-line summary of what is about to run. Everything is checked before the
+/// output folder is touched.
 fn setup(a: &TrainArgs) -> Result<Run> {
     let Settings {
         mut info,
@@ -193,8 +245,11 @@ fn setup(a: &TrainArgs) -> Result<Run> {
         return Err(CliError::new("--log-every must be at least 1"));
     }
     // Data.
-    let train_ds = tasks::open_split(&info.data, Split::Train)?;
-    let test_ds = tasks::open_split(&info.data, Split::Test)?;
+    let splits = tasks::open_splits(&info.data)?;
+    for note in &splits.notes {
+        eprintln!("note: {note}");
+    }
+    let (train_ds, test_ds) = (splits.train, splits.test);
     if resume_from.is_none() {
         info.data.fit(train_ds.as_ref())?;
     }
@@ -202,8 +257,15 @@ fn setup(a: &TrainArgs) -> Result<Run> {
     let classes = train_ds.num_classes();
     let h = info.hyper.clone();
     let train_loader = tasks::train_loader(&info.data, &h, train_ds.clone(), &shape)?;
-    let test_loader =
-        tasks::eval_loader(&info.data, test_ds.clone(), h.batch_size.max(64), &shape)?;
+    let test_loader = match &test_ds {
+        Some(ds) => Some(tasks::eval_loader(
+            &info.data,
+            ds.clone(),
+            h.batch_size.max(64),
+            &shape,
+        )?),
+        None => None,
+    };
     let steps_per_epoch = train_loader.num_batches() as u64;
     if steps_per_epoch == 0 {
         return Err(CliError::new(format!(
@@ -214,13 +276,22 @@ fn setup(a: &TrainArgs) -> Result<Run> {
     }
     info.steps_per_epoch = steps_per_epoch;
     // The trainer.
-    std::fs::create_dir_all(&out).map_err(|e| io(&out, e))?;
-    let metrics_path = out.join(METRICS);
     let trainer = match &resume_from {
-        Some((ckpt, run_dir)) => {
+        Some((ckpt, _)) => {
+            check_memory(&read_config(&ckpt.join(CONFIG_FILE))?, &h, a.max_memory)?;
             let t = tasks::resume_trainer(ckpt, &h, steps_per_epoch)?;
+            check_class_names(ckpt, &info, t.model().config())?;
+            let expected = t.epoch().checked_mul(steps_per_epoch);
+            if expected != Some(t.steps()) {
+                return Err(CliError::new(format!(
+                    "{}: step {} does not match epoch {} of {} steps; the checkpoint was tampered with or the data changed",
+                    ckpt.join(TRAINER_FILE).display(),
+                    t.steps(),
+                    t.epoch(),
+                    steps_per_epoch
+                )));
+            }
             info.history.retain(|r| r.epoch <= t.epoch());
-            carry_metrics(&run_dir.join(METRICS), &metrics_path, t.epoch())?;
             t
         }
         None => {
@@ -236,9 +307,8 @@ fn setup(a: &TrainArgs) -> Result<Run> {
                 body.per_block = a.depth.unwrap_or(body.per_block);
                 tasks::body_config(&body, &shape, classes, a.dataset.is_points())
             };
-            let t = tasks::new_trainer(config, &h, steps_per_epoch)?;
-            std::fs::write(&metrics_path, "").map_err(|e| io(&metrics_path, e))?;
-            t
+            check_memory(&config, &h, a.max_memory)?;
+            tasks::new_trainer(config, &h, steps_per_epoch)?
         }
     };
     let c = trainer.model().config();
@@ -253,24 +323,48 @@ fn setup(a: &TrainArgs) -> Result<Run> {
         )));
     }
     let params = trainer.model().num_params();
-    let flops = c.flops_per_example().total();
-    let metrics = Metrics::append(metrics_path)?;
+    let flops = c.try_flops_per_example()?.total();
+    // The output folder, last: nothing above wrote anything.
+    let (out, metrics) = match &resume_from {
+        Some((_, run_dir)) if same_dir(run_dir, &out) => {
+            let dir = OutDir::claim_resumed(&out)?;
+            let m = Metrics::resumed(&run_dir.join(METRICS), out.join(METRICS), trainer.epoch())?;
+            (dir, m)
+        }
+        Some((_, run_dir)) => {
+            let dir = OutDir::claim_new(&out)?;
+            let m = Metrics::resumed(&run_dir.join(METRICS), out.join(METRICS), trainer.epoch())?;
+            (dir, m)
+        }
+        None => {
+            let mut dir = OutDir::claim_new(&out)?;
+            let path = out.join(METRICS);
+            let m = Metrics::create(path.clone());
+            dir.created_file(path);
+            (dir, m?)
+        }
+    };
     eprintln!(
-        "training on {} ({} train / {} test examples, {} classes); {} parameters; {} steps per epoch; epochs {}..{} of {}; output {}",
+        "training on {} ({} train / {} examples, {} classes); {} parameters; {} steps per epoch; epochs {}..{} of {}; output {}",
         info.data.dataset.name(),
         train_ds.len(),
-        test_ds.len(),
+        match &test_ds {
+            Some(ds) => format!("{} test", ds.len()),
+            None => "no test (--test-size 0)".to_string(),
+        },
         classes,
         thousands(params as u64),
         steps_per_epoch,
         trainer.epoch() + 1,
         h.epochs,
         h.epochs,
-        out.display()
+        out.path().display()
     );
     Ok(Run {
         info,
         out,
+        fresh: resume_from.is_none(),
+        saved: false,
         trainer,
         train_loader,
         test_loader,
@@ -280,13 +374,21 @@ fn setup(a: &TrainArgs) -> Result<Run> {
     })
 }
 
+/// Whether two paths name the same folder.
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
 /// Trains from the trainer's epoch to `hyper.epochs` (at most `stop_after` epochs): each epoch
 /// with a progress bar, then a test evaluation, the checkpoint, the metrics line, the curves
 /// and one line on standard output.
 fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done> {
     let epochs = run.info.hyper.epochs;
     let steps_per_epoch = run.info.steps_per_epoch;
-    let ckpt_dir = run.out.join(CHECKPOINT);
+    let ckpt_dir = run.out.path().join(CHECKPOINT);
     let mut done = Done::default();
     for epoch in run.trainer.epoch()..epochs {
         if stop_after.is_some_and(|s| done.epochs >= s) {
@@ -301,12 +403,7 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
                 Ok(s) => s,
                 Err(e @ TrainError::NonFinite { .. }) => {
                     bar.abandon();
-                    let keep = if ckpt_dir.exists() {
-                        format!("the last good checkpoint is {}", ckpt_dir.display())
-                    } else {
-                        "no checkpoint was written".to_string()
-                    };
-                    return Err(CliError::new(format!("{e}; {keep}")));
+                    return Err(CliError::new(format!("{e}; {}", last_good(run.out.path()))));
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -331,8 +428,8 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
         }
         bar.finish_and_clear();
         let train_s = t0.elapsed().as_secs_f64();
-        let test = evaluate_loader(run.trainer.model(), &run.test_loader, "test")?;
-        run.trainer.finish_epoch();
+        let test = test_stats(run, &last_good(run.out.path()))?;
+        run.trainer.finish_epoch()?;
         done.examples += count as u64;
         done.train_s += train_s;
         done.epochs += 1;
@@ -341,14 +438,18 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
             epoch: epoch + 1,
             train_loss: loss_sum / count.max(1) as f64,
             train_accuracy: correct as f64 / count.max(1) as f64,
-            test_loss: test.loss,
-            test_accuracy: test.accuracy(),
+            test_loss: test.as_ref().map(|t| t.loss),
+            test_accuracy: test.as_ref().map(EvalStats::accuracy),
             train_s,
             epoch_s: 0.0,
         });
         info.train_examples += count as u64;
         info.train_seconds += train_s;
-        run.trainer.save_state(&ckpt_dir, &*info)?;
+        if let Err(e) = run.trainer.save_state(&ckpt_dir, &*info) {
+            return Err(CliError::new(format!("{e}; {}", last_good(run.out.path()))));
+        }
+        run.saved = true;
+        run.metrics.commit()?;
         let epoch_s = t0.elapsed().as_secs_f64();
         if let Some(r) = info.history.last_mut() {
             r.epoch_s = epoch_s;
@@ -362,19 +463,21 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
             "train_examples_per_s": count as f64 / train_s.max(1e-9),
             "wall_s": wall.elapsed().as_secs_f64(),
         }))?;
-        plot(&run.out, info);
+        plot(run.out.path(), info);
+        let test_text = match (r.test_loss, r.test_accuracy) {
+            (Some(l), Some(acc)) => format!("test loss {l:.4} acc {:.2}%", 100.0 * acc),
+            _ => "no test split".to_string(),
+        };
         println!(
-            "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | {:.0} ex/s | {:.1} s",
+            "epoch {}/{}: train loss {:.4} acc {:.2}% | {test_text} | {:.0} ex/s | {:.1} s",
             r.epoch,
             epochs,
             r.train_loss,
             100.0 * r.train_accuracy,
-            r.test_loss,
-            100.0 * r.test_accuracy,
             count as f64 / train_s.max(1e-9),
             epoch_s
         );
-        done.last_test = Some(test);
+        done.last_test = test;
     }
     Ok(done)
 }
@@ -383,15 +486,16 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
 /// checkpoint, and the summary JSON line.
 fn report(mut run: Run, done: Done, wall: Instant) -> Result<()> {
     let test = match done.last_test {
-        Some(t) => t,
-        None => evaluate_loader(run.trainer.model(), &run.test_loader, "test")?,
+        Some(t) => Some(t),
+        None => test_stats(&run, &last_good(run.out.path()))?,
     };
     let info = &mut run.info;
     let wall_s = wall.elapsed().as_secs_f64();
     info.wall_seconds += wall_s;
     if done.epochs > 0 {
         // Record the wall time in the checkpoint's run info (same weights and counters).
-        run.trainer.save_state(run.out.join(CHECKPOINT), &*info)?;
+        run.trainer
+            .save_state(run.out.path().join(CHECKPOINT), &*info)?;
     }
     let last = info.history.last();
     let eps = if done.train_s > 0.0 {
@@ -415,8 +519,8 @@ fn report(mut run: Run, done: Done, wall: Instant) -> Result<()> {
     let summary = json!({
         "command": "train",
         "dataset": info.data.dataset.name(),
-        "test_accuracy": test.accuracy(),
-        "test_loss": test.loss,
+        "test_accuracy": test.as_ref().map(EvalStats::accuracy),
+        "test_loss": test.as_ref().map(|t| t.loss),
         "train_accuracy": last.map(|r| r.train_accuracy),
         "train_loss": last.map(|r| r.train_loss),
         "epochs": run.trainer.epoch(),
@@ -427,7 +531,7 @@ fn report(mut run: Run, done: Done, wall: Instant) -> Result<()> {
         "time_per_epoch_s": epoch_s,
         "wall_s": wall_s,
         "total_wall_s": info.wall_seconds,
-        "out": run.out.display().to_string(),
+        "out": run.out.path().display().to_string(),
     });
     if perceiver_tensor::autograd::profile::enabled() {
         eprintln!("{}", perceiver_tensor::autograd::profile::report());

@@ -4,76 +4,10 @@
 //! They live in this package (not the workspace `tests/` crate) because Cargo only provides
 //! `CARGO_BIN_EXE_perceiver` to the integration tests of the package that builds the binary.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_perceiver"));
-    c.env("NO_COLOR", "1");
-    c
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("perceiver-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("the binary runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// The JSON object on the last line of standard output.
-fn last_json(o: &Output) -> serde_json::Value {
-    let out = text(&o.stdout);
-    let last = out.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("last line is not JSON ({e}): {out}"))
-}
-
-/// Runs the binary with `args`, which must succeed, and returns the JSON object on the last
-/// line of its standard output.
-fn succeed(args: &[&str]) -> serde_json::Value {
-    let o = run(args);
-    assert!(o.status.success(), "{args:?} failed: {}", text(&o.stderr));
-    last_json(&o)
-}
-
-const TINY: &[&str] = &[
-    "--latents",
-    "8",
-    "--latent-dim",
-    "16",
-    "--bands",
-    "4",
-    "--depth",
-    "1",
-    "--batch-size",
-    "8",
-    "--threads",
-    "1",
-];
-
-fn train(out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["train", "--out", out.to_str().unwrap()];
-    args.extend_from_slice(TINY);
-    args.extend_from_slice(extra);
-    let o = run(&args);
-    assert!(o.status.success(), "train failed: {}", text(&o.stderr));
-    o
-}
-
-fn write_png(path: &Path) {
-    let img = image::GrayImage::from_fn(40, 40, |x, y| {
-        let (dx, dy) = (x as f32 - 20.0, y as f32 - 20.0);
-        image::Luma([if dx * dx + dy * dy < 100.0 { 230 } else { 20 }])
-    });
-    img.save(path).unwrap();
-}
+use common::*;
+use std::path::Path;
 
 #[test]
 fn train_eval_predict_end_to_end() {
@@ -232,20 +166,6 @@ fn resume_continues_exactly() {
     assert_eq!(la, lb);
     assert_eq!(a["test_loss"], b["test_loss"]);
     std::fs::remove_dir_all(&d).unwrap();
-}
-
-/// Runs `args`, expecting failure with exactly one line on standard error and no panic.
-fn fails(args: &[&str]) -> String {
-    let o = run(args);
-    let err = text(&o.stderr);
-    assert!(!o.status.success(), "{args:?} should fail");
-    assert_ne!(o.status.code(), Some(101), "{args:?} panicked: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    err
 }
 
 #[test]

@@ -455,3 +455,56 @@ fn scenario_nothing_but_the_tools_files_changes() {
     assert!(m.is_file());
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Writes `n` small PNGs per class under `root/split/class/`.
+fn image_folder(root: &Path, split: &str, classes: &[&str], n: u32) {
+    for (k, class) in classes.iter().enumerate() {
+        let dir = root.join(split).join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for i in 0..n {
+            let img = image::GrayImage::from_fn(16, 16, |x, y| {
+                image::Luma([((x * (k as u32 + 1) + y * i) % 256) as u8])
+            });
+            img.save(dir.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+#[test]
+fn test_classes_are_mapped_by_name_or_refused() {
+    let d = tmp("folders");
+    let args = |root: &Path, out: &Path| -> Vec<String> {
+        let mut a: Vec<String> = ["train", "--dataset", "image-folder", "--image-size", "16"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend([
+            "--data-dir".into(),
+            s(root).into(),
+            "--out".into(),
+            s(out).into(),
+        ]);
+        a.extend(TINY.iter().map(|s| s.to_string()));
+        a.extend(["--epochs".into(), "1".into()]);
+        a
+    };
+    // The test split lacks a class: mapped by name, and the run says so.
+    let root = d.join("subset");
+    image_folder(&root, "train", &["a", "b", "c"], 4);
+    image_folder(&root, "test", &["a", "c"], 2);
+    let out = d.join("run");
+    let a = args(&root, &out);
+    let o = run(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("no 'b'"), "{}", text(&o.stderr));
+    let j = succeed(&["eval", "--checkpoint", s(&out), "--threads", "1"]);
+    assert_eq!(j["examples"], 4);
+    // The test split has a class the training split lacks: refused, naming it.
+    let root = d.join("unknown");
+    image_folder(&root, "train", &["a", "b"], 4);
+    image_folder(&root, "test", &["a", "zebra"], 2);
+    let a = args(&root, &d.join("run2"));
+    let e = refused(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("zebra"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -14,8 +14,9 @@
 //!   file or the new one, and a symlink at the target is replaced, never written through.
 //! - **Appending** ([`append_no_follow`]): opens an existing regular file for appending and
 //!   refuses a symlink.
-//! - **Removing** ([`remove_owned_dir`]): removes a directory only if it holds nothing but the
-//!   named files the caller wrote; anything else is left in place and reported.
+//! - **Removing** ([`remove_owned_dir`], [`check_owned_dir`]): removes a directory only if it
+//!   holds nothing but the named files the caller wrote; anything else is left in place and
+//!   reported.
 //!
 //! ```
 //! use perceiver_io::{read_bounded, write_bytes_atomic, FileError};
@@ -320,15 +321,15 @@ pub fn append_no_follow(path: impl AsRef<Path>) -> Result<File> {
     Ok(file)
 }
 
-/// Removes the directory `dir` if it holds only regular files named in `owned` (and
-/// temporary files of [`write_atomic`] for them); removes nothing and returns
-/// [`FileError::Foreign`] otherwise. A missing `dir` is not an error; a symlink at `dir` is
-/// [`FileError::Symlink`].
-pub fn remove_owned_dir(dir: impl AsRef<Path>, owned: &[&str]) -> Result<()> {
+/// Whether the directory `dir` exists, checking that it holds only regular files named in
+/// `owned` (and temporary files of [`write_atomic`] for them): returns their paths, `None` for
+/// a missing `dir`, and [`FileError::Foreign`] (anything else in it, or something other than a
+/// directory at `dir`) or [`FileError::Symlink`] otherwise. Changes nothing.
+pub fn check_owned_dir(dir: impl AsRef<Path>, owned: &[&str]) -> Result<Option<Vec<PathBuf>>> {
     let dir = dir.as_ref();
     let meta = match std::fs::symlink_metadata(dir) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(FileError::io(dir, e)),
     };
     if meta.file_type().is_symlink() {
@@ -370,6 +371,17 @@ pub fn remove_owned_dir(dir: impl AsRef<Path>, owned: &[&str]) -> Result<()> {
             entries: foreign,
         });
     }
+    Ok(Some(ours))
+}
+
+/// Removes the directory `dir` if [`check_owned_dir`] accepts it (nothing but the named files
+/// the caller wrote); removes nothing and returns its error otherwise. A missing `dir` is not
+/// an error.
+pub fn remove_owned_dir(dir: impl AsRef<Path>, owned: &[&str]) -> Result<()> {
+    let dir = dir.as_ref();
+    let Some(ours) = check_owned_dir(dir, owned)? else {
+        return Ok(());
+    };
     for p in ours {
         std::fs::remove_file(&p).map_err(|e| FileError::io(&p, e))?;
     }

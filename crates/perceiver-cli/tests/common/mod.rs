@@ -4,8 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// The binary under test: this package's, or `$PERCEIVER_TEST_BIN` (to run the suite against
+/// another build, e.g. an older commit's).
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_perceiver"));
+    let exe = std::env::var_os("PERCEIVER_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_perceiver")));
+    let mut c = Command::new(exe);
     c.env("NO_COLOR", "1");
     c
 }
@@ -150,7 +155,20 @@ pub fn refused(args: &[&str]) -> String {
             && !err.contains("backtrace"),
         "{args:?}: {err}"
     );
+    assert!(
+        children_peak_rss() < 1536 << 20,
+        "{args:?}: a run of the binary peaked at {} MiB",
+        children_peak_rss() >> 20
+    );
     err
+}
+
+/// The largest peak resident memory of any child process waited for so far, in bytes.
+pub fn children_peak_rss() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) }, 0);
+    u.ru_maxrss as u64 * 1024 // kilobytes on Linux
 }
 
 /// Every entry under `root` (symlinks not followed) with what it is: file contents, a link's

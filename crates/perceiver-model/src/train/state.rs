@@ -20,7 +20,7 @@
 
 use super::{Result, TrainError, Trainer, TrainerConfig};
 use crate::{Perceiver, CONFIG_FILE, WEIGHTS_FILE};
-use perceiver_io::{kind_name, read_string_bounded, remove_owned_dir, FileError, MAX_JSON_BYTES};
+use perceiver_io::{read_string_bounded, remove_owned_dir, FileError, MAX_JSON_BYTES};
 use perceiver_nn::io::write_bytes_atomic as write_atomic;
 use perceiver_nn::io::{file_err, load_safetensors, save_safetensors};
 use perceiver_nn::optim::{LrSchedule, Optimizer};
@@ -109,52 +109,7 @@ fn normalized(dir: &Path) -> PathBuf {
 /// [`STATE_FILES`] (and temporary files of their atomic writes); anything else is the error
 /// [`perceiver_io::remove_owned_dir`] would give, and nothing is changed.
 fn owned_dir_exists(dir: &Path) -> Result<bool> {
-    let meta = match std::fs::symlink_metadata(dir) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(io_err(dir, e)),
-    };
-    if meta.file_type().is_symlink() {
-        return Err(FileError::Symlink {
-            path: dir.to_path_buf(),
-        }
-        .into());
-    }
-    if !meta.is_dir() {
-        return Err(FileError::Foreign {
-            path: dir.to_path_buf(),
-            entries: vec![format!(
-                "{} instead of a directory",
-                kind_name(meta.file_type())
-            )],
-        }
-        .into());
-    }
-    let mut foreign = Vec::new();
-    for e in std::fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
-        let e = e.map_err(|e| io_err(dir, e))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let is_file = e.file_type().is_ok_and(|t| t.is_file());
-        let known = STATE_FILES.iter().any(|o| {
-            name == *o
-                || name
-                    .strip_prefix(o)
-                    .is_some_and(|rest| rest.starts_with(".tmp."))
-        });
-        if !(known && is_file) {
-            foreign.push(name);
-        }
-    }
-    if foreign.is_empty() {
-        Ok(true)
-    } else {
-        foreign.sort();
-        Err(FileError::Foreign {
-            path: dir.to_path_buf(),
-            entries: foreign,
-        }
-        .into())
-    }
+    Ok(perceiver_io::check_owned_dir(dir, &STATE_FILES)?.is_some())
 }
 
 /// Removes a state directory the trainer wrote (nothing if it holds anything else).

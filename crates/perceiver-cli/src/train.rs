@@ -344,7 +344,7 @@ fn setup(a: &TrainArgs) -> Result<Run> {
             (dir, m?)
         }
     };
-    eprintln!(
+    println!(
         "training on {} ({} train / {} examples, {} classes); {} parameters; {} steps per epoch; epochs {}..{} of {}; output {}",
         info.data.dataset.name(),
         train_ds.len(),

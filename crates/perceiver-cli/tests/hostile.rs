@@ -329,7 +329,7 @@ fn test_size_zero_means_no_test_split() {
         "{j}"
     );
     assert!(text(&o.stdout).contains("no test split"));
-    assert!(text(&o.stderr).contains("no test"));
+    assert!(text(&o.stdout).contains("no test (--test-size 0)"));
     let e = refused(&["eval", "--checkpoint", s(&out), "--test-size", "0"]);
     assert!(e.contains("--test-size 0"), "{e}");
     std::fs::remove_dir_all(&d).unwrap();

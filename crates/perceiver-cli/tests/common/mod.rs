@@ -143,11 +143,8 @@ pub fn refused(args: &[&str]) -> String {
     );
     assert!(!o.status.success(), "{args:?} should fail");
     assert_ne!(o.status.code(), Some(101), "{args:?} panicked: {err}");
-    // Besides notes and the summary a run prints when it starts, one line: the error.
-    let lines: Vec<&str> = err
-        .lines()
-        .filter(|l| !l.starts_with("note:") && !l.starts_with("training on "))
-        .collect();
+    // Besides notes, one line: the error.
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("note:")).collect();
     assert_eq!(lines.len(), 1, "{args:?}: {err}");
     assert!(
         lines[0].starts_with("error: ")

@@ -220,12 +220,21 @@ fn fresh(a: &TrainArgs) -> Result<Settings> {
     })
 }
 
+/// `runs/<dataset>-<unix seconds>`, with `-2`, `-3`... when that name is taken.
 fn default_out(kind: DatasetKind) -> PathBuf {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    PathBuf::from("runs").join(format!("{}-{t}", kind.name()))
+    let base = PathBuf::from("runs").join(format!("{}-{t}", kind.name()));
+    // Two runs started in the same second get different folders.
+    (1..=1000u32)
+        .map(|i| match i {
+            1 => base.clone(),
+            i => PathBuf::from(format!("{}-{i}", base.display())),
+        })
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+        .unwrap_or(base)
 }
 
 /// The settings, the data and its loaders, the trainer (new or resumed) and the metrics file;

@@ -147,17 +147,24 @@ pub fn kind_name(t: std::fs::FileType) -> &'static str {
     }
 }
 
+/// [`FileError::NotRegular`] unless `meta` (of `path`) is a regular file's.
+fn require_regular(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
+    if meta.is_file() {
+        Ok(())
+    } else {
+        Err(FileError::NotRegular {
+            path: path.to_path_buf(),
+            kind: kind_name(meta.file_type()),
+        })
+    }
+}
+
 /// Opens a regular file for reading (symlinks followed); anything else is
 /// [`FileError::NotRegular`]. Never blocks on a FIFO.
 pub fn open_regular(path: impl AsRef<Path>) -> Result<File> {
     let path = path.as_ref();
     let meta = std::fs::metadata(path).map_err(|e| FileError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_name(meta.file_type()),
-        });
-    }
+    require_regular(path, &meta)?;
     let mut opts = OpenOptions::new();
     opts.read(true);
     #[cfg(unix)]
@@ -169,12 +176,7 @@ pub fn open_regular(path: impl AsRef<Path>) -> Result<File> {
     }
     let file = opts.open(path).map_err(|e| FileError::io(path, e))?;
     let meta = file.metadata().map_err(|e| FileError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_name(meta.file_type()),
-        });
-    }
+    require_regular(path, &meta)?;
     Ok(file)
 }
 
@@ -297,12 +299,7 @@ pub fn append_no_follow(path: impl AsRef<Path>) -> Result<File> {
             path: path.to_path_buf(),
         });
     }
-    if !meta.is_file() {
-        return Err(FileError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_name(meta.file_type()),
-        });
-    }
+    require_regular(path, &meta)?;
     let mut opts = OpenOptions::new();
     opts.append(true);
     #[cfg(unix)]
@@ -312,12 +309,7 @@ pub fn append_no_follow(path: impl AsRef<Path>) -> Result<File> {
     }
     let file = opts.open(path).map_err(|e| FileError::io(path, e))?;
     let meta = file.metadata().map_err(|e| FileError::io(path, e))?;
-    if !meta.is_file() {
-        return Err(FileError::NotRegular {
-            path: path.to_path_buf(),
-            kind: kind_name(meta.file_type()),
-        });
-    }
+    require_regular(path, &meta)?;
     Ok(file)
 }
 

@@ -511,7 +511,8 @@ mod tests {
     use crate::PerceiverConfig;
     use perceiver_nn::optim::{Adam, AdamConfig, Cosine};
 
-    fn tiny() -> PerceiverConfig {
+    /// A small model configuration for the training tests (shared with `state`'s tests).
+    pub(super) fn tiny() -> PerceiverConfig {
         PerceiverConfig {
             input_axes: vec![4, 4],
             num_latents: 4,

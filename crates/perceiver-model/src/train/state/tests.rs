@@ -2,19 +2,11 @@
 //! non-finite values, special files in place of the state's files, absurd configurations.
 
 use super::*;
+use crate::train::tests::tiny;
 use crate::train::TrainBatch;
-use crate::PerceiverConfig;
 use perceiver_nn::optim::{Adam, AdamConfig, Constant};
 use std::time::{Duration, Instant};
 
-fn tiny() -> PerceiverConfig {
-    PerceiverConfig {
-        input_axes: vec![4, 4],
-        num_latents: 4,
-        latent_dim: 16,
-        ..PerceiverConfig::default()
-    }
-}
 
 fn adam() -> Box<dyn Optimizer> {
     Box::new(Adam::new(AdamConfig::default()).unwrap())

@@ -14,7 +14,8 @@
 //! the paper gives (of which 706.3 G are matrix products).
 
 use crate::config::{
-    AttnDims, FeedForwardConfig, FeedForwardKind, HeadConfig, PerceiverConfig, QueryConfig,
+    AttnDims, FeedForwardConfig, FeedForwardKind, HeadConfig, PerceiverConfig, Preprocessor,
+    QueryConfig,
 };
 use crate::ModelError;
 
@@ -215,9 +216,12 @@ impl PerceiverConfig {
         let mut flush = |out: &mut Vec<(String, Vec<usize>)>, times: usize| {
             grouped.extend(out.drain(..).map(|(n, s)| (times as u64, n, s)));
         };
+        for (n, s) in self.preprocessor.param_shapes(self.input_channels) {
+            out.push((format!("pre.{n}"), s));
+        }
         for (n, s) in self
             .position_encoding
-            .param_shapes(&self.input_axes, self.position_projection)
+            .param_shapes(&self.token_axes(), self.position_projection)
         {
             out.push((format!("pos.{n}"), s));
         }
@@ -355,6 +359,36 @@ impl PerceiverConfig {
         let mut f = FlopCount::default();
         let m = self.input_tokens();
         let (n, dl) = (self.num_latents, self.latent_dim);
+        let product = |xs: &[usize]| xs.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
+        let ic = self.input_channels;
+        let pre = match self.preprocessor {
+            Preprocessor::None => None,
+            // A multiply-add per input channel and token channel, plus the bias.
+            Preprocessor::Conv1x1 { channels } => product(&self.input_axes)
+                .and_then(|e| prod(&[2, e, ic, channels]).zip(prod(&[e, channels]))),
+            // The 7 x 7 convolution at half resolution, then BatchNorm and ReLU there and the
+            // 3 x 3 max-pool on the tokens (elementwise).
+            Preprocessor::ConvDownsample { channels } => {
+                let half: Vec<usize> = self.input_axes.iter().map(|a| a.div_ceil(2)).collect();
+                product(&half).and_then(|h| {
+                    let elementwise =
+                        prod(&[h, channels, 3])?.checked_add(prod(&[m, channels, 9])?)?;
+                    Some((prod(&[2, h, ic, 49, channels])?, elementwise))
+                })
+            }
+        };
+        if let Some(x) = (self.preprocessor != Preprocessor::None).then_some(pre) {
+            let (matmul, elementwise) =
+                x.ok_or_else(|| overflow("the preprocessor", "input_axes or preprocessor"))?;
+            f.add(
+                "preprocessor",
+                Cost {
+                    matmul,
+                    elementwise,
+                },
+            )
+            .ok_or_else(|| overflow("the preprocessor", "input_axes or preprocessor"))?;
+        }
         if let Some(p) = self.position_projection {
             let raw = self.position_encoding.raw_channels(self.input_axes.len());
             if raw > 0 {

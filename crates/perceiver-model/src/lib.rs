@@ -39,14 +39,15 @@ mod error;
 pub mod import;
 pub mod memory;
 mod model;
-pub mod presets;
+mod preprocess;
+mod presets;
 pub mod train;
 
 pub use checkpoint::{CONFIG_FILE, FORMAT, WEIGHTS_FILE};
 pub use config::{
     AttentionConfig, AttentionKernel, AttnDims, BiasConfig, ConfigError, DecoderConfig,
     DropoutConfig, FeedForwardConfig, FeedForwardKind, HeadConfig, LatentInit, PerceiverConfig,
-    QueryConfig, SharingPlan, WeightSharing,
+    Preprocessor, QueryConfig, SharingPlan, WeightSharing,
 };
 pub use count::FlopCount;
 pub use error::{ModelError, Result, TensorProblem};

@@ -4,6 +4,8 @@ use crate::config::{
     AttentionKernel, AttnDims, FeedForwardConfig, FeedForwardKind, HeadConfig, PerceiverConfig,
     QueryConfig, SharingPlan,
 };
+use crate::preprocess::InputPreprocessor;
+use crate::Preprocessor;
 use crate::{ModelError, Result, TensorProblem};
 use perceiver_attn::{Call, KeyValues, MultiHeadAttention, MultiHeadAttentionConfig, SharedKv};
 use perceiver_nn::{FusedOps, LayerNorm, Linear};
@@ -292,6 +294,7 @@ pub struct Perceiver {
     config: PerceiverConfig,
     params: ParamStore,
     plan: SharingPlan,
+    pre: InputPreprocessor,
     pos: PositionEncoder,
     latents: Param,
     cross: Vec<CrossAttend>,
@@ -306,12 +309,13 @@ impl Perceiver {
         config.validate()?;
         let c = &config;
         let mut store = ParamStore::new();
+        let pre = InputPreprocessor::new(&mut store, &c.preprocessor, c.input_channels, rng)?;
         let pos = PositionEncoder::new(
             &mut store,
             "pos",
             &c.position_encoding,
             c.position_projection,
-            &c.input_axes,
+            &c.token_axes(),
             rng,
         )?;
         let shape = [c.num_latents, c.latent_dim];
@@ -418,6 +422,7 @@ impl Perceiver {
             config,
             params: store,
             plan,
+            pre,
             pos,
             latents,
             cross,
@@ -544,12 +549,18 @@ impl Perceiver {
                         p.shape()
                     )));
                 }
+                if matches!(c.preprocessor, Preprocessor::ConvDownsample { .. }) {
+                    return Err(bad(
+                        "explicit positions need a model without a convolutional preprocessor"
+                            .into(),
+                    ));
+                }
                 let pos = if self.pos.is_none() {
                     None
                 } else {
                     Some(self.pos.points(p)?)
                 };
-                (input.clone(), pos)
+                (self.pre.forward(input)?, pos)
             }
             None => {
                 let dims = &input.shape()[1..r - 1];
@@ -560,8 +571,11 @@ impl Perceiver {
                         input.shape()
                     )));
                 }
+                // The preprocessor may change the grid (a strided convolution) and the channels.
+                let tokens = self.pre.forward(input)?;
+                let dims = &tokens.shape()[1..r - 1];
                 let m: usize = dims.iter().product();
-                let x = input.reshape(&[b, m, c.input_channels])?;
+                let x = tokens.reshape(&[b, m, c.token_channels()])?;
                 let pos = match self.pos.grid(dims)? {
                     None => None,
                     Some(g) => {

@@ -13,6 +13,7 @@ use crate::config::{
     PerceiverConfig, QueryConfig, WeightSharing,
 };
 use crate::ModelError;
+use crate::Preprocessor;
 use perceiver_pos::{FourierConfig, PositionEncodingConfig};
 use perceiver_tensor::GeluKind;
 
@@ -51,6 +52,7 @@ fn paper_imagenet() -> PerceiverConfig {
     PerceiverConfig {
         input_channels: 3,
         input_axes: vec![224, 224],
+        preprocessor: Preprocessor::None,
         position_encoding: PositionEncodingConfig::Fourier(FourierConfig::deepmind(
             64,
             vec![224.0, 224.0],
@@ -123,6 +125,7 @@ fn bench(
     PerceiverConfig {
         input_channels: channels,
         input_axes: axes,
+        preprocessor: Preprocessor::None,
         position_encoding: PositionEncodingConfig::Fourier(FourierConfig::lucidrains(
             bands, max_freq,
         )),

@@ -19,6 +19,7 @@
 
 use perceiver_pos::{FourierConfig, PositionConfigError, PositionEncodingConfig};
 use perceiver_tensor::GeluKind;
+pub use preprocess::Preprocessor;
 use serde::{Deserialize, Serialize};
 use sizes::checked_product;
 
@@ -57,7 +58,9 @@ pub struct PerceiverConfig {
     /// encoding allows it (Fourier features are computed per shape); these sizes are the ones
     /// used by trainable encodings and by the FLOP count.
     pub input_axes: Vec<usize>,
-    /// Position encoding concatenated after the input channels.
+    /// What turns the input into tokens (none: the input elements are the tokens).
+    pub preprocessor: Preprocessor,
+    /// Position encoding of the token grid, concatenated after the token channels.
     pub position_encoding: PositionEncodingConfig,
     /// Optional Linear projection of the position encoding to this many channels.
     pub position_projection: Option<usize>,
@@ -647,6 +650,7 @@ impl Default for PerceiverConfig {
         PerceiverConfig {
             input_channels: 1,
             input_axes: vec![28, 28],
+            preprocessor: Preprocessor::None,
             position_encoding: PositionEncodingConfig::Fourier(FourierConfig::deepmind(
                 16,
                 vec![28.0, 28.0],
@@ -718,16 +722,17 @@ impl PerceiverConfig {
         self.checked_position_channels().unwrap_or(usize::MAX)
     }
 
-    /// Width of each input token fed to the cross-attention: input channels + position
+    /// Width of each input token fed to the cross-attention: token channels + position
     /// channels (saturating at `usize::MAX`, which [`PerceiverConfig::validate`] refuses).
     pub fn input_width(&self) -> usize {
-        self.input_channels.saturating_add(self.position_channels())
+        self.token_channels()
+            .saturating_add(self.position_channels())
     }
 
-    /// Number of input tokens for the configured axes (saturating at `usize::MAX`, which
-    /// [`PerceiverConfig::validate`] refuses).
+    /// Number of tokens the cross-attends read for the configured input axes (after the
+    /// preprocessor; saturating at `usize::MAX`, which [`PerceiverConfig::validate`] refuses).
     pub fn input_tokens(&self) -> usize {
-        checked_product(&self.input_axes).unwrap_or(usize::MAX)
+        checked_product(&self.token_axes()).unwrap_or(usize::MAX)
     }
 
     /// Widths of the encoder cross-attention.
@@ -813,6 +818,7 @@ impl PerceiverConfig {
     }
 }
 
+mod preprocess;
 mod sizes;
 #[cfg(test)]
 mod tests;

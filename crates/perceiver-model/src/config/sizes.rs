@@ -60,12 +60,27 @@ impl PerceiverConfig {
     /// Every size and product of sizes the model allocates per example, checked: a product
     /// that overflows or exceeds [`PerceiverConfig::MAX_ELEMENTS`] is an error naming the field.
     pub(super) fn check_sizes(&self) -> Result<(), ConfigError> {
-        let tokens = self
+        let raw_tokens = self
             .input_axes
             .iter()
             .try_fold(1usize, |a, &x| a.checked_mul(x))
+            .ok_or_else(|| overflow("input_axes", "the number of input elements"))?;
+        fits(
+            "input_axes",
+            &[
+                ("input elements", raw_tokens),
+                ("input_channels", self.input_channels),
+            ],
+        )?;
+        fits(
+            "preprocessor",
+            &[
+                ("input elements", raw_tokens),
+                ("channels", self.token_channels()),
+            ],
+        )?;
+        let tokens = checked_product(&self.token_axes())
             .ok_or_else(|| overflow("input_axes", "the number of input tokens"))?;
-        fits("input_axes", &[("input tokens", tokens)])?;
         let raw = self
             .checked_raw_position_channels()
             .ok_or_else(|| overflow("position_encoding", "the number of position channels"))?;
@@ -84,8 +99,8 @@ impl PerceiverConfig {
         }
         let width = self
             .checked_position_channels()
-            .and_then(|c| c.checked_add(self.input_channels))
-            .ok_or_else(|| overflow("input_channels", "input_channels + position channels"))?;
+            .and_then(|c| c.checked_add(self.token_channels()))
+            .ok_or_else(|| overflow("input_channels", "token channels + position channels"))?;
         fits(
             "input_axes",
             &[("input tokens", tokens), ("input width", width)],

@@ -25,6 +25,7 @@ impl PerceiverConfig {
                 field: "input_axes",
             });
         }
+        self.preprocessor.validate(&self.input_axes)?;
         self.position_encoding
             .validate(self.input_axes.len(), self.position_projection)?;
         positive("num_latents", self.num_latents)?;

@@ -17,6 +17,7 @@ use crate::config::{
     AttentionConfig, BiasConfig, DecoderConfig, DropoutConfig, FeedForwardConfig, HeadConfig,
     LatentInit, PerceiverConfig, QueryConfig, WeightSharing,
 };
+use crate::Preprocessor;
 use crate::{ModelError, Perceiver, Result};
 use perceiver_pos::{FourierConfig, PositionEncodingConfig};
 use perceiver_tensor::{GeluKind, Tensor};
@@ -26,6 +27,7 @@ use std::path::Path;
 const CROSS: &str = "perceiver.encoder.cross_attention";
 const SELF: &str = "perceiver.encoder.self_attends";
 const DECODER: &str = "perceiver.decoder.decoder";
+const PRE: &str = "perceiver.input_preprocessor";
 
 fn field<'a>(cfg: &'a serde_json::Value, key: &str) -> Result<&'a serde_json::Value> {
     cfg.get(key)
@@ -76,7 +78,6 @@ pub fn config_from_hf(
     index_dims: &[usize],
     shapes: Option<&BTreeMap<String, Vec<usize>>>,
 ) -> Result<PerceiverConfig> {
-    let d_latents = usize_field(hf, "d_latents")?;
     let d_model = usize_field(hf, "d_model")?;
     let pos_channels = fourier.num_channels(index_dims.len());
     if d_model <= pos_channels {
@@ -84,7 +85,128 @@ pub fn config_from_hf(
             "d_model = {d_model} leaves no input channels beside the {pos_channels} Fourier channels"
         )));
     }
-    let input_channels = d_model - pos_channels;
+    let input = InputSide {
+        input_channels: d_model - pos_channels,
+        preprocessor: Preprocessor::None,
+        position_encoding: PositionEncodingConfig::Fourier(fourier),
+        position_projection: None,
+    };
+    build(hf, input, index_dims, shapes)
+}
+
+/// The image classifiers of `transformers`, told apart by their input preprocessing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageVariant {
+    /// `PerceiverForImageClassificationFourier`: pixels with 2-D Fourier features (64 bands,
+    /// max resolution 224 x 224).
+    Fourier,
+    /// `PerceiverForImageClassificationLearned`: a 1 x 1 convolution of the pixels to 256
+    /// channels, and a trainable position encoding (`image_size`² x 256) projected by a Linear
+    /// 256 -> 256, concatenated.
+    Learned,
+    /// `PerceiverForImageClassificationConvProcessing`: `Conv2DDownsample` to 64 channels at a
+    /// quarter of the resolution, with 2-D Fourier features (64 bands, max resolution 56 x 56).
+    Conv,
+}
+
+impl ImageVariant {
+    /// From a model class name (`PerceiverForImageClassificationLearned`...).
+    pub fn from_class(name: &str) -> Result<Self> {
+        match name {
+            "PerceiverForImageClassificationFourier" => Ok(ImageVariant::Fourier),
+            "PerceiverForImageClassificationLearned" => Ok(ImageVariant::Learned),
+            "PerceiverForImageClassificationConvProcessing" => Ok(ImageVariant::Conv),
+            other => Err(ModelError::Unsupported(format!(
+                "`{other}` is not one of the Perceiver image classifiers \
+                 (PerceiverForImageClassificationFourier, ...Learned, ...ConvProcessing)"
+            ))),
+        }
+    }
+
+    /// From a `config.json`'s `architectures` list (its first entry).
+    pub fn from_config(hf: &serde_json::Value) -> Result<Self> {
+        let name = hf
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| {
+                ModelError::Unsupported("the Hugging Face config has no `architectures`".into())
+            })?;
+        ImageVariant::from_class(name)
+    }
+}
+
+/// The configuration of the Hugging Face image classifier `variant` with config `hf` on
+/// images of size `index_dims`; sizes are read from the weights' shapes when given.
+pub fn config_for_variant(
+    hf: &serde_json::Value,
+    variant: ImageVariant,
+    index_dims: &[usize],
+    shapes: Option<&BTreeMap<String, Vec<usize>>>,
+) -> Result<PerceiverConfig> {
+    let dim = |name: &str, axis: usize, default: usize| {
+        shapes
+            .and_then(|s| s.get(&format!("{PRE}.{name}")))
+            .and_then(|s| s.get(axis).copied())
+            .unwrap_or(default)
+    };
+    let init = hf
+        .get("initializer_range")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.02) as f32;
+    let input = match variant {
+        ImageVariant::Fourier => return config_from_hf(hf, default_fourier(), index_dims, shapes),
+        ImageVariant::Learned => InputSide {
+            input_channels: dim("convnet_1x1.weight", 1, 3),
+            preprocessor: Preprocessor::Conv1x1 {
+                channels: dim("convnet_1x1.weight", 0, 256),
+            },
+            position_encoding: PositionEncodingConfig::Trainable {
+                channels: dim("position_embeddings.position_embeddings", 1, 256),
+                init_scale: init,
+            },
+            position_projection: Some(dim("positions_projection.weight", 0, 256)),
+        },
+        ImageVariant::Conv => InputSide {
+            input_channels: dim("convnet.conv.weight", 1, 3),
+            preprocessor: Preprocessor::ConvDownsample {
+                channels: dim("convnet.conv.weight", 0, 64),
+            },
+            position_encoding: PositionEncodingConfig::Fourier(FourierConfig::deepmind(
+                64,
+                vec![56.0, 56.0],
+            )),
+            position_projection: None,
+        },
+    };
+    let c = build(hf, input, index_dims, shapes)?;
+    let d_model = usize_field(hf, "d_model")?;
+    if c.input_width() != d_model {
+        return Err(ModelError::Unsupported(format!(
+            "d_model = {d_model}, but the {variant:?} preprocessing gives tokens of {} channels",
+            c.input_width()
+        )));
+    }
+    Ok(c)
+}
+
+/// What a variant puts in front of the encoder.
+struct InputSide {
+    input_channels: usize,
+    preprocessor: Preprocessor,
+    position_encoding: PositionEncodingConfig,
+    position_projection: Option<usize>,
+}
+
+/// The configuration with the input side `input` and everything else from `hf`.
+fn build(
+    hf: &serde_json::Value,
+    input: InputSide,
+    index_dims: &[usize],
+    shapes: Option<&BTreeMap<String, Vec<usize>>>,
+) -> Result<PerceiverConfig> {
+    let d_latents = usize_field(hf, "d_latents")?;
+    let d_model = usize_field(hf, "d_model")?;
     let num_labels = match hf.get("id2label").and_then(|v| v.as_object()) {
         Some(m) => m.len(),
         None => opt_usize(hf, "num_labels").unwrap_or(2),
@@ -149,10 +271,11 @@ pub fn config_from_hf(
         .and_then(|v| v.as_f64())
         .unwrap_or(0.02) as f32;
     let config = PerceiverConfig {
-        input_channels,
+        input_channels: input.input_channels,
         input_axes: index_dims.to_vec(),
-        position_encoding: PositionEncodingConfig::Fourier(fourier),
-        position_projection: None,
+        preprocessor: input.preprocessor,
+        position_encoding: input.position_encoding,
+        position_projection: input.position_projection,
         num_latents: usize_field(hf, "num_latents")?,
         latent_dim: d_latents,
         latent_init: LatentInit {
@@ -217,13 +340,24 @@ pub fn config_from_hf(
 }
 
 /// The configuration from fixture metadata: `config` (the full Hugging Face config), `hw`
-/// (the image size; any number of axes), and optionally `fourier` (else [`default_fourier`]).
+/// (the image size; any number of axes), `reference` (`transformers <ClassName>`: the
+/// variant, see [`ImageVariant`]), and for the Fourier classifier optionally `fourier` (else
+/// [`default_fourier`]).
 pub fn config_from_metadata(
     metadata: &HashMap<String, String>,
     shapes: Option<&BTreeMap<String, Vec<usize>>>,
 ) -> Result<PerceiverConfig> {
     let hf = meta_json(metadata, "config")?;
     let dims = json_sizes(&meta_json(metadata, "hw")?, "metadata `hw`")?;
+    // `reference` is `transformers <ClassName>`; the Fourier classifier when it names none.
+    let class = metadata
+        .get("reference")
+        .and_then(|r| r.split_whitespace().nth(1));
+    if let Some(variant) = class.map(ImageVariant::from_class).transpose()? {
+        if variant != ImageVariant::Fourier {
+            return config_for_variant(&hf, variant, &dims, shapes);
+        }
+    }
     let fourier = if metadata.contains_key("fourier") {
         fourier_from_json(&meta_json(metadata, "fourier")?)?
     } else {
@@ -272,6 +406,23 @@ pub fn name_map(config: &PerceiverConfig) -> Result<NameMap> {
     }
     let mut map = NameMap::default();
     map.push("perceiver.embeddings.latents", &["latents".to_string()]);
+    match c.preprocessor {
+        Preprocessor::None => {}
+        Preprocessor::Conv1x1 { .. } => map.push_wb(&format!("{PRE}.convnet_1x1"), "pre"),
+        Preprocessor::ConvDownsample { .. } => {
+            map.push(
+                format!("{PRE}.convnet.conv.weight"),
+                &["pre.conv.weight".to_string()],
+            );
+            map.push_wb(&format!("{PRE}.convnet.batchnorm"), "pre.bn");
+            for s in ["running_mean", "running_var"] {
+                map.push(
+                    format!("{PRE}.convnet.batchnorm.{s}"),
+                    &[format!("pre.bn.{s}")],
+                );
+            }
+        }
+    }
     if let PositionEncodingConfig::Trainable { .. } = c.position_encoding {
         map.push(
             "perceiver.input_preprocessor.position_embeddings.position_embeddings",

@@ -88,6 +88,7 @@ pub fn config_from_args(args: &serde_json::Value, axes: &[usize]) -> Result<Perc
     let config = PerceiverConfig {
         input_channels: get_usize(args, "input_channels", Some(3))?,
         input_axes: axes.to_vec(),
+        preprocessor: crate::Preprocessor::None,
         position_encoding,
         position_projection: None,
         num_latents: get_usize(args, "num_latents", Some(512))?,

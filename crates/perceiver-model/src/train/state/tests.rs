@@ -7,7 +7,6 @@ use crate::train::TrainBatch;
 use perceiver_nn::optim::{Adam, AdamConfig, Constant};
 use std::time::{Duration, Instant};
 
-
 fn adam() -> Box<dyn Optimizer> {
     Box::new(Adam::new(AdamConfig::default()).unwrap())
 }

@@ -9,17 +9,21 @@
 //! - [`folder`]: PNG/JPEG image folders, class = sub-folder ([`ImageFolder`]);
 //! - [`transforms`]: normalisation, random crop with padding, horizontal flip, the fixed pixel
 //!   permutation and patching (space-to-depth);
-//! - [`shapes`]: the built-in procedural dataset ([`Shapes`]).
+//! - [`shapes`]: the built-in procedural dataset ([`Shapes`]);
+//! - [`processor`]: the Hugging Face image processor (centre crop, PIL-exact bicubic resize,
+//!   rescale, normalise: [`ImageProcessor`]).
 
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod processor;
 pub mod shapes;
 pub mod transforms;
 
 pub use cifar::Cifar10;
 pub use folder::{ImageFolder, ImageFolderConfig};
 pub use idx::{IdxArray, Mnist, MnistKind};
+pub use processor::{pil_bicubic_resize, ImageProcessor};
 pub use shapes::{Shapes, ShapesConfig};
 pub use transforms::{HorizontalFlip, Normalize, PixelPermutation, RandomCrop, SpaceToDepth};
 

@@ -1,7 +1,8 @@
 //! # perceiver-nn
 //!
 //! The layer above the tensor core: named trainable parameters ([`Param`], [`ParamStore`]),
-//! the [`Linear`] and [`LayerNorm`] layers, the fused layer ops ([`ops`]), optimizers and learning-rate schedules
+//! the [`Linear`] and [`LayerNorm`] layers, the image layers [`Conv2d`], [`BatchNorm2d`] and
+//! [`MaxPool2d`], the fused layer ops ([`ops`]), optimizers and learning-rate schedules
 //! ([`optim`]), safetensors checkpoints with atomic writes ([`io`]: the one reader and writer
 //! of the workspace), and the compute-thread set-up shared by the programs ([`runtime`]).
 //!
@@ -20,6 +21,7 @@
 //! # Ok::<(), perceiver_tensor::Error>(())
 //! ```
 
+mod image_layers;
 pub mod io;
 mod layers;
 pub mod ops;
@@ -27,6 +29,7 @@ pub mod optim;
 mod params;
 pub mod runtime;
 
+pub use image_layers::{BatchNorm2d, Conv2d, Conv2dSpec, MaxPool2d};
 pub use layers::{LayerNorm, Linear};
 pub use ops::FusedOps;
 pub use params::{Param, ParamStore};

@@ -4,7 +4,7 @@
 //! Each gradient check is named after the op's entry in `perceiver_nn::ops::OPS`;
 //! `every_op_has_a_gradient_check` fails when an op of that table has no test here.
 
-use perceiver_nn::ops::layer_norm_concat;
+use perceiver_nn::ops::{batch_norm2d, batch_norm2d_train, conv2d, layer_norm_concat, max_pool2d};
 use perceiver_nn::FusedOps;
 use perceiver_tensor::testing::check_gradients;
 use perceiver_tensor::{GeluKind, Result, Rng, Tensor};
@@ -194,6 +194,107 @@ fn linear_matches_its_composition_on_many_panels() -> Result<()> {
     assert!(x.linear(&randn(&[3, 4], 8), None, None).is_err());
     assert!(x.linear(&w, Some(&randn(&[4], 9)), None).is_err());
     Ok(())
+}
+
+/// Conv shapes: `(x [B, H, W, Cin], Cout, kernel, stride, padding)`: 3x3 with padding,
+/// stride 2 on odd sizes, a pointwise 1x1, the preprocessor's 7x7/2/3, a non-square one.
+type ConvCase = (
+    [usize; 4],
+    usize,
+    (usize, usize),
+    (usize, usize),
+    (usize, usize),
+);
+const CONV_CASES: &[ConvCase] = &[
+    ([2, 5, 4, 2], 3, (3, 3), (1, 1), (1, 1)),
+    ([1, 7, 5, 3], 2, (3, 3), (2, 2), (1, 1)),
+    ([2, 3, 3, 4], 3, (1, 1), (1, 1), (0, 0)),
+    ([2, 9, 7, 2], 2, (7, 7), (2, 2), (3, 3)),
+    ([2, 4, 6, 2], 2, (2, 3), (1, 2), (0, 1)),
+];
+
+#[test]
+fn grad_conv2d() {
+    for (i, &(xs, cout, (kh, kw), stride, pad)) in CONV_CASES.iter().enumerate() {
+        let s = 10 * i as u64;
+        let x = randn(&xs, s + 1);
+        let w = randn(&[cout, xs[3], kh, kw], s + 2);
+        let b = randn(&[cout], s + 3);
+        ok(check_gradients(&[x.clone(), w.clone(), b], |p| {
+            conv2d(&p[0], &p[1], Some(&p[2]), stride, pad)
+        }));
+        ok(check_gradients(&[x, w], |p| {
+            conv2d(&p[0], &p[1], None, stride, pad)
+        }));
+    }
+    // a strided (permuted) input and weight
+    let x = randn(&[3, 5, 4, 2], 7)
+        .permute(&[3, 1, 2, 0])
+        .expect("axes");
+    let w = randn(&[2, 3, 3, 2], 8)
+        .permute(&[3, 2, 0, 1])
+        .expect("axes");
+    ok(check_gradients(&[x, w], |p| {
+        conv2d(&p[0], &p[1], None, (2, 1), (1, 0))
+    }));
+}
+
+#[test]
+fn grad_batch_norm2d() {
+    for (shape, seed) in [([2, 3, 4, 3], 1), ([1, 5, 3, 2], 2), ([3, 1, 1, 4], 3)] {
+        let c = shape[3];
+        let x = randn(&shape, seed).affine(2.0, 0.5);
+        let (w, b) = (randn(&[c], seed + 10), randn(&[c], seed + 20));
+        // training mode: through the batch statistics
+        ok(check_gradients(&[x.clone(), w.clone(), b.clone()], |p| {
+            Ok(batch_norm2d_train(&p[0], Some(&p[1]), Some(&p[2]), 1e-5)?.0)
+        }));
+        ok(check_gradients(std::slice::from_ref(&x), |p| {
+            Ok(batch_norm2d_train(&p[0], None, None, 1e-3)?.0)
+        }));
+        // inference mode: running statistics as constants
+        let mean = randn(&[c], seed + 30);
+        let var = randn(&[c], seed + 40)
+            .mul(&randn(&[c], seed + 40))
+            .expect("same shape")
+            .add_scalar(0.3);
+        ok(check_gradients(&[x.clone(), w, b], |p| {
+            batch_norm2d(&p[0], Some(&p[1]), Some(&p[2]), &mean, &var, 1e-5)
+        }));
+        ok(check_gradients(&[x], |p| {
+            batch_norm2d(&p[0], None, None, &mean, &var, 1e-5)
+        }));
+    }
+}
+
+/// `n` distinct values 0.1 apart in a random order, so that no perturbation of the gradient
+/// check moves a maximum.
+fn distinct(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let keys = randn(&[n], seed).to_vec();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+    let mut v = vec![0.0f32; n];
+    for (rank, &i) in order.iter().enumerate() {
+        v[i] = rank as f32 * 0.1 - n as f32 * 0.05;
+    }
+    Tensor::from_vec(v, shape).expect("n values")
+}
+
+#[test]
+fn grad_max_pool2d() {
+    let cases: &[([usize; 4], (usize, usize), (usize, usize), (usize, usize))] = &[
+        ([2, 5, 5, 2], (3, 3), (2, 2), (1, 1)),
+        ([1, 6, 7, 3], (2, 2), (2, 2), (0, 0)),
+        ([2, 4, 5, 1], (3, 2), (1, 2), (1, 1)),
+        ([1, 7, 7, 2], (7, 7), (1, 1), (3, 3)),
+        ([2, 3, 3, 2], (1, 1), (1, 1), (0, 0)),
+    ];
+    for (i, &(shape, k, s, p)) in cases.iter().enumerate() {
+        ok(check_gradients(&[distinct(&shape, i as u64)], |t| {
+            max_pool2d(&t[0], k, s, p)
+        }));
+    }
 }
 
 #[test]

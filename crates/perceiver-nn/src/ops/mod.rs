@@ -7,18 +7,28 @@
 //!   applied in the GEMM's epilogue;
 //! - [`mlp_add`]: `residual + act(x·W1ᵀ + b1)·W2ᵀ + b2`, a transformer's MLP, with a cheaper
 //!   backward;
-//! - [`layer_norm_concat`]: the LayerNorm of a concatenation without building it at inference.
+//! - [`layer_norm_concat`]: the LayerNorm of a concatenation without building it at inference;
+//! - [`conv2d`], [`batch_norm2d`] / [`batch_norm2d_train`], [`max_pool2d`]: the image layers of
+//!   a convolutional preprocessor, on channels-last images `[batch, H, W, C]` (the convolution
+//!   as im2col and one GEMM).
 //!
 //! [`FusedOps`] offers the first three as methods of [`Tensor`]. The table [`OPS`] lists them
 //! with their gradient checks (`crates/perceiver-nn/tests/gradcheck.rs`); `docs/OPS.md` renders
 //! it beside the tensor crate's primitives.
 
+mod batch_norm;
+mod conv2d;
 mod layer_norm_concat;
 mod linear;
+mod max_pool;
 mod mlp;
+mod window;
 
+pub use batch_norm::{batch_norm2d, batch_norm2d_train, BatchStats};
+pub use conv2d::conv2d;
 pub use layer_norm_concat::layer_norm_concat;
 pub use linear::{linear, linear_add};
+pub use max_pool::max_pool2d;
 pub use mlp::mlp_add;
 
 use perceiver_tensor::{GeluKind, Result, Tensor};
@@ -37,6 +47,17 @@ pub const OPS: &[(&str, &str, &str)] = &[
         "grad_linear",
     ),
     ("mlp_add", "ops/mlp.rs", "grad_mlp_add"),
+    (
+        "conv2d (channels-last, im2col + GEMM)",
+        "ops/conv2d.rs",
+        "grad_conv2d",
+    ),
+    (
+        "batch_norm2d / batch_norm2d_train",
+        "ops/batch_norm.rs",
+        "grad_batch_norm2d",
+    ),
+    ("max_pool2d", "ops/max_pool.rs", "grad_max_pool2d"),
 ];
 
 /// The fused layer ops as methods of [`Tensor`] (`x.linear(&w, b, act)`).

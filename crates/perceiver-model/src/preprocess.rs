@@ -1,7 +1,8 @@
 //! The input preprocessor's layers ([`Preprocessor`]): from the input the model is given to
 //! the tokens its cross-attends read.
 
-use crate::{ModelError, Preprocessor, Result};
+use crate::{Preprocessor, Result};
+use perceiver_nn::ops::{batch_norm2d, conv2d, max_pool2d};
 use perceiver_nn::{FusedOps, Param, ParamStore};
 use perceiver_tensor::{Error, Rng, Tensor};
 
@@ -17,7 +18,28 @@ pub(crate) enum InputPreprocessor {
         /// The bias.
         bias: Param,
     },
+    /// Conv2d 7 x 7 / 2 (`pre.conv.weight`), BatchNorm2d (`pre.bn.weight`, `pre.bn.bias`, and
+    /// its running statistics `pre.bn.running_mean`, `pre.bn.running_var`: state, used without
+    /// gradient), ReLU, MaxPool 3 x 3 / 2.
+    ConvDownsample {
+        /// The convolution's weight `[channels, input channels, 7, 7]`.
+        conv: Param,
+        /// BatchNorm scale.
+        bn_weight: Param,
+        /// BatchNorm shift.
+        bn_bias: Param,
+        /// BatchNorm running mean.
+        running_mean: Param,
+        /// BatchNorm running variance.
+        running_var: Param,
+    },
 }
+
+/// BatchNorm's epsilon in `Conv2DDownsample`.
+const BN_EPS: f32 = 1e-5;
+
+/// The canonical names of the preprocessor's state that is not trained.
+pub(crate) const BUFFERS: [&str; 2] = ["pre.bn.running_mean", "pre.bn.running_var"];
 
 impl InputPreprocessor {
     /// Creates the parameters of `p` for inputs of `input_channels` channels.
@@ -38,10 +60,18 @@ impl InputPreprocessor {
                 let bias = store.add("pre.bias", b)?;
                 InputPreprocessor::Conv1x1 { weight, bias }
             }
-            Preprocessor::ConvDownsample { .. } => {
-                return Err(ModelError::Unsupported(
-                    "the conv_downsample preprocessor needs the conv ops".into(),
-                ))
+            Preprocessor::ConvDownsample { channels } => {
+                // PyTorch's default init: U(±1/sqrt(fan_in)) for the convolution, BatchNorm
+                // 1 / 0 with running statistics 0 / 1.
+                let bound = 1.0 / ((input_channels * 49).max(1) as f32).sqrt();
+                let w = Tensor::uniform(&[channels, input_channels, 7, 7], -bound, bound, rng);
+                InputPreprocessor::ConvDownsample {
+                    conv: store.add("pre.conv.weight", w)?,
+                    bn_weight: store.add("pre.bn.weight", Tensor::ones(&[channels]))?,
+                    bn_bias: store.add("pre.bn.bias", Tensor::zeros(&[channels]))?,
+                    running_mean: store.add(BUFFERS[0], Tensor::zeros(&[channels]))?,
+                    running_var: store.add(BUFFERS[1], Tensor::ones(&[channels]))?,
+                }
             }
         })
     }
@@ -50,6 +80,24 @@ impl InputPreprocessor {
     #[track_caller]
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
+            InputPreprocessor::ConvDownsample {
+                conv,
+                bn_weight,
+                bn_bias,
+                running_mean,
+                running_var,
+            } => {
+                let y = conv2d(x, &conv.tensor(), None, (2, 2), (3, 3))?;
+                let y = batch_norm2d(
+                    &y,
+                    Some(&bn_weight.tensor()),
+                    Some(&bn_bias.tensor()),
+                    &running_mean.value(),
+                    &running_var.value(),
+                    BN_EPS,
+                )?;
+                Ok(max_pool2d(&y.relu(), (3, 3), (2, 2), (1, 1))?)
+            }
             InputPreprocessor::None => Ok(x.clone()),
             InputPreprocessor::Conv1x1 { weight, bias } => {
                 let shape = x.shape();

@@ -35,6 +35,12 @@ pub struct NameMap {
     pub aliases: Vec<(String, String)>,
     /// Whole-prefix aliases (`layers.2.` -> `layers.1.`), as lucidrains' tied blocks.
     pub alias_prefixes: BTreeMap<String, String>,
+    /// Reference names of state that is not trained (BatchNorm's running statistics): loaded
+    /// like the others, left out of [`NameMap::to_reference`] when `get` has no value for them
+    /// (gradients).
+    pub buffers: BTreeSet<String>,
+    /// Reference names accepted and dropped on import (BatchNorm's `num_batches_tracked`).
+    pub ignored: BTreeSet<String>,
 }
 
 impl NameMap {
@@ -171,7 +177,10 @@ impl NameMap {
         }
         let known: BTreeSet<&str> = self.tensors.iter().map(|m| m.reference.as_str()).collect();
         for (n, t) in tensors {
-            if !known.contains(n.as_str()) && !alias_names.contains(n.as_str()) {
+            if !known.contains(n.as_str())
+                && !alias_names.contains(n.as_str())
+                && !self.ignored.contains(n)
+            {
                 problems.push(TensorProblem::Unexpected {
                     name: n.clone(),
                     shape: t.shape().to_vec(),
@@ -198,6 +207,9 @@ impl NameMap {
         let mut out = Vec::new();
         let mut by_ref: HashMap<&str, Tensor> = HashMap::new();
         for m in &self.tensors {
+            if self.buffers.contains(&m.reference) && m.ours.iter().any(|o| get(o).is_none()) {
+                continue;
+            }
             let mut parts = Vec::new();
             for o in &m.ours {
                 parts.push(get(o).ok_or_else(|| {

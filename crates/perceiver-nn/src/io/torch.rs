@@ -216,7 +216,7 @@ fn materialise(t: &TensorRef, budget: &mut usize) -> std::result::Result<Vec<f32
         .filter(|&n| n <= *budget)
         .ok_or_else(|| {
             format!(
-                "size {:?} is more than the {MAX_EXPANSION}x the file's size allowed for all tensors",
+                "size {:?}: more elements than all tensors may total ({MAX_EXPANSION} times the file's size as f32)",
                 t.size
             )
         })?;

@@ -74,8 +74,8 @@ pub(super) fn lookup_global(module: &str, name: &str) -> Result<Callable, String
 pub(super) fn build(target: &Value, state: &Value) -> Result<(), String> {
     if !matches!(target, Value::Dict(_)) {
         return Err(format!(
-            "BUILD on a {}; only dicts are built",
-            target.kind()
+            "BUILD on {}; only dicts are built",
+            target.a_kind()
         ));
     }
     match state {
@@ -89,7 +89,7 @@ pub(super) fn build(target: &Value, state: &Value) -> Result<(), String> {
                 )),
             }
         }
-        other => Err(format!("BUILD with a {} state", other.kind())),
+        other => Err(format!("BUILD with {} state", other.a_kind())),
     }
 }
 
@@ -97,7 +97,7 @@ pub(super) fn build(target: &Value, state: &Value) -> Result<(), String> {
 fn index(v: &Value, what: &str) -> Result<usize, String> {
     match v {
         Value::Int(i) => usize::try_from(*i).map_err(|_| format!("{what} is {i}, out of range")),
-        other => Err(format!("{what} is a {}, not an int", other.kind())),
+        other => Err(format!("{what} is {}, not an int", other.a_kind())),
     }
 }
 
@@ -109,17 +109,17 @@ fn index_tuple(v: &Value, what: &str) -> Result<Vec<usize>, String> {
             .enumerate()
             .map(|(i, x)| index(x, &format!("{what}[{i}]")))
             .collect(),
-        other => Err(format!("{what} is a {}, not a tuple", other.kind())),
+        other => Err(format!("{what} is {}, not a tuple", other.a_kind())),
     }
 }
 
 /// REDUCE: applies an allow-listed callable to its argument tuple.
 pub(super) fn reduce(f: &Value, args: &Value) -> Result<Value, String> {
     let Value::Global(f) = f else {
-        return Err(format!("calls a {}, not an allowed global", f.kind()));
+        return Err(format!("calls {}, not an allowed global", f.a_kind()));
     };
     let Value::Tuple(args) = args else {
-        return Err(format!("arguments are a {}, not a tuple", args.kind()));
+        return Err(format!("arguments are {}, not a tuple", args.a_kind()));
     };
     let args = args.items.as_slice();
     match (f, args) {
@@ -130,8 +130,8 @@ pub(super) fn reduce(f: &Value, args: &Value) -> Result<Value, String> {
         ) if rest.len() <= 1 => {
             let Value::Storage(storage) = storage else {
                 return Err(format!(
-                    "_rebuild_tensor_v2: the storage is a {}",
-                    storage.kind()
+                    "_rebuild_tensor_v2: the storage is {}",
+                    storage.a_kind()
                 ));
             };
             if !matches!(requires_grad, Value::Bool) {
@@ -158,7 +158,7 @@ pub(super) fn reduce(f: &Value, args: &Value) -> Result<Value, String> {
             Ok(tensor.clone())
         }
         (f, args) => {
-            let kinds: Vec<&str> = args.iter().map(Value::kind).collect();
+            let kinds: Vec<String> = args.iter().map(Value::a_kind).collect();
             Err(format!(
                 "{} cannot be applied to ({})",
                 callable_name(*f),

@@ -72,7 +72,18 @@ enum Value {
 }
 
 impl Value {
-    /// What the value is, for error messages (never its contents).
+    /// What the value is with its article ("an int", "a dict", "None"), for error messages
+    /// (never its contents).
+    fn a_kind(&self) -> String {
+        let kind = self.kind();
+        match kind {
+            "None" => kind.to_string(),
+            "int" => format!("an {kind}"),
+            _ => format!("a {kind}"),
+        }
+    }
+
+    /// What the value is.
     fn kind(&self) -> &'static str {
         match self {
             Value::None => "None",
@@ -212,8 +223,8 @@ pub(crate) fn load_state_dict(
     let result = m.run()?;
     let Value::Dict(dict) = result else {
         return Err(format!(
-            "the pickle holds a {}, not a state dict (a dict of tensors)",
-            result.kind()
+            "the pickle holds {}, not a state dict (a dict of tensors)",
+            result.a_kind()
         ));
     };
     let dict = dict.borrow();
@@ -222,8 +233,8 @@ pub(crate) fn load_state_dict(
         .map(|(k, v)| match v {
             Value::Tensor(t) => Ok((k.to_string(), t.clone())),
             other => Err(format!(
-                "state-dict entry `{k}` is a {}, not a tensor",
-                other.kind()
+                "state-dict entry `{k}` is {}, not a tensor",
+                other.a_kind()
             )),
         })
         .collect()
@@ -467,9 +478,9 @@ impl Machine<'_, '_> {
                 let module = self.pop()?;
                 let (Value::Str(module), Value::Str(name)) = (&module, &name) else {
                     return Err(format!(
-                        "needs two strings, got a {} and a {}",
-                        module.kind(),
-                        name.kind()
+                        "needs two strings, got {} and {}",
+                        module.a_kind(),
+                        name.a_kind()
                     ));
                 };
                 let c = lookup_global(module, name)?;
@@ -543,7 +554,7 @@ impl Machine<'_, '_> {
     fn persistent_load(&mut self, pid: &Value) -> Result<Value, String> {
         let shape = "a persistent id is ('storage', storage type, key, location, numel)";
         let Value::Tuple(t) = pid else {
-            return Err(format!("{shape}, got a {}", pid.kind()));
+            return Err(format!("{shape}, got {}", pid.a_kind()));
         };
         match t.items.as_slice() {
             [Value::Str(tag), Value::Global(Callable::StorageType(dtype)), Value::Str(key), Value::Str(_location), Value::Int(numel)]
@@ -555,7 +566,7 @@ impl Machine<'_, '_> {
                 Ok(Value::Storage(s))
             }
             items => {
-                let kinds: Vec<&str> = items.iter().map(Value::kind).collect();
+                let kinds: Vec<String> = items.iter().map(Value::a_kind).collect();
                 Err(format!("{shape}, got ({})", kinds.join(", ")))
             }
         }
@@ -564,12 +575,12 @@ impl Machine<'_, '_> {
 
 fn set_item(target: &Value, key: Value, value: Value) -> Result<(), String> {
     let Value::Dict(d) = target else {
-        return Err(format!("sets an item of a {}, not a dict", target.kind()));
+        return Err(format!("sets an item of {}, not a dict", target.a_kind()));
     };
     let Value::Str(key) = key else {
         return Err(format!(
-            "dict key is a {}; only string keys are read",
-            key.kind()
+            "dict key is {}; only string keys are read",
+            key.a_kind()
         ));
     };
     d.borrow_mut().set(key, value);
@@ -579,6 +590,6 @@ fn set_item(target: &Value, key: Value, value: Value) -> Result<(), String> {
 fn list_of(target: &Value) -> Result<&Rc<RefCell<Vec<Value>>>, String> {
     match target {
         Value::List(l) => Ok(l),
-        other => Err(format!("appends to a {}, not a list", other.kind())),
+        other => Err(format!("appends to {}, not a list", other.a_kind())),
     }
 }

@@ -3,8 +3,9 @@
 //! The layer above the tensor core: named trainable parameters ([`Param`], [`ParamStore`]),
 //! the [`Linear`] and [`LayerNorm`] layers, the image layers [`Conv2d`], [`BatchNorm2d`] and
 //! [`MaxPool2d`], the fused layer ops ([`ops`]), optimizers and learning-rate schedules
-//! ([`optim`]), safetensors checkpoints with atomic writes ([`io`]: the one reader and writer
-//! of the workspace), and the compute-thread set-up shared by the programs ([`runtime`]).
+//! ([`optim`]), safetensors checkpoints with atomic writes and a restricted reader of PyTorch's
+//! `torch.save` state dicts ([`io`]: the one checkpoint reader and writer of the workspace), and
+//! the compute-thread set-up shared by the programs ([`runtime`]).
 //!
 //! ```
 //! use perceiver_nn::optim::{Adam, AdamConfig, Optimizer};

@@ -1,5 +1,6 @@
 //! safetensors files: named f32 tensors plus string metadata, for checkpoints, optimizer state and
-//! the golden fixtures.
+//! the golden fixtures; and a restricted reader of PyTorch's `torch.save` state dicts
+//! (`pytorch_model.bin`, see [`load_pytorch_bin`]).
 //!
 //! # Format
 //! ```text
@@ -40,6 +41,11 @@
 //! # Ok::<(), perceiver_tensor::Error>(())
 //! ```
 
+mod pickle;
+mod torch;
+
+pub use torch::{decode_pytorch_bin, load_pytorch_bin, MAX_PYTORCH_BIN_BYTES};
+
 use crate::ParamStore;
 use perceiver_io::FileError;
 use perceiver_tensor::{Error, Result, Tensor};
@@ -55,7 +61,7 @@ pub const METADATA_KEY: &str = "__metadata__";
 /// The largest header accepted (the limit of the reference implementation).
 const MAX_HEADER: u64 = 100_000_000;
 
-fn format_err(path: &str, msg: impl Into<String>) -> Error {
+pub(crate) fn format_err(path: &str, msg: impl Into<String>) -> Error {
     Error::Format {
         path: path.to_string(),
         msg: msg.into(),
@@ -193,12 +199,14 @@ pub fn load_safetensors(
 }
 
 /// The element types read; all are converted to f32 (published checkpoints are not always f32).
-#[derive(Clone, Copy, Debug)]
-enum Dtype {
+/// safetensors files hold the float types only; `I64` is read from PyTorch files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dtype {
     F32,
     F64,
     F16,
     BF16,
+    I64,
 }
 
 impl Dtype {
@@ -212,16 +220,30 @@ impl Dtype {
         })
     }
 
-    fn size(self) -> usize {
+    /// Bytes per element.
+    pub(crate) fn size(self) -> usize {
         match self {
             Dtype::F32 => 4,
-            Dtype::F64 => 8,
+            Dtype::F64 | Dtype::I64 => 8,
             Dtype::F16 | Dtype::BF16 => 2,
         }
     }
 
+    /// The one little-endian element `b` (exactly [`Dtype::size`] bytes) as f32.
+    pub(crate) fn decode_one(self, b: &[u8]) -> f32 {
+        match self {
+            Dtype::F32 => f32::from_le_bytes(b.try_into().expect("4 bytes")),
+            Dtype::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+            Dtype::F16 => f16_to_f32(u16::from_le_bytes(b.try_into().expect("2 bytes"))),
+            Dtype::BF16 => {
+                f32::from_bits((u16::from_le_bytes(b.try_into().expect("2 bytes")) as u32) << 16)
+            }
+            Dtype::I64 => i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32,
+        }
+    }
+
     /// The little-endian elements of `bytes` (a whole number of elements) as f32.
-    fn decode(self, bytes: &[u8]) -> Vec<f32> {
+    pub(crate) fn decode(self, bytes: &[u8]) -> Vec<f32> {
         let half = |c: &[u8]| u16::from_le_bytes([c[0], c[1]]);
         match self {
             Dtype::F32 => bytes
@@ -236,6 +258,10 @@ impl Dtype {
             Dtype::BF16 => bytes
                 .chunks_exact(2)
                 .map(|c| f32::from_bits((half(c) as u32) << 16))
+                .collect(),
+            Dtype::I64 => bytes
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
                 .collect(),
         }
     }

@@ -13,7 +13,7 @@
 //! (`crates/perceiver-data/tests/common/mod.rs`) cannot depend on this crate (it depends on
 //! them), so they repeat the same rule.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The workspace root (the parent of this crate's directory).
 pub fn repo_root() -> PathBuf {
@@ -58,17 +58,28 @@ pub fn skip_or_fail(test: &str, missing: &str) {
     eprintln!("SKIPPED {test}: {missing}");
 }
 
-/// The golden fixtures (`*.safetensors` directly in [`golden_dir`], sorted by name), or `None`
+/// The golden model fixtures (`*.safetensors` directly in [`golden_dir`] and in its
+/// `hf-pretrained/`, without the image processor's `processor-*`; sorted by path), or `None`
 /// after [`skip_or_fail`] when there are none.
 pub fn golden_files(test: &str) -> Option<Vec<PathBuf>> {
     let dir = golden_dir();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let fixtures = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+                    .filter(|p| {
+                        // The image processor's fixtures hold pixels, not a model.
+                        !p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with("processor-"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut files = fixtures(&dir);
+    files.extend(fixtures(&dir.join("hf-pretrained")));
     files.sort();
     if files.is_empty() {
         skip_or_fail(

@@ -366,8 +366,8 @@ impl PerceiverConfig {
             // A multiply-add per input channel and token channel, plus the bias.
             Preprocessor::Conv1x1 { channels } => product(&self.input_axes)
                 .and_then(|e| prod(&[2, e, ic, channels]).zip(prod(&[e, channels]))),
-            // The 7 x 7 convolution at half resolution, then BatchNorm and ReLU there and the
-            // 3 x 3 max-pool on the tokens (elementwise).
+            // The 7 x 7 convolution at half resolution, BatchNorm and ReLU there, and the 3 x 3
+            // max-pool on the tokens (elementwise).
             Preprocessor::ConvDownsample { channels } => {
                 let half: Vec<usize> = self.input_axes.iter().map(|a| a.div_ceil(2)).collect();
                 product(&half).and_then(|h| {

@@ -18,9 +18,9 @@ pub(crate) enum InputPreprocessor {
         /// The bias.
         bias: Param,
     },
-    /// Conv2d 7 x 7 / 2 (`pre.conv.weight`), BatchNorm2d (`pre.bn.weight`, `pre.bn.bias`, and
+    /// Conv2d 7 x 7 / 2, padding 3 (`pre.conv.weight`), BatchNorm2d (`pre.bn.weight`, `pre.bn.bias`, and
     /// its running statistics `pre.bn.running_mean`, `pre.bn.running_var`: state, used without
-    /// gradient), ReLU, MaxPool 3 x 3 / 2.
+    /// gradient), ReLU, MaxPool 3 x 3 / 2 without padding.
     ConvDownsample {
         /// The convolution's weight `[channels, input channels, 7, 7]`.
         conv: Param,
@@ -96,7 +96,7 @@ impl InputPreprocessor {
                     &running_var.value(),
                     BN_EPS,
                 )?;
-                Ok(max_pool2d(&y.relu(), (3, 3), (2, 2), (1, 1))?)
+                Ok(max_pool2d(&y.relu(), (3, 3), (2, 2), (0, 0))?)
             }
             InputPreprocessor::None => Ok(x.clone()),
             InputPreprocessor::Conv1x1 { weight, bias } => {

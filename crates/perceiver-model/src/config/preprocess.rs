@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use perceiver_model::{PerceiverConfig, Preprocessor};
-/// // The Hugging Face "conv" image classifier: 224 x 224 RGB pixels become 56 x 56 tokens of
+/// // The Hugging Face "conv" image classifier: 224 x 224 RGB pixels become 55 x 55 tokens of
 /// // 64 channels.
 /// let config = PerceiverConfig {
 ///     input_channels: 3,
@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 ///     preprocessor: Preprocessor::ConvDownsample { channels: 64 },
 ///     ..PerceiverConfig::default()
 /// };
-/// assert_eq!(config.token_axes(), vec![56, 56]);
+/// assert_eq!(config.token_axes(), vec![55, 55]);
 /// assert_eq!(config.token_channels(), 64);
-/// assert_eq!(config.input_tokens(), 56 * 56);
+/// assert_eq!(config.input_tokens(), 55 * 55);
 /// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -36,18 +36,23 @@ pub enum Preprocessor {
     },
     /// The Hugging Face "conv" image classifier's `Conv2DDownsample` on a 2-D input: Conv2d
     /// 7 x 7, stride 2, padding 3, no bias, to `channels`; BatchNorm2d (eps 1e-5, running
-    /// statistics at inference); ReLU; MaxPool 3 x 3, stride 2, padding 1. Each side becomes
-    /// `ceil(ceil(side / 2) / 2)`.
+    /// statistics at inference); ReLU; MaxPool 3 x 3, stride 2, no padding. A side `n` becomes
+    /// `ceil(n / 2)`, then `(ceil(n / 2) - 3) / 2 + 1` (224 -> 112 -> 55); sides need `n >= 5`.
     ConvDownsample {
         /// Channels of each token.
         channels: usize,
     },
 }
 
-/// `ceil(side / 2)`: the output side of a 7 x 7 / stride 2 / padding 3 convolution and of a
-/// 3 x 3 / stride 2 / padding 1 max-pool.
-fn halve(side: usize) -> usize {
-    side.div_ceil(2)
+/// The side after `Conv2DDownsample`: `ceil(n / 2)` after the 7 x 7 / stride 2 / padding 3
+/// convolution, then `(m - 3) / 2 + 1` after the 3 x 3 / stride 2 max-pool (0 when too small).
+fn downsample(side: usize) -> usize {
+    let m = side.div_ceil(2);
+    if m < 3 {
+        0
+    } else {
+        (m - 3) / 2 + 1
+    }
 }
 
 impl Preprocessor {
@@ -55,7 +60,7 @@ impl Preprocessor {
     pub fn token_axes(&self, axes: &[usize]) -> Vec<usize> {
         match self {
             Preprocessor::None | Preprocessor::Conv1x1 { .. } => axes.to_vec(),
-            Preprocessor::ConvDownsample { .. } => axes.iter().map(|&a| halve(halve(a))).collect(),
+            Preprocessor::ConvDownsample { .. } => axes.iter().map(|&a| downsample(a)).collect(),
         }
     }
 
@@ -104,6 +109,14 @@ impl Preprocessor {
                     reason: format!(
                         "conv_downsample needs a 2-D input, got {} axes",
                         input_axes.len()
+                    ),
+                })
+            }
+            Preprocessor::ConvDownsample { .. } if input_axes.iter().any(|&n| n < 5) => {
+                Err(ConfigError::Inconsistent {
+                    field: "preprocessor",
+                    reason: format!(
+                        "conv_downsample needs sides of at least 5 pixels, got {input_axes:?}"
                     ),
                 })
             }

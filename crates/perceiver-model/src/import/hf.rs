@@ -104,8 +104,9 @@ pub enum ImageVariant {
     /// channels, and a trainable position encoding (`image_size`² x 256) projected by a Linear
     /// 256 -> 256, concatenated.
     Learned,
-    /// `PerceiverForImageClassificationConvProcessing`: `Conv2DDownsample` to 64 channels at a
-    /// quarter of the resolution, with 2-D Fourier features (64 bands, max resolution 56 x 56).
+    /// `PerceiverForImageClassificationConvProcessing`: `Conv2DDownsample` to 64 channels at
+    /// about a quarter of the resolution, with 2-D Fourier features (64 bands, max resolution
+    /// 56 x 56).
     Conv,
 }
 
@@ -416,11 +417,12 @@ pub fn name_map(config: &PerceiverConfig) -> Result<NameMap> {
             );
             map.push_wb(&format!("{PRE}.convnet.batchnorm"), "pre.bn");
             for s in ["running_mean", "running_var"] {
-                map.push(
-                    format!("{PRE}.convnet.batchnorm.{s}"),
-                    &[format!("pre.bn.{s}")],
-                );
+                let reference = format!("{PRE}.convnet.batchnorm.{s}");
+                map.push(reference.clone(), &[format!("pre.bn.{s}")]);
+                map.buffers.insert(reference);
             }
+            map.ignored
+                .insert(format!("{PRE}.convnet.batchnorm.num_batches_tracked"));
         }
     }
     if let PositionEncodingConfig::Trainable { .. } = c.position_encoding {

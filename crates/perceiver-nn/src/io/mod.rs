@@ -199,7 +199,7 @@ pub fn load_safetensors(
 }
 
 /// The element types read; all are converted to f32 (published checkpoints are not always f32).
-/// safetensors files hold the float types only; `I64` is read from PyTorch files.
+/// `I64` holds counters such as BatchNorm's `num_batches_tracked` (values above 2^24 round).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Dtype {
     F32,
@@ -216,6 +216,7 @@ impl Dtype {
             "F64" => Dtype::F64,
             "F16" => Dtype::F16,
             "BF16" => Dtype::BF16,
+            "I64" => Dtype::I64,
             _ => return None,
         })
     }

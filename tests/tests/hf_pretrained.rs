@@ -63,3 +63,59 @@ fn image_processor_matches_the_reference() {
         );
     }
 }
+
+/// Relative difference `max |a - b| / max |b|`.
+fn rel(a: &[f32], b: &[f32]) -> f32 {
+    let d = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    d / b.iter().map(|x| x.abs()).fold(f32::MIN_POSITIVE, f32::max)
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    (0..xs.len()).fold(0, |best, i| if xs[i] > xs[best] { i } else { best })
+}
+
+/// Every `hf-dir-*` directory loads as a user's download would (config.json,
+/// preprocessor_config.json, pytorch_model.bin or model.safetensors); the model on the expected
+/// `pixel_values` gives the expected `logits` within 1e-4 relative; our processing of
+/// `image.png` gives `pixel_values` within the processor tolerance and the same top-1 class.
+#[test]
+fn hf_directories_load_and_predict() {
+    use perceiver_model::import::hf::{channels_last, is_hf_directory, load_hf_directory};
+    for dir in material("hf_directories_load_and_predict", "hf-dir-") {
+        assert!(is_hf_directory(&dir), "{}", dir.display());
+        let hf = load_hf_directory(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let (tensors, _) = load_safetensors(dir.join("expected.safetensors")).unwrap();
+        let get = |n: &str| tensors.iter().find(|(k, _)| k == n).unwrap().1.clone();
+        let (pixels, logits) = (get("pixel_values"), get("logits"));
+        let x = channels_last(&pixels).unwrap();
+        let ours = hf.model.forward(&x, None).unwrap().logits.to_vec();
+        let want = logits.to_vec();
+        let r = rel(&ours, &want);
+        println!("{}: logits relative difference {r:.2e}", dir.display());
+        assert!(r <= 1e-4, "{}: logits differ by {r}", dir.display());
+        assert_eq!(hf.labels.len(), want.len());
+        // Our preprocessing of the photo.
+        let text = std::fs::read_to_string(dir.join("preprocessor_config.json")).unwrap();
+        let p = ImageProcessor::from_json(&text, &dir.join("preprocessor_config.json")).unwrap();
+        let (ours_px, h, w) = p.process_file(&dir.join("image.png")).unwrap();
+        let want_px = x.contiguous().to_vec();
+        assert_eq!(ours_px.len(), want_px.len(), "{}: {h} x {w}", dir.display());
+        let max = ours_px
+            .iter()
+            .zip(&want_px)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max <= 0.05,
+            "{}: pixel values differ by {max}",
+            dir.display()
+        );
+        let x_ours = perceiver_tensor::Tensor::from_vec(ours_px, &[1, h, w, 3]).unwrap();
+        let top = argmax(&hf.model.forward(&x_ours, None).unwrap().logits.to_vec());
+        assert_eq!(top, argmax(&want), "{}: top-1 differs", dir.display());
+    }
+}

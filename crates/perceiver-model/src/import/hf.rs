@@ -508,3 +508,80 @@ pub fn channels_last(x: &Tensor) -> Result<Tensor> {
     perm.push(1);
     Ok(x.permute(&perm)?)
 }
+
+/// A Hugging Face checkpoint directory as `save_pretrained` writes it (and the hub serves it),
+/// loaded: the model and its class names.
+#[derive(Clone, Debug)]
+pub struct HfDirectory {
+    /// The model, with the directory's weights.
+    pub model: Perceiver,
+    /// The class names in output order (`id2label`; the indices as text where absent).
+    pub labels: Vec<String>,
+    /// Which image classifier it is.
+    pub variant: ImageVariant,
+}
+
+/// Largest `config.json` read (16 MiB).
+const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Whether `dir` looks like a Hugging Face Perceiver directory: a `config.json` whose
+/// `model_type` is `perceiver`.
+pub fn is_hf_directory(dir: &Path) -> bool {
+    perceiver_io::read_string_bounded(dir.join("config.json"), MAX_CONFIG_BYTES)
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get("model_type").and_then(|m| m.as_str()) == Some("perceiver"))
+}
+
+/// Loads a Hugging Face Perceiver image classifier from `dir`: `config.json` (the
+/// `PerceiverConfig`: `architectures` names the variant, `image_size` the input side,
+/// `id2label` the classes) and the weights from `model.safetensors` or, without it,
+/// `pytorch_model.bin` (read by the restricted unpickler: no code runs). Errors name the file.
+pub fn load_hf_directory(dir: impl AsRef<Path>) -> Result<HfDirectory> {
+    let dir = dir.as_ref();
+    let cpath = dir.join("config.json");
+    let json_err = |msg: String| ModelError::Json {
+        what: cpath.display().to_string(),
+        msg,
+    };
+    let text = perceiver_io::read_string_bounded(&cpath, MAX_CONFIG_BYTES)?;
+    let hf: serde_json::Value = serde_json::from_str(&text).map_err(|e| json_err(e.to_string()))?;
+    let variant = ImageVariant::from_config(&hf).map_err(|e| json_err(e.to_string()))?;
+    let side = usize_field(&hf, "image_size").map_err(|e| json_err(e.to_string()))?;
+    let st = dir.join("model.safetensors");
+    let (wpath, tensors) = if std::fs::symlink_metadata(&st).is_ok() {
+        let (t, _) = perceiver_nn::io::load_safetensors(&st)?;
+        (st, t)
+    } else {
+        let bin = dir.join("pytorch_model.bin");
+        let t = perceiver_nn::io::load_pytorch_bin(&bin)?;
+        (bin, t)
+    };
+    let shapes: BTreeMap<String, Vec<usize>> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shape().to_vec()))
+        .collect();
+    let config = config_for_variant(&hf, variant, &[side, side], Some(&shapes))
+        .map_err(|e| json_err(e.to_string()))?;
+    let classes = config.num_outputs().unwrap_or(0);
+    let labels = (0..classes)
+        .map(|i| {
+            hf.get("id2label")
+                .and_then(|m| m.get(i.to_string()))
+                .and_then(|l| l.as_str())
+                .map_or_else(|| i.to_string(), str::to_string)
+        })
+        .collect();
+    let map = name_map(&config)?;
+    let model = map.import(
+        config,
+        &tensors,
+        "Hugging Face",
+        &wpath.display().to_string(),
+    )?;
+    Ok(HfDirectory {
+        model,
+        labels,
+        variant,
+    })
+}

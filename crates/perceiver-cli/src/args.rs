@@ -134,7 +134,8 @@ pub struct EvalArgs {
 /// Options of `perceiver predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A training output folder or its checkpoint/ folder.
+    /// A training output folder or its checkpoint/ folder, or a Hugging Face Perceiver
+    /// directory (config.json, pytorch_model.bin or model.safetensors).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Files to classify (PNG/JPEG, WAV, OFF/PLY).
@@ -143,6 +144,10 @@ pub struct PredictArgs {
     /// Classes to show per file.
     #[arg(long, default_value_t = 5)]
     pub top: usize,
+    /// One JSON object per file (`{"file", "top": [{"label", "index", "probability"}]}`)
+    /// instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `perceiver info`.

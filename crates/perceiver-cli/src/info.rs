@@ -31,6 +31,16 @@ pub fn info(args: &InfoArgs) -> Result<()> {
         (format!("preset {name}"), preset(name)?)
     } else if let Some(path) = &args.config {
         (format!("config {}", path.display()), read_config(path)?)
+    } else if let Some(dir) = args
+        .checkpoint
+        .as_ref()
+        .filter(|d| perceiver_model::import::hf::is_hf_directory(d))
+    {
+        let hf = perceiver_model::import::hf::load_hf_directory(dir)?;
+        (
+            format!("Hugging Face {:?} classifier {}", hf.variant, dir.display()),
+            hf.model.config().clone(),
+        )
     } else if let Some(dir) = &args.checkpoint {
         // The configuration alone: no weights are read or allocated.
         let dir = checkpoint_dir(dir)?;

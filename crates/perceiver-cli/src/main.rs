@@ -85,6 +85,13 @@ pub fn in_pool<T: Send>(n: Option<usize>, f: impl FnOnce() -> Result<T> + Send) 
 }
 
 fn main() -> ExitCode {
+    // Output piped into a program that stops reading (`| head`) ends the process quietly, as
+    // for other Unix tools, instead of failing a write.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // mimalloc's `mi_option_purge_delay` (15 in its option enum): -1 never returns freed memory.
     // SAFETY: setting an option is thread-safe and valid at any time.
     unsafe { libmimalloc_sys::mi_option_set(15, -1) };

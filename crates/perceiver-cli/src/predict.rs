@@ -7,13 +7,15 @@ use crate::resources::check_memory_for;
 use crate::rundir::{check_class_names, checkpoint_dir, RunInfo};
 use perceiver_data::audio::{crop_or_pad, read_wav, waveform_patches, AudioFeatures, LogMel};
 use perceiver_data::image::folder::decode_image;
+use perceiver_data::image::ImageProcessor;
 use perceiver_data::image::{sample_from_u8, ImageFolderConfig};
 use perceiver_data::points::{normalize_points, read_mesh, sample_surface, Scaling};
 use perceiver_data::{collate, Sample, Transform};
+use perceiver_model::import::hf::{is_hf_directory, load_hf_directory};
 use perceiver_model::train::{predict_proba, read_trainer_state};
 use perceiver_model::{Perceiver, PerceiverConfig, CONFIG_FILE};
 use perceiver_tasks::{self as tasks, AudioKind, DataSpec};
-use perceiver_tensor::Rng;
+use perceiver_tensor::{Rng, Tensor};
 use serde_json::json;
 use std::path::Path;
 
@@ -97,6 +99,9 @@ fn load_sample(path: &Path, spec: &DataSpec, c: &PerceiverConfig) -> Result<Samp
 
 /// `perceiver predict`.
 pub fn predict(a: &PredictArgs) -> Result<()> {
+    if is_hf_directory(&a.checkpoint) {
+        return predict_hf(a);
+    }
     let ckpt = checkpoint_dir(&a.checkpoint)?;
     let state = read_trainer_state(&ckpt)?;
     let info: RunInfo = serde_json::from_value(state.extra)
@@ -126,23 +131,70 @@ pub fn predict(a: &PredictArgs) -> Result<()> {
         }
         let batch = tasks::model_batch(collate(vec![sample], vec![0])?);
         let probs = predict_proba(&model, &batch)?.to_vec();
-        if let Some(i) = probs.iter().position(|p| !p.is_finite()) {
-            return Err(CliError::new(format!(
-                "{}: the model gives a non-finite probability for class {i} (non-finite input or weights)",
-                path.display()
-            )));
-        }
-        let mut order: Vec<usize> = (0..probs.len()).collect();
-        order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
-        println!("{}", path.display());
-        let mut top = Vec::new();
-        for &k in order.iter().take(a.top.max(1)) {
-            let name = names.get(k).cloned().unwrap_or_else(|| k.to_string());
-            println!("  {:>6.2}%  {name}", 100.0 * probs[k]);
-            top.push(json!({"class": name, "index": k, "probability": probs[k]}));
-        }
-        results.push(json!({"file": path.display().to_string(), "top": top}));
+        results.push(report_file(path, &probs, names, a)?);
     }
-    println!("{}", json!({"command": "predict", "predictions": results}));
+    if !a.json {
+        println!("{}", json!({"command": "predict", "predictions": results}));
+    }
+    Ok(())
+}
+
+/// Prints the top classes of one file (lines for a person, or one JSON object with `--json`)
+/// and returns that object. Non-finite probabilities are an error naming the file.
+fn report_file(
+    path: &Path,
+    probs: &[f32],
+    names: &[String],
+    a: &PredictArgs,
+) -> Result<serde_json::Value> {
+    if let Some(i) = probs.iter().position(|p| !p.is_finite()) {
+        return Err(CliError::new(format!(
+            "{}: the model gives a non-finite probability for class {i} (non-finite input or weights)",
+            path.display()
+        )));
+    }
+    let mut order: Vec<usize> = (0..probs.len()).collect();
+    order.sort_by(|&i, &j| probs[j].total_cmp(&probs[i]));
+    if !a.json {
+        println!("{}", path.display());
+    }
+    let mut top = Vec::new();
+    for &k in order.iter().take(a.top.max(1)) {
+        let name = names.get(k).cloned().unwrap_or_else(|| k.to_string());
+        if !a.json {
+            println!("  {:>6.2}%  {name}", 100.0 * probs[k]);
+        }
+        top.push(json!({"label": name, "index": k, "probability": probs[k]}));
+    }
+    let v = json!({"file": path.display().to_string(), "top": top});
+    if a.json {
+        println!("{v}");
+    }
+    Ok(v)
+}
+
+/// `perceiver predict` with a Hugging Face checkpoint directory: each image is prepared by
+/// the directory's image processor (`preprocessor_config.json`; the published defaults
+/// without it) and classified; classes are named by `id2label`.
+fn predict_hf(a: &PredictArgs) -> Result<()> {
+    let dir = &a.checkpoint;
+    let hf = load_hf_directory(dir)?;
+    let ppath = dir.join("preprocessor_config.json");
+    let processor = match perceiver_io::read_string_bounded(&ppath, perceiver_io::MAX_JSON_BYTES) {
+        Ok(text) => ImageProcessor::from_json(&text, &ppath)?,
+        Err(e) if e.is_not_found() => ImageProcessor::default(),
+        Err(e) => return Err(CliError::new(e.to_string())),
+    };
+    let mut results = Vec::new();
+    for path in &a.files {
+        let (pixels, h, w) = processor.process_file(path)?;
+        let x = Tensor::from_vec(pixels, &[1, h, w, 3])?;
+        let logits = hf.model.forward(&x, None)?.logits;
+        let probs = logits.softmax(1)?.to_vec();
+        results.push(report_file(path, &probs, &hf.labels, a)?);
+    }
+    if !a.json {
+        println!("{}", json!({"command": "predict", "predictions": results}));
+    }
     Ok(())
 }

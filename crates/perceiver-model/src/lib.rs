@@ -40,7 +40,7 @@ pub mod import;
 pub mod memory;
 mod model;
 mod preprocess;
-mod presets;
+pub mod presets;
 pub mod train;
 
 pub use checkpoint::{CONFIG_FILE, FORMAT, WEIGHTS_FILE};

@@ -1,0 +1,98 @@
+//! `perceiver predict` and `info` on Hugging Face checkpoint directories
+//! (`<golden dir>/hf-pretrained/hf-dir-*`, as a user downloads them).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// The `hf-dir-*` directories beside the golden fixtures (`$PERCEIVER_GOLDEN_DIR`, else
+/// `../shared/golden`); none is a skip, or a failure under `CI=true`.
+fn hf_dirs() -> Vec<PathBuf> {
+    let golden = std::env::var_os("PERCEIVER_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
+    let root = golden.join("hf-pretrained");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("hf-dir-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    if dirs.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "no hf-dir-* in {}",
+            root.display()
+        );
+        eprintln!("skipped: no hf-dir-* in {}", root.display());
+    }
+    dirs
+}
+
+fn argmax(xs: &[f32]) -> usize {
+    (0..xs.len()).fold(0, |best, i| if xs[i] > xs[best] { i } else { best })
+}
+
+#[test]
+fn predict_names_the_expected_top_class() {
+    for dir in hf_dirs() {
+        let (tensors, _) =
+            perceiver_nn::io::load_safetensors(dir.join("expected.safetensors")).unwrap();
+        let logits = &tensors.iter().find(|(n, _)| n == "logits").unwrap().1;
+        let want = argmax(&logits.to_vec());
+        let image = dir.join("image.png");
+        let o = run(&[
+            "predict",
+            "--json",
+            "--checkpoint",
+            dir.to_str().unwrap(),
+            image.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let j = last_json(&o);
+        assert_eq!(j["file"], image.display().to_string());
+        let top = j["top"].as_array().unwrap();
+        assert_eq!(top[0]["index"], want, "{j}");
+        assert!(top[0]["label"].is_string());
+        let sum: f64 = top.iter().map(|t| t["probability"].as_f64().unwrap()).sum();
+        assert!(sum > 0.0 && sum <= 1.0 + 1e-5);
+        let o = run(&["info", "--checkpoint", dir.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(text(&o.stdout).contains("parameters:"));
+    }
+}
+
+/// A truncated `pytorch_model.bin` is refused with one line naming it, never a panic.
+#[test]
+fn a_truncated_checkpoint_is_refused() {
+    for dir in hf_dirs() {
+        let bin = dir.join("pytorch_model.bin");
+        let Ok(bytes) = std::fs::read(&bin) else {
+            continue;
+        };
+        let d = tmp("hf-truncated");
+        let copy = d.join("model");
+        std::fs::create_dir(&copy).unwrap();
+        for f in ["config.json", "preprocessor_config.json"] {
+            std::fs::copy(dir.join(f), copy.join(f)).unwrap();
+        }
+        let image = dir.join("image.png");
+        for cut in [bytes.len() / 3, bytes.len() - 100] {
+            std::fs::write(copy.join("pytorch_model.bin"), &bytes[..cut]).unwrap();
+            let e = refused(&[
+                "predict",
+                "--checkpoint",
+                copy.to_str().unwrap(),
+                image.to_str().unwrap(),
+            ]);
+            assert!(e.contains("pytorch_model.bin"), "{e}");
+        }
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

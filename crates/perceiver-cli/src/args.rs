@@ -18,8 +18,12 @@ pub struct TrainArgs {
     #[arg(long, conflicts_with = "config")]
     pub preset: Option<String>,
     /// A model configuration file (JSON) instead of the task preset's model.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init_from")]
     pub config: Option<PathBuf>,
+    /// Fine-tune the model of this checkpoint (our format: `perceiver convert` output or a
+    /// run's checkpoint/): its weights, a new head when the class count differs.
+    #[arg(long, value_name = "DIR", conflicts_with = "preset")]
+    pub init_from: Option<PathBuf>,
     /// Epochs.
     #[arg(long)]
     pub epochs: Option<u64>,
@@ -148,6 +152,15 @@ pub struct PredictArgs {
     /// instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `perceiver convert`.
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// A Hugging Face Perceiver directory (config.json, pytorch_model.bin or model.safetensors).
+    pub from: PathBuf,
+    /// The new checkpoint folder (config.json, model.safetensors); must not exist or be empty.
+    pub out: PathBuf,
 }
 
 /// Options of `perceiver info`.

@@ -6,11 +6,13 @@
 //! - `perceiver eval --checkpoint DIR`: test loss and accuracy of a checkpoint.
 //! - `perceiver predict --checkpoint DIR FILE...`: top-5 classes of images, WAV clips or meshes.
 //! - `perceiver info`: a configuration's parameters and FLOPs.
+//! - `perceiver convert HF_DIR OUT`: a Hugging Face Perceiver directory to our checkpoint format.
 //!
 //! `train` and `eval` end with one JSON object on the last line of standard output. Errors are
 //! one line on standard error and a non-zero exit status.
 
 mod args;
+mod convert;
 mod error;
 mod eval;
 mod info;
@@ -27,7 +29,7 @@ mod train;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use args::{EvalArgs, InfoArgs, PredictArgs, TrainArgs};
+use args::{ConvertArgs, EvalArgs, InfoArgs, PredictArgs, TrainArgs};
 use clap::{Parser, Subcommand};
 use error::{CliError, Result};
 use std::process::ExitCode;
@@ -68,6 +70,8 @@ enum Command {
     Predict(PredictArgs),
     /// Print a configuration, its parameter count and FLOPs per example.
     Info(InfoArgs),
+    /// Convert a Hugging Face Perceiver directory to our checkpoint format (for --init-from).
+    Convert(ConvertArgs),
 }
 
 /// Runs `f` on a rayon pool of `n` compute threads (default: one per core).
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => in_pool(a.threads, || eval::eval(a)),
         Command::Predict(a) => predict::predict(a),
         Command::Info(a) => info::info(a),
+        Command::Convert(a) => convert::convert(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

@@ -105,6 +105,7 @@ fn resumed(a: &TrainArgs, dir: &Path) -> Result<Settings> {
         ("--dataset", a.dataset != DatasetKind::Shapes),
         ("--preset", a.preset.is_some()),
         ("--config", a.config.is_some()),
+        ("--init-from", a.init_from.is_some()),
         ("--batch-size", a.batch_size.is_some()),
         ("--optimizer", a.optimizer.is_some()),
         ("--lr", a.lr.is_some()),
@@ -316,15 +317,31 @@ fn setup(a: &TrainArgs) -> Result<Run> {
                 body.per_block = a.depth.unwrap_or(body.per_block);
                 tasks::body_config(&body, &shape, classes, a.dataset.is_points())
             };
-            check_memory(&config, &h, a.max_memory)?;
-            tasks::new_trainer(config, &h, steps_per_epoch)?
+            match &a.init_from {
+                Some(dir) => {
+                    let (model, fresh) = tasks::init_model_from(dir, &shape, classes, h.seed)?;
+                    check_memory(model.config(), &h, a.max_memory)?;
+                    if !fresh.is_empty() {
+                        eprintln!(
+                            "note: initialised afresh for {classes} classes: {}",
+                            fresh.join(", ")
+                        );
+                    }
+                    tasks::trainer_for(model, &h, steps_per_epoch)?
+                }
+                None => {
+                    check_memory(&config, &h, a.max_memory)?;
+                    tasks::new_trainer(config, &h, steps_per_epoch)?
+                }
+            }
         }
     };
     let c = trainer.model().config();
-    if c.input_channels != shape.channels || c.input_tokens() != shape.tokens {
+    let elements: usize = c.input_axes.iter().product();
+    if c.input_channels != shape.channels || elements != shape.tokens {
         return Err(CliError::new(format!(
             "the model takes {} tokens of {} channels but {} has {} tokens of {}",
-            c.input_tokens(),
+            elements,
             c.input_channels,
             info.data.dataset.name(),
             shape.tokens,

@@ -96,3 +96,65 @@ fn a_truncated_checkpoint_is_refused() {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+/// `convert` writes our checkpoint format (refusing a non-empty folder), and `train
+/// --init-from` fine-tunes it on a small image folder with a new head for its class count.
+#[test]
+fn convert_then_fine_tune_on_an_image_folder() {
+    for dir in hf_dirs() {
+        let d = tmp("hf-convert");
+        let out = d.join("converted");
+        let j = last_json(&run(&[
+            "convert",
+            dir.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ]));
+        assert_eq!(j["command"], "convert", "{j}");
+        assert!(out.join("model.safetensors").is_file() && out.join("config.json").is_file());
+        let e = refused(&["convert", dir.to_str().unwrap(), out.to_str().unwrap()]);
+        assert!(e.contains("not empty"), "{e}");
+        // A folder of 16 x 16 RGB images in 2 classes (the checkpoint has more).
+        let data = d.join("data");
+        for (split, n) in [("train", 8u32), ("test", 4)] {
+            for (k, class) in ["dots", "stripes"].iter().enumerate() {
+                let cdir = data.join(split).join(class);
+                std::fs::create_dir_all(&cdir).unwrap();
+                for i in 0..n {
+                    let img = image::RgbImage::from_fn(16, 16, |x, y| {
+                        let v = if k == 0 { (x * y + i) % 7 } else { (x + i) % 3 };
+                        image::Rgb([(v * 40) as u8, (v * 20) as u8, 100])
+                    });
+                    img.save(cdir.join(format!("{i}.png"))).unwrap();
+                }
+            }
+        }
+        let run_dir = d.join("run");
+        let o = run(&[
+            "train",
+            "--dataset",
+            "image-folder",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--image-size",
+            "16",
+            "--init-from",
+            out.to_str().unwrap(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--threads",
+            "1",
+            "--out",
+            run_dir.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains("initialised afresh for 2 classes"),
+            "{}",
+            text(&o.stderr)
+        );
+        assert_eq!(last_json(&o)["epochs"], 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -431,6 +431,13 @@ impl Perceiver {
         })
     }
 
+    /// The names of the model's state that is not trained (BatchNorm's running statistics in
+    /// the conv preprocessor): held in [`Perceiver::params`] so checkpoints keep it, without
+    /// gradients, so an optimizer must leave it (freeze it).
+    pub fn state_names(&self) -> Vec<&'static str> {
+        self.config.state_names()
+    }
+
     /// The configuration.
     pub fn config(&self) -> &PerceiverConfig {
         &self.config

@@ -38,9 +38,6 @@ pub(crate) enum InputPreprocessor {
 /// BatchNorm's epsilon in `Conv2DDownsample`.
 const BN_EPS: f32 = 1e-5;
 
-/// The canonical names of the preprocessor's state that is not trained.
-pub(crate) const BUFFERS: [&str; 2] = ["pre.bn.running_mean", "pre.bn.running_var"];
-
 impl InputPreprocessor {
     /// Creates the parameters of `p` for inputs of `input_channels` channels.
     pub(crate) fn new(
@@ -69,8 +66,8 @@ impl InputPreprocessor {
                     conv: store.add("pre.conv.weight", w)?,
                     bn_weight: store.add("pre.bn.weight", Tensor::ones(&[channels]))?,
                     bn_bias: store.add("pre.bn.bias", Tensor::zeros(&[channels]))?,
-                    running_mean: store.add(BUFFERS[0], Tensor::zeros(&[channels]))?,
-                    running_var: store.add(BUFFERS[1], Tensor::ones(&[channels]))?,
+                    running_mean: store.add("pre.bn.running_mean", Tensor::zeros(&[channels]))?,
+                    running_var: store.add("pre.bn.running_var", Tensor::ones(&[channels]))?,
                 }
             }
         })

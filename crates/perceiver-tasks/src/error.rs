@@ -123,4 +123,12 @@ pub enum TaskError {
     /// The model configuration is invalid.
     #[error("model configuration: {0}")]
     Config(#[from] perceiver_model::ConfigError),
+    /// A checkpoint to start from does not fit the data.
+    #[error("{}: {msg}", .dir.display())]
+    InitFrom {
+        /// The checkpoint.
+        dir: std::path::PathBuf,
+        /// What does not fit.
+        msg: String,
+    },
 }

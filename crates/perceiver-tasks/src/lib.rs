@@ -57,7 +57,9 @@ pub use data::{
     train_loader, train_transform, DataShape, DataSpec, Splits, MAX_GENERATED,
 };
 pub use error::{Result, TaskError};
-pub use model::{body_config, fit_config, new_trainer, resume_trainer};
+pub use model::{
+    body_config, fit_config, init_model_from, new_trainer, resume_trainer, trainer_for,
+};
 pub use preset::{
     task_preset, AudioKind, Body, DatasetKind, Hyper, OptimizerKind, ScheduleKind, TaskPreset,
 };

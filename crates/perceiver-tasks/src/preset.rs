@@ -230,16 +230,23 @@ impl Hyper {
     /// The optimizer: LAMB, AdamW (decoupled decay), Adam (L2 decay in the gradient) or SGD
     /// with Nesterov momentum 0.9, each with this weight decay.
     pub fn optimizer(&self) -> Result<Box<dyn Optimizer>> {
+        self.optimizer_freezing(&[])
+    }
+
+    /// [`Hyper::optimizer`] leaving the parameters named in `frozen` unchanged (a model's state
+    /// that is not trained, such as BatchNorm's running statistics).
+    pub fn optimizer_freezing(&self, frozen: &[&str]) -> Result<Box<dyn Optimizer>> {
         let wd = self.weight_decay;
+        let f = frozen.iter().copied();
         Ok(match self.optimizer {
-            OptimizerKind::Lamb => {
-                Box::new(Lamb::new(LambConfig::default().with_weight_decay(wd))?)
-            }
-            OptimizerKind::Adamw => Box::new(Adam::new(AdamConfig::adamw(wd))?),
-            OptimizerKind::Adam => Box::new(Adam::new(AdamConfig::adam_l2(wd))?),
-            OptimizerKind::Sgd => {
-                Box::new(Sgd::new(SgdConfig::nesterov(0.9).with_weight_decay(wd))?)
-            }
+            OptimizerKind::Lamb => Box::new(Lamb::new(
+                LambConfig::default().with_weight_decay(wd).freeze(f),
+            )?),
+            OptimizerKind::Adamw => Box::new(Adam::new(AdamConfig::adamw(wd).freeze(f))?),
+            OptimizerKind::Adam => Box::new(Adam::new(AdamConfig::adam_l2(wd).freeze(f))?),
+            OptimizerKind::Sgd => Box::new(Sgd::new(
+                SgdConfig::nesterov(0.9).with_weight_decay(wd).freeze(f),
+            )?),
         })
     }
 

@@ -131,6 +131,17 @@ impl PerceiverConfig {
         self.preprocessor.token_axes(&self.input_axes)
     }
 
+    /// The names of the model's state that is not trained: BatchNorm's running statistics of
+    /// the conv preprocessor (see `Perceiver::state_names`).
+    pub fn state_names(&self) -> Vec<&'static str> {
+        match self.preprocessor {
+            Preprocessor::ConvDownsample { .. } => {
+                vec!["pre.bn.running_mean", "pre.bn.running_var"]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// The channels of each token before the position features: `input_channels` after the
     /// preprocessor.
     pub fn token_channels(&self) -> usize {

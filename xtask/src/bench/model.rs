@@ -1,7 +1,9 @@
 //! Configurations A and B of `bench.md` through the real model (`perceiver-model` presets
 //! `mnist-small` and `imagenet-bench`): A forward and A training step (forward, cross-entropy,
-//! backward, Adam) at batch 32, B forward at batch 1. Reported as examples/s, with the
-//! achieved GFLOP/s from the model's own FLOP count (a training step counts 3x the forward).
+//! backward, Adam) at batch 32, B forward at batch 1; and the layout of the published Hugging
+//! Face `vision-perceiver-fourier` (preset `perceiver-io-imagenet`) forward at batch 1. Reported as
+//! examples/s, with the achieved GFLOP/s from the model's own FLOP count (a training step
+//! counts 3x the forward).
 
 use super::{Group, Point, Work};
 use perceiver_model::presets::preset;
@@ -75,6 +77,7 @@ fn points(quick: bool) -> Vec<Point> {
         }),
     });
     if !quick {
+        out.push(hf_fourier_point());
         let b_flops = preset("imagenet-bench")
             .expect("known preset")
             .flops_per_example()
@@ -99,4 +102,31 @@ fn points(quick: bool) -> Vec<Point> {
         });
     }
     out
+}
+
+/// The `perceiver-io-imagenet` preset (the layout of `deepmind/vision-perceiver-fourier`:
+/// 224 x 224 RGB with 2-D Fourier features, 512 x 1024 latents, 8 blocks of 6 shared
+/// self-attention layers, a decoder to 1000 classes) at batch 1, random weights: the point
+/// compared with `transformers`.
+fn hf_fourier_point() -> Point {
+    let (_, flops, _) = build("perceiver-io-imagenet");
+    let flops = flops as f64;
+    Point {
+        name: "HF Fourier forward".into(),
+        shape: "batch 1, 224 x 224".into(),
+        note: "perceiver-io-imagenet (vision-perceiver-fourier layout), no gradients".into(),
+        work: Work::Examples {
+            examples: 1.0,
+            flops,
+        },
+        setup: Box::new(move || {
+            let (model, _, mut shape) = build("perceiver-io-imagenet");
+            shape.insert(0, 1);
+            let x = Tensor::randn(&shape, &mut Rng::new(1));
+            Box::new(move || {
+                let y = no_grad(|| model.forward(&x, None)).expect("forward");
+                black_box(y);
+            })
+        }),
+    }
 }

@@ -119,3 +119,35 @@ fn hf_directories_load_and_predict() {
         assert_eq!(top, argmax(&want), "{}: top-1 differs", dir.display());
     }
 }
+
+/// A converted directory fine-tunes from exactly its weights: our checkpoint of the loaded
+/// model, opened by `init_model_from` for the same classes, gives the same logits before any
+/// training step.
+#[test]
+fn converted_weights_are_the_ones_fine_tuned() {
+    use perceiver_model::import::hf::{channels_last, load_hf_directory};
+    for dir in material("converted_weights_are_the_ones_fine_tuned", "hf-dir-") {
+        let hf = load_hf_directory(&dir).unwrap();
+        let out = std::env::temp_dir().join(format!("hf-converted-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        hf.model.save_checkpoint(&out).unwrap();
+        let c = hf.model.config();
+        let shape = perceiver_tasks::DataShape {
+            axes: c.input_axes.clone(),
+            channels: c.input_channels,
+            tokens: c.input_axes.iter().product(),
+            grid: Some(c.input_axes.clone()),
+            sample_tokens: c.input_axes.iter().product(),
+        };
+        let (model, fresh) =
+            perceiver_tasks::init_model_from(&out, &shape, hf.labels.len(), 0).unwrap();
+        assert!(fresh.is_empty(), "{fresh:?}");
+        let (tensors, _) = load_safetensors(dir.join("expected.safetensors")).unwrap();
+        let px = &tensors.iter().find(|(n, _)| n == "pixel_values").unwrap().1;
+        let x = channels_last(px).unwrap();
+        let a = hf.model.forward(&x, None).unwrap().logits.to_vec();
+        let b = model.forward(&x, None).unwrap().logits.to_vec();
+        assert_eq!(a, b, "{}", dir.display());
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}

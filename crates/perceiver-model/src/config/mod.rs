@@ -17,7 +17,8 @@
 //! shared set is one set of parameters used at several positions, so its gradient is the sum
 //! over those positions.
 
-use perceiver_pos::{FourierConfig, PositionConfigError, PositionEncodingConfig};
+pub use error::ConfigError;
+use perceiver_pos::{FourierConfig, PositionEncodingConfig};
 use perceiver_tensor::GeluKind;
 pub use preprocess::Preprocessor;
 use serde::{Deserialize, Serialize};
@@ -591,58 +592,6 @@ impl QueryConfig {
 /// attention dropout applies, the reference kernel runs whatever this says.
 pub use perceiver_attn::AttnKernel as AttentionKernel;
 
-/// A configuration error, naming the field at fault.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum ConfigError {
-    /// A size that must be positive is zero.
-    #[error("`{field}` must be positive")]
-    Zero {
-        /// The field.
-        field: &'static str,
-    },
-    /// An attention width is not a multiple of its number of heads.
-    #[error("`{field}` = {width} is not a multiple of the {heads} heads")]
-    NotDivisible {
-        /// The field.
-        field: &'static str,
-        /// The width.
-        width: usize,
-        /// The number of heads.
-        heads: usize,
-    },
-    /// A probability or epsilon out of range.
-    #[error("`{field}` = {value} is out of range ({expected})")]
-    OutOfRange {
-        /// The field.
-        field: &'static str,
-        /// The value.
-        value: f32,
-        /// The allowed range.
-        expected: &'static str,
-    },
-    /// Fields that contradict each other.
-    #[error("`{field}`: {reason}")]
-    Inconsistent {
-        /// The field.
-        field: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// A size is absurd: a product of sizes overflows or exceeds
-    /// [`PerceiverConfig::MAX_ELEMENTS`] elements, or a layer count exceeds
-    /// [`PerceiverConfig::MAX_LAYERS`].
-    #[error("`{field}` is too large: {reason}")]
-    TooLarge {
-        /// The field.
-        field: &'static str,
-        /// The product or count and the limit it breaks.
-        reason: String,
-    },
-    /// The position encoding is invalid.
-    #[error("`position_encoding`: {0}")]
-    Position(#[from] PositionConfigError),
-}
-
 impl Default for PerceiverConfig {
     /// A small image classifier: 28x28x1 input, lucidrains-style Fourier features (16 bands),
     /// 64 x 128 latents, 2 blocks of 2 self-attention layers, paper sharing, 10 classes.
@@ -818,6 +767,7 @@ impl PerceiverConfig {
     }
 }
 
+mod error;
 mod preprocess;
 mod sizes;
 #[cfg(test)]

@@ -40,8 +40,8 @@ pub enum ConfigError {
         reason: String,
     },
     /// A size is absurd: a product of sizes overflows or exceeds
-    /// [`PerceiverConfig::MAX_ELEMENTS`] elements, or a layer count exceeds
-    /// [`PerceiverConfig::MAX_LAYERS`].
+    /// [`PerceiverConfig::MAX_ELEMENTS`](super::PerceiverConfig::MAX_ELEMENTS) elements, or a layer count exceeds
+    /// [`PerceiverConfig::MAX_LAYERS`](super::PerceiverConfig::MAX_LAYERS).
     #[error("`{field}` is too large: {reason}")]
     TooLarge {
         /// The field.

@@ -78,6 +78,23 @@ fn train_eval_predict_end_to_end() {
     assert_eq!(top.len(), 5);
     let sum: f64 = top.iter().map(|t| t["probability"].as_f64().unwrap()).sum();
     assert!(sum > 0.0 && sum <= 1.0 + 1e-5);
+    // --json: one object per file, the same classes by name.
+    let o = run(&[
+        "predict",
+        "--json",
+        "--top",
+        "3",
+        "--checkpoint",
+        out.to_str().unwrap(),
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let j = last_json(&o);
+    assert_eq!(text(&o.stdout).lines().count(), 1);
+    assert_eq!(j["file"], png.display().to_string());
+    let top3 = j["top"].as_array().unwrap();
+    assert_eq!(top3.len(), 3);
+    assert_eq!(top3[0]["label"], top[0]["label"]);
 
     let o = run(&["info", "--checkpoint", out.to_str().unwrap()]);
     assert!(o.status.success());

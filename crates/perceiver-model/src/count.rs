@@ -361,25 +361,28 @@ impl PerceiverConfig {
         let (n, dl) = (self.num_latents, self.latent_dim);
         let product = |xs: &[usize]| xs.iter().try_fold(1usize, |a, &x| a.checked_mul(x));
         let ic = self.input_channels;
+        // (matmul, elementwise) of the preprocessor, if there is one; `None` inside on overflow.
         let pre = match self.preprocessor {
             Preprocessor::None => None,
             // A multiply-add per input channel and token channel, plus the bias.
-            Preprocessor::Conv1x1 { channels } => product(&self.input_axes)
-                .and_then(|e| prod(&[2, e, ic, channels]).zip(prod(&[e, channels]))),
+            Preprocessor::Conv1x1 { channels } => Some(
+                product(&self.input_axes)
+                    .and_then(|e| prod(&[2, e, ic, channels]).zip(prod(&[e, channels]))),
+            ),
             // The 7 x 7 convolution at half resolution, BatchNorm and ReLU there, and the 3 x 3
             // max-pool on the tokens (elementwise).
             Preprocessor::ConvDownsample { channels } => {
                 let half: Vec<usize> = self.input_axes.iter().map(|a| a.div_ceil(2)).collect();
-                product(&half).and_then(|h| {
+                Some(product(&half).and_then(|h| {
                     let elementwise =
                         prod(&[h, channels, 3])?.checked_add(prod(&[m, channels, 9])?)?;
                     Some((prod(&[2, h, ic, 49, channels])?, elementwise))
-                })
+                }))
             }
         };
-        if let Some(x) = (self.preprocessor != Preprocessor::None).then_some(pre) {
-            let (matmul, elementwise) =
-                x.ok_or_else(|| overflow("the preprocessor", "input_axes or preprocessor"))?;
+        if let Some(cost) = pre {
+            let too_big = || overflow("the preprocessor", "input_axes or preprocessor");
+            let (matmul, elementwise) = cost.ok_or_else(too_big)?;
             f.add(
                 "preprocessor",
                 Cost {
@@ -387,7 +390,7 @@ impl PerceiverConfig {
                     elementwise,
                 },
             )
-            .ok_or_else(|| overflow("the preprocessor", "input_axes or preprocessor"))?;
+            .ok_or_else(too_big)?;
         }
         if let Some(p) = self.position_projection {
             let raw = self.position_encoding.raw_channels(self.input_axes.len());
@@ -479,5 +482,43 @@ impl PerceiverConfig {
             }
         }
         Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The preprocessor's cost is its own part: a 1 x 1 convolution is a multiply-add per input
+    /// element, input channel and token channel plus the bias; none adds nothing.
+    #[test]
+    fn preprocessor_flops() {
+        let base = PerceiverConfig {
+            input_channels: 3,
+            input_axes: vec![6, 6],
+            num_latents: 4,
+            latent_dim: 16,
+            ..PerceiverConfig::default()
+        };
+        let part = |c: &PerceiverConfig| {
+            let f = c.try_flops_per_example().unwrap();
+            f.parts
+                .iter()
+                .find(|(n, _)| n == "preprocessor")
+                .map(|p| p.1)
+        };
+        assert_eq!(part(&base), None);
+        let c = PerceiverConfig {
+            preprocessor: Preprocessor::Conv1x1 { channels: 8 },
+            ..base.clone()
+        };
+        assert_eq!(part(&c), Some(2 * 36 * 3 * 8 + 36 * 8));
+        let c = PerceiverConfig {
+            input_axes: vec![16, 12],
+            preprocessor: Preprocessor::ConvDownsample { channels: 8 },
+            ..base
+        };
+        // Convolution at 8 x 6, BatchNorm and ReLU there, the pool over the 3 x 2 tokens.
+        assert_eq!(part(&c), Some(2 * 48 * 3 * 49 * 8 + 48 * 8 * 3 + 6 * 8 * 9));
     }
 }

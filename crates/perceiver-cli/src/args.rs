@@ -22,7 +22,11 @@ pub struct TrainArgs {
     pub config: Option<PathBuf>,
     /// Fine-tune the model of this checkpoint (our format: `perceiver convert` output or a
     /// run's checkpoint/): its weights, a new head when the class count differs.
-    #[arg(long, value_name = "DIR", conflicts_with = "preset")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with_all = ["preset", "latents", "latent_dim", "bands", "depth"]
+    )]
     pub init_from: Option<PathBuf>,
     /// Epochs.
     #[arg(long)]

@@ -305,7 +305,9 @@ fn setup(a: &TrainArgs) -> Result<Run> {
             t
         }
         None => {
-            let config = if let Some(name) = &a.preset {
+            let config = if let Some(dir) = &a.init_from {
+                tasks::init_config_from(dir, &shape, classes)?
+            } else if let Some(name) = &a.preset {
                 tasks::fit_config(preset(name)?, &shape, classes)
             } else if let Some(path) = &a.config {
                 tasks::fit_config(read_config(path)?, &shape, classes)
@@ -317,10 +319,10 @@ fn setup(a: &TrainArgs) -> Result<Run> {
                 body.per_block = a.depth.unwrap_or(body.per_block);
                 tasks::body_config(&body, &shape, classes, a.dataset.is_points())
             };
+            check_memory(&config, &h, a.max_memory)?;
             match &a.init_from {
                 Some(dir) => {
-                    let (model, fresh) = tasks::init_model_from(dir, &shape, classes, h.seed)?;
-                    check_memory(model.config(), &h, a.max_memory)?;
+                    let (model, fresh) = tasks::init_model_with(dir, config, h.seed)?;
                     if !fresh.is_empty() {
                         eprintln!(
                             "note: initialised afresh for {classes} classes: {}",
@@ -329,10 +331,7 @@ fn setup(a: &TrainArgs) -> Result<Run> {
                     }
                     tasks::trainer_for(model, &h, steps_per_epoch)?
                 }
-                None => {
-                    check_memory(&config, &h, a.max_memory)?;
-                    tasks::new_trainer(config, &h, steps_per_epoch)?
-                }
+                None => tasks::new_trainer(config, &h, steps_per_epoch)?,
             }
         }
     };

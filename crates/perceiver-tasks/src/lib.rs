@@ -58,7 +58,8 @@ pub use data::{
 };
 pub use error::{Result, TaskError};
 pub use model::{
-    body_config, fit_config, init_model_from, new_trainer, resume_trainer, trainer_for,
+    body_config, fit_config, init_config_from, init_model_from, init_model_with, new_trainer,
+    resume_trainer, trainer_for,
 };
 pub use preset::{
     task_preset, AudioKind, Body, DatasetKind, Hyper, OptimizerKind, ScheduleKind, TaskPreset,

@@ -81,26 +81,25 @@ pub fn fit_config(mut c: PerceiverConfig, shape: &DataShape, classes: usize) -> 
             }
         }
     }
+    set_classes(&mut c, classes);
+    c
+}
+
+/// Gives the head of `c` `classes` outputs.
+fn set_classes(c: &mut PerceiverConfig, classes: usize) {
     match &mut c.head {
         HeadConfig::Classifier { num_classes, .. } => *num_classes = classes,
         HeadConfig::Decoder(d) => d.num_outputs = classes,
         HeadConfig::None => {}
     }
-    c
 }
 
-/// A model to fine-tune from the checkpoint in `dir` (our format: `config.json` and
-/// `model.safetensors`, as `perceiver convert` or a run's `checkpoint/` holds them), on data
-/// of `shape` with `classes` classes. The input channels must match; the input axes become the
-/// data's (a trainable position encoding must already have them); the head gets `classes`
-/// outputs. Every tensor is loaded from the checkpoint except a head whose class count changed,
-/// which is initialised afresh from `seed`. Returns the model and the names initialised afresh.
-pub fn init_model_from(
-    dir: &Path,
-    shape: &DataShape,
-    classes: usize,
-    seed: u64,
-) -> Result<(Perceiver, Vec<String>)> {
+/// The configuration of the checkpoint in `dir` (our format: `config.json` and
+/// `model.safetensors`, as `perceiver convert` or a run's `checkpoint/` holds them) fitted for
+/// fine-tuning on data of `shape` with `classes` classes: the input channels must match; the
+/// input axes become the data's (a trainable position encoding must already have them); the
+/// head gets `classes` outputs. Nothing is allocated, so the caller can check the memory first.
+pub fn init_config_from(dir: &Path, shape: &DataShape, classes: usize) -> Result<PerceiverConfig> {
     let bad = |msg: String| TaskError::InitFrom {
         dir: dir.to_path_buf(),
         msg,
@@ -124,12 +123,34 @@ pub fn init_model_from(
         }
         c.input_axes = shape.axes.clone();
     }
-    match &mut c.head {
-        HeadConfig::Classifier { num_classes, .. } => *num_classes = classes,
-        HeadConfig::Decoder(d) => d.num_outputs = classes,
-        HeadConfig::None => {}
-    }
+    set_classes(&mut c, classes);
     c.validate()?;
+    Ok(c)
+}
+
+/// A model to fine-tune from the checkpoint in `dir`, with the configuration
+/// [`init_config_from`] gives: every tensor is loaded from the checkpoint except a head whose
+/// class count changed, which is initialised afresh from `seed`. Returns the model and the
+/// names initialised afresh.
+pub fn init_model_from(
+    dir: &Path,
+    shape: &DataShape,
+    classes: usize,
+    seed: u64,
+) -> Result<(Perceiver, Vec<String>)> {
+    init_model_with(dir, init_config_from(dir, shape, classes)?, seed)
+}
+
+/// [`init_model_from`] with the configuration already fitted (by [`init_config_from`]).
+pub fn init_model_with(
+    dir: &Path,
+    c: PerceiverConfig,
+    seed: u64,
+) -> Result<(Perceiver, Vec<String>)> {
+    let bad = |msg: String| TaskError::InitFrom {
+        dir: dir.to_path_buf(),
+        msg,
+    };
     let model = Perceiver::new(c, &mut Rng::new(mix_seed(&[seed, 1])))?;
     let wpath = dir.join(WEIGHTS_FILE);
     let (tensors, _) = perceiver_nn::io::load_safetensors(&wpath)?;

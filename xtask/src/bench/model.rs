@@ -77,50 +77,42 @@ fn points(quick: bool) -> Vec<Point> {
         }),
     });
     if !quick {
-        out.push(hf_fourier_point());
-        let b_flops = preset("imagenet-bench")
-            .expect("known preset")
-            .flops_per_example()
-            .total() as f64;
-        out.push(Point {
-            name: "B forward".into(),
-            shape: "batch 1".into(),
-            note: "imagenet-bench, no gradients".into(),
-            work: Work::Examples {
-                examples: 1.0,
-                flops: b_flops,
-            },
-            setup: Box::new(move || {
-                let (model, _, mut shape) = build("imagenet-bench");
-                shape.insert(0, 1);
-                let x = Tensor::randn(&shape, &mut Rng::new(1));
-                Box::new(move || {
-                    let y = no_grad(|| model.forward(&x, None)).expect("forward");
-                    black_box(y);
-                })
-            }),
-        });
+        out.push(batch1_forward(
+            "B forward",
+            "imagenet-bench",
+            "batch 1",
+            "imagenet-bench, no gradients",
+        ));
+        // The layout of `deepmind/vision-perceiver-fourier` (224 x 224 RGB with 2-D Fourier
+        // features, 512 x 1024 latents, 8 blocks of 6 shared self-attention layers, a decoder
+        // to 1000 classes), random weights: the point compared with `transformers`.
+        out.push(batch1_forward(
+            "HF Fourier forward",
+            "perceiver-io-imagenet",
+            "batch 1, 224 x 224",
+            "perceiver-io-imagenet (vision-perceiver-fourier layout), no gradients",
+        ));
     }
     out
 }
 
-/// The `perceiver-io-imagenet` preset (the layout of `deepmind/vision-perceiver-fourier`:
-/// 224 x 224 RGB with 2-D Fourier features, 512 x 1024 latents, 8 blocks of 6 shared
-/// self-attention layers, a decoder to 1000 classes) at batch 1, random weights: the point
-/// compared with `transformers`.
-fn hf_fourier_point() -> Point {
-    let (_, flops, _) = build("perceiver-io-imagenet");
-    let flops = flops as f64;
+/// The forward of preset `preset` at batch 1 on random data, without gradients. The FLOP
+/// count comes from the configuration; the model is built only when the point runs.
+fn batch1_forward(name: &str, preset_name: &'static str, shape: &str, note: &str) -> Point {
+    let flops = preset(preset_name)
+        .expect("known preset")
+        .flops_per_example()
+        .total() as f64;
     Point {
-        name: "HF Fourier forward".into(),
-        shape: "batch 1, 224 x 224".into(),
-        note: "perceiver-io-imagenet (vision-perceiver-fourier layout), no gradients".into(),
+        name: name.into(),
+        shape: shape.into(),
+        note: note.into(),
         work: Work::Examples {
             examples: 1.0,
             flops,
         },
         setup: Box::new(move || {
-            let (model, _, mut shape) = build("perceiver-io-imagenet");
+            let (model, _, mut shape) = build(preset_name);
             shape.insert(0, 1);
             let x = Tensor::randn(&shape, &mut Rng::new(1));
             Box::new(move || {

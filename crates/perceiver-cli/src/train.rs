@@ -68,17 +68,18 @@ struct Done {
     last_test: Option<EvalStats>,
 }
 
-/// Evaluates on the test split, if there is one; a non-finite loss is an error.
-fn test_stats(run: &Run, keep: &str) -> Result<Option<EvalStats>> {
+/// Evaluates on the test split, if there is one, with the weights after `epoch` (1-based); a
+/// non-finite loss is an error naming the last good checkpoint.
+fn test_stats(run: &Run, epoch: u64) -> Result<Option<EvalStats>> {
     let Some(loader) = &run.test_loader else {
         return Ok(None);
     };
     let test = evaluate_loader(run.trainer.model(), loader, "test")?;
     if !test.loss.is_finite() {
         return Err(CliError::new(format!(
-            "the test loss became {} after epoch {}; stopping — try a lower learning rate or --clip-norm; {keep}",
+            "the test loss became {} after epoch {epoch}; stopping — try a lower learning rate or --clip-norm; {}",
             test.loss,
-            run.trainer.epoch() + 1
+            last_good(run.out.path())
         )));
     }
     Ok(Some(test))
@@ -453,7 +454,7 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
         }
         bar.finish_and_clear();
         let train_s = t0.elapsed().as_secs_f64();
-        let test = test_stats(run, &last_good(run.out.path()))?;
+        let test = test_stats(run, epoch + 1)?;
         run.trainer.finish_epoch()?;
         done.examples += count as u64;
         done.train_s += train_s;
@@ -512,7 +513,7 @@ fn epochs(run: &mut Run, stop_after: Option<u64>, wall: Instant) -> Result<Done>
 fn report(mut run: Run, done: Done, wall: Instant) -> Result<()> {
     let test = match done.last_test {
         Some(t) => Some(t),
-        None => test_stats(&run, &last_good(run.out.path()))?,
+        None => test_stats(&run, run.trainer.epoch())?,
     };
     let info = &mut run.info;
     let wall_s = wall.elapsed().as_secs_f64();

@@ -93,3 +93,25 @@ pub fn golden_files(test: &str) -> Option<Vec<PathBuf>> {
     }
     Some(files)
 }
+
+/// The entries of `<golden dir>/hf-pretrained/` whose names start with `prefix`, sorted (none:
+/// skipped, or a failure under CI).
+pub fn hf_pretrained(test: &str, prefix: &str) -> Vec<PathBuf> {
+    let dir = golden_dir().join("hf-pretrained");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    if found.is_empty() {
+        skip_or_fail(test, &format!("no {prefix}* in {}", dir.display()));
+    }
+    found
+}

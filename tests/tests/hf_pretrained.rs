@@ -3,30 +3,7 @@
 
 use perceiver_data::image::ImageProcessor;
 use perceiver_nn::io::load_safetensors;
-use perceiver_tests::{golden_dir, skip_or_fail};
-use std::path::PathBuf;
-
-/// The files of `hf-pretrained/` whose names start with `prefix`, sorted (none: skipped, or a
-/// failure under CI).
-fn material(test: &str, prefix: &str) -> Vec<PathBuf> {
-    let dir = golden_dir().join("hf-pretrained");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(prefix))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    found.sort();
-    if found.is_empty() {
-        skip_or_fail(test, &format!("no {prefix}* in {}", dir.display()));
-    }
-    found
-}
+use perceiver_tests::hf_pretrained as material;
 
 /// Our processor on each fixture's photo (named by its `image` metadata, with the settings
 /// of its `settings` metadata) gives the reference `pixel_values` within 0.05 (max) and 0.01

@@ -4,35 +4,12 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-/// The `hf-dir-*` directories beside the golden fixtures (`$PERCEIVER_GOLDEN_DIR`, else
-/// `../shared/golden`); none is a skip, or a failure under `CI=true`.
+/// The `hf-dir-*` directories beside the golden fixtures (none: a skip, or a failure under
+/// `CI=true`).
 fn hf_dirs() -> Vec<PathBuf> {
-    let golden = std::env::var_os("PERCEIVER_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"));
-    let root = golden.join("hf-pretrained");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with("hf-dir-"))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    dirs.sort();
-    if dirs.is_empty() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "no hf-dir-* in {}",
-            root.display()
-        );
-        eprintln!("skipped: no hf-dir-* in {}", root.display());
-    }
-    dirs
+    perceiver_tests::hf_pretrained("hf_dirs", "hf-dir-")
 }
 
 fn argmax(xs: &[f32]) -> usize {
